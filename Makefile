@@ -1,0 +1,47 @@
+# explaunch — the two commands a new machine needs:  make demo   |   make test
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# Re-installs only when the dependency pins change; a second `make setup` does nothing.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt | sha256sum | cut -c1-12)
+export MLFLOW_DISABLE_TELEMETRY := true
+export HYDRA_FULL_ERROR := 0
+
+.PHONY: help setup demo test test-fast lint typecheck clean
+.DEFAULT_GOAL := help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(STAMP)  ## create .venv and install explaunch, its pinned dependencies and system packages
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	scripts/setup-system.sh
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "explaunch needs Python 3.11, found " + sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c requirements/constraints.txt -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+DEMO_DIR := multirun/demo-$(shell date +%Y-%m-%d_%H-%M-%S)
+
+demo: setup  ## install, then run the demo sweep (2 models x 3 batch sizes) and print its report
+	$(BIN)/python main.py -m model=llama,mistral batch=8,16,32 hydra.sweep.dir=$(DEMO_DIR)
+	$(BIN)/explaunch report $(DEMO_DIR)
+
+test: setup lint typecheck  ## install, then lint, type-check and run every test (slow ones included)
+	$(BIN)/pytest -W error
+
+test-fast: setup  ## unit tests only
+	$(BIN)/pytest -W error -m "not slow"
+
+lint: setup  ## ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup  ## mypy --strict
+	$(BIN)/mypy
+
+clean:  ## remove what runs produced (not .venv)
+	rm -rf outputs multirun mlruns mlflow.db .pytest_cache .mypy_cache .ruff_cache

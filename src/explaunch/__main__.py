@@ -1,0 +1,3 @@
+from explaunch.cli import entry
+
+entry()

@@ -1,0 +1,37 @@
+"""The ``explaunch`` command: review what sweeps left in their folders. One module per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from explaunch import __version__
+from explaunch.cli import report
+from explaunch.errors import ExplaunchError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="explaunch",
+        description="Review explaunch sweeps. Run sweeps with: python main.py -m key=a,b other=1,2",
+    )
+    parser.add_argument("--version", action="version", version=f"explaunch {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    report.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except ExplaunchError as ex:
+        print(f"error: {ex}", file=sys.stderr)
+        return ex.exit_code
+    return code
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""The config schema (dataclasses registered in Hydra's ConfigStore) and its validation.
+
+The YAML files under ``conf/`` hold values; the types, ranges and allowed choices live here, as field metadata read
+by :func:`validate`. A value that breaks a rule becomes a :class:`~explaunch.errors.ConfigError` naming the key, the
+value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import II, MISSING, DictConfig, OmegaConf, open_dict
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+from explaunch.errors import ConfigError
+
+SCHEMA_VERSION = 1
+
+
+def spec(
+    default: Any,
+    *,
+    min: float | None = None,  # noqa: A002 - reads best at the call sites
+    max: float | None = None,  # noqa: A002
+    choices: tuple[str, ...] | None = None,
+    help: str = "",  # noqa: A002
+) -> Any:
+    """A dataclass field with the rules :func:`validate` checks (``min``/``max`` inclusive, ``choices``)."""
+    metadata = {"min": min, "max": max, "choices": choices, "help": help}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class ModelConfig:
+    """A causal LM: built with random weights from the sizes below, or loaded from ``pretrained_path``."""
+
+    name: str = MISSING
+    family: str = spec(MISSING, choices=("llama", "mistral"))
+    pretrained_path: Optional[str] = spec(None, help="local folder with config.json + weights; no download")
+    tokenizer_path: Optional[str] = spec(None, help="local tokenizer folder; default: pretrained_path or shipped")
+    hidden_size: int = spec(128, min=8)
+    intermediate_size: int = spec(256, min=8)
+    num_hidden_layers: int = spec(2, min=1)
+    num_attention_heads: int = spec(4, min=1)
+    num_key_value_heads: int = spec(2, min=1)
+    max_position_embeddings: int = spec(1024, min=16)
+    rope_theta: float = spec(10000.0, min=1.0)
+    sliding_window: Optional[int] = spec(None, min=1, help="mistral only")
+
+    def check(self, key: str) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                f"{key}.num_attention_heads",
+                self.num_attention_heads,
+                f"must divide {key}.hidden_size={self.hidden_size}",
+            )
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ConfigError(
+                f"{key}.num_key_value_heads",
+                self.num_key_value_heads,
+                f"must divide {key}.num_attention_heads={self.num_attention_heads}",
+            )
+        for name in ("pretrained_path", "tokenizer_path"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).expanduser().is_dir():
+                raise ConfigError(f"{key}.{name}", path, "must be an existing local directory (nothing is downloaded)")
+
+
+@dataclass
+class BatchingConfig:
+    strategy: str = spec("static", choices=("static",))
+    batch_size: int = spec(II("batch"), min=1)
+    num_prompts: int = spec(32, min=1, help="prompts measured, after the length filter")
+    max_new_tokens: int = spec(32, min=1)
+    fixed_length: bool = spec(True, help="generate exactly max_new_tokens (EOS ignored), as benchmarks do")
+    min_prompt_tokens: int = spec(4, min=1)
+    max_prompt_tokens: int = spec(256, min=1)
+    warmup_batches: int = spec(3, min=0)
+    do_sample: bool = spec(False, help="greedy decoding when false (deterministic)")
+    temperature: float = spec(1.0, min=1e-6)
+
+    def check(self, key: str) -> None:
+        if self.min_prompt_tokens > self.max_prompt_tokens:
+            raise ConfigError(
+                f"{key}.min_prompt_tokens",
+                self.min_prompt_tokens,
+                f"must be <= {key}.max_prompt_tokens={self.max_prompt_tokens}",
+            )
+
+
+@dataclass
+class ShardingConfig:
+    strategy: str = spec("none", choices=("none",))
+    num_processes: int = spec(1, min=1, max=1, help="more than one process comes with ddp/fsdp")
+
+
+@dataclass
+class HardwareConfig:
+    device: str = spec("auto", choices=("auto", "cpu", "cuda"))
+    gpu_ids: list[int] = spec([])
+    mixed_precision: str = spec("no", choices=("no", "fp16", "bf16"))
+    num_threads: Optional[int] = spec(None, min=1, help="torch intra-op threads; default: torch's choice")
+
+    def check(self, key: str) -> None:
+        if self.device == "cpu" and self.mixed_precision == "fp16":
+            raise ConfigError(f"{key}.mixed_precision", "fp16", "not supported on cpu; use bf16 or no")
+
+
+@dataclass
+class TrackingConfig:
+    backend: str = spec("none", choices=("none",))
+
+
+@dataclass
+class EnergyConfig:
+    enabled: bool = spec(True, help="measure energy with codecarbon (and NVML on NVIDIA GPUs)")
+    country_iso_code: str = spec("USA", help="grid carbon intensity used for emissions, ISO 3166-1 alpha-3")
+    measure_power_secs: float = spec(1.0, min=0.1)
+
+
+@dataclass
+class LLMInferenceConfig:
+    name: str = spec("llm_inference", choices=("llm_inference",))
+    prompts_file: Optional[str] = spec(None, help="JSONL with a 'text' field; default: the shipped prompt set")
+    flops: str = spec("counter", choices=("counter", "analytical", "none"))
+
+    def check(self, key: str) -> None:
+        if self.prompts_file is not None and not Path(self.prompts_file).expanduser().is_file():
+            raise ConfigError(f"{key}.prompts_file", self.prompts_file, "must be an existing local file")
+
+
+@dataclass
+class ExplaunchConfig:
+    """The root of every job's config. Top-level knobs are the ones users sweep."""
+
+    model: ModelConfig = MISSING
+    batching: BatchingConfig = MISSING
+    sharding: ShardingConfig = MISSING
+    experiment_type: Any = MISSING  # each option of the group brings its own schema (see register_configs)
+    hardware: HardwareConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
+    seed: int = spec(0, min=0, max=2**32 - 1)
+    batch: int = spec(8, min=1)
+    lam: float = spec(0.0, min=0.0, help="fairness weight, used by fairness_tradeoff")
+    deterministic: bool = spec(False, help="torch deterministic algorithms (slower)")
+
+
+EXPERIMENT_SCHEMAS: dict[str, type] = {"llm_inference": LLMInferenceConfig}
+
+
+def register_configs() -> None:
+    """Put the schema in Hydra's ConfigStore: ``explaunch_schema`` for config.yaml, one per experiment type."""
+    cs = ConfigStore.instance()
+    cs.store(name="explaunch_schema", node=ExplaunchConfig)
+    for name, schema in EXPERIMENT_SCHEMAS.items():
+        cs.store(group="schema/experiment_type", name=name, node=schema)
+
+
+def _describe_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    return "a value"
+
+
+def _check_fields(obj: Any, prefix: str) -> None:
+    """Check scalars before nested nodes, so that ``batch=0`` is reported as ``batch``, not as what interpolates it."""
+    nested = []
+    for f in fields(obj):
+        key = f"{prefix}{f.name}"
+        value = getattr(obj, f.name)
+        if is_dataclass(value):
+            nested.append((value, key + "."))
+        elif value is not None:
+            _check_value(key, value, f.metadata)
+    for value, key in nested:
+        _check_fields(value, key)
+    check = getattr(obj, "check", None)
+    if check is not None:
+        check(prefix.rstrip("."))
+
+
+def _check_value(key: str, value: Any, rules: Any) -> None:
+    if rules.get("choices") and value not in rules["choices"]:
+        raise ConfigError(key, value, "allowed: " + ", ".join(rules["choices"]))
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, value, "must be a finite number")
+    low, high = rules.get("min"), rules.get("max")
+    if low is not None and value < low:
+        bound = f"<= {high}" if high == low else f">= {low}"
+        raise ConfigError(key, value, f"must be {_describe_type(value)} {bound}")
+    if high is not None and value > high:
+        raise ConfigError(key, value, f"must be {_describe_type(value)} <= {high}")
+
+
+def validate(cfg: DictConfig) -> ExplaunchConfig:
+    """Turn a composed job config into the typed :class:`ExplaunchConfig`, or raise the first :class:`ConfigError`.
+
+    Any ``hydra`` node is ignored. Types were already checked by OmegaConf at composition; here come the
+    ranges, choices and cross-field rules.
+    """
+    task_cfg = cfg
+    if "hydra" in cfg:
+        task_cfg = copy.copy(cfg)
+        with open_dict(task_cfg):
+            del task_cfg["hydra"]
+    try:
+        obj = OmegaConf.to_object(task_cfg)
+    except MissingMandatoryValue as ex:
+        raise ConfigError(str(ex.full_key), "???", "a value is required") from None
+    except OmegaConfBaseException as ex:
+        raise ConfigError(str(ex.full_key or "config"), getattr(ex, "value", "?"), ex.msg or str(ex)) from None
+    known = [f.name for f in fields(ExplaunchConfig)]
+    for key in task_cfg:
+        if key not in known:
+            value = OmegaConf.to_container(task_cfg, resolve=False)[key]  # type: ignore[index]
+            raise ConfigError(str(key), value, "no such key; keys here: " + ", ".join(known))
+    if not isinstance(obj, ExplaunchConfig):
+        raise ConfigError("config", type(obj).__name__, "the primary config must use explaunch_schema")
+    _check_fields(obj, "")
+    return obj
+
+
+def to_dict(config: ExplaunchConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def config_hash(config: ExplaunchConfig) -> str:
+    """A stable hash of everything that decides a job's result (the resolved task config).
+
+    ``tracking`` is left out: where results are logged does not change them.
+    """
+    data = to_dict(config)
+    data.pop("tracking", None)
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def schema_keys(key: str) -> list[str] | None:
+    """The keys the schema allows under ``key`` (a dotted path), or None where it does not say (an ``Any`` node)."""
+    node: Any = ExplaunchConfig
+    for part in [p for p in key.split(".") if p]:
+        if not (isinstance(node, type) and is_dataclass(node)):
+            return None
+        node = typing.get_type_hints(node).get(part)
+    if isinstance(node, type) and is_dataclass(node):
+        return [f.name for f in fields(node)]
+    return None

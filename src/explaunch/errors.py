@@ -1,0 +1,42 @@
+"""One error hierarchy for explaunch: each error is one line for the user and one exit code.
+
+``ConfigError`` subclasses Hydra's ``CompactHydraException`` so that, should one escape into Hydra's own error
+reporting, Hydra also prints only its message (no traceback).
+"""
+
+from __future__ import annotations
+
+from hydra.errors import CompactHydraException
+
+EXIT_USAGE = 2  # bad input from the user (as argparse does)
+EXIT_FAILED = 1  # something ran and failed
+
+
+class ExplaunchError(Exception):
+    """Base of every error explaunch raises on purpose."""
+
+    exit_code = EXIT_FAILED
+
+
+class ConfigError(ExplaunchError, CompactHydraException):
+    """A config value, key or group option the user gave is not allowed. Never retried."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, key: str, value: object, allowed: str) -> None:
+        self.key = key
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{key}={format_value(value)}: {allowed}")
+
+
+class RecordError(ExplaunchError):
+    """A job or sweep record is missing, unreadable or of an unknown schema version."""
+
+
+def format_value(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)

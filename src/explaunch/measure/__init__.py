@@ -1,0 +1,1 @@
+"""Measurements: energy, compute (latency, throughput, FLOPs) and memory. Heavy libraries are imported lazily."""

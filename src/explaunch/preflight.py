@@ -1,0 +1,108 @@
+"""Check the command line before Hydra starts anything: bad input ends here with one line and exit code 2.
+
+Hydra's own reports of a composition error span several lines (search path, hints) and a value out of range would
+only surface inside a job. Here every override is composed the way Hydra will compose it and the result validated:
+each value of each swept key once (a sum over keys, not the product of the grid), so a grid of a thousand jobs
+costs a few dozen compositions.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from explaunch.config import schema_keys, validate
+from explaunch.errors import ConfigError
+
+# Hydra flags that print or inspect instead of running jobs: Hydra handles those alone.
+_INSPECTING_FLAGS = ("help", "hydra_help", "cfg", "info", "shell_completion", "experimental_rerun")
+
+
+def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str] | None = None) -> None:
+    """Exit with status 2 and one ``error:`` line on stderr when the command line asks for a bad config."""
+    from hydra._internal.utils import get_args_parser  # Hydra's own parser: the flags stay Hydra's
+
+    args = get_args_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if any(getattr(args, flag, None) for flag in _INSPECTING_FLAGS) or args.config_dir or args.config_path:
+        return
+    try:
+        check_overrides(config_dir, args.config_name or config_name, args.overrides, multirun=args.multirun)
+    except ConfigError as ex:
+        print(f"error: {ex}", file=sys.stderr)
+        raise SystemExit(ex.exit_code) from None
+
+
+def check_overrides(config_dir: Path, config_name: str, overrides: Sequence[str], *, multirun: bool) -> None:
+    """Raise the first :class:`ConfigError` among the jobs these overrides would start."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(config_dir.resolve()), version_base="1.3"):
+        parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+        try:
+            parsed = parser.parse_overrides(list(overrides))
+        except HydraException as ex:
+            raise ConfigError("command line", " ".join(overrides), _first_line(ex)) from None
+        fixed = [str(o.input_line) for o in parsed if not o.is_sweep_override()]
+        swept = {o.get_key_element(): o for o in parsed if o.is_sweep_override()}
+        if swept and not multirun:
+            key, first = next(iter(swept.items()))
+            value = str(first.input_line).partition("=")[2]
+            raise ConfigError(key, value, "a list of values needs -m/--multirun")
+
+        base = _compose(config_name, fixed, fixed, return_hydra_config=multirun)
+        if multirun:  # grids written in config (hydra.sweeper.params) are swept too, unless the shell overrides a key
+            params = OmegaConf.select(base, "hydra.sweeper.params", default=None) or {}
+            from_config = parser.parse_overrides([f"{k}={v}" for k, v in params.items()])
+            for o in from_config:
+                swept.setdefault(o.get_key_element(), o)
+        validate(base)
+        for key, override in swept.items():
+            if not override.is_discrete_sweep():
+                raise ConfigError(key, override.get_value_element_as_str(), "only lists, range() and glob() sweeps")
+            for value in override.sweep_string_iterator():
+                job = [*fixed, f"{key}={value}"]
+                validate(_compose(config_name, job, [f"{key}={value}"], return_hydra_config=False))
+
+
+def _compose(config_name: str, overrides: list[str], suspects: list[str], *, return_hydra_config: bool) -> DictConfig:
+    """Compose as Hydra would; turn a composition error into a ConfigError about the override that caused it."""
+    try:
+        return compose(config_name, overrides=overrides, return_hydra_config=return_hydra_config)
+    except MissingConfigException as ex:
+        if ex.missing_cfg_file and ex.options is not None:
+            group, _, option = ex.missing_cfg_file.rpartition("/")
+            allowed = ", ".join(sorted(ex.options)) or "(none)"
+            raise ConfigError(group, option, f"no such option in group '{group}'; allowed: {allowed}") from None
+        raise ConfigError("config", config_name, _first_line(ex)) from None
+    except HydraException as ex:
+        cause = ex.__cause__
+        if isinstance(cause, OmegaConfBaseException) and cause.full_key:
+            key = str(cause.full_key)
+            value = _value_of(key, suspects)
+            if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
+                parent = key.rpartition(".")[0]
+                known = schema_keys(parent)
+                allowed = "no such key" + (f"; keys here: {', '.join(known)}" if known else "")
+                raise ConfigError(key, value, allowed) from None
+            raise ConfigError(key, value, _first_line(cause)) from None
+        raise ConfigError("override", " ".join(suspects), _first_line(ex)) from None
+
+
+def _value_of(key: str, overrides: list[str]) -> str:
+    for line in overrides:
+        name, _, value = line.lstrip("+~").partition("=")
+        if name == key:
+            return value
+    return "?"
+
+
+def _first_line(ex: BaseException) -> str:
+    text = getattr(ex, "msg", None) or str(ex)
+    return text.strip().splitlines()[0] if text.strip() else type(ex).__name__

@@ -1,0 +1,211 @@
+"""Job and sweep records: versioned, written atomically, and the only readers of them.
+
+A job folder's ``job.json`` is the source of truth for that job; ``sweep.json`` (and ``sweep.csv``) in the sweep
+folder summarise the job folders beneath it and can always be rebuilt from them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from explaunch.errors import RecordError
+
+JOB_SCHEMA_VERSION = 1
+SWEEP_SCHEMA_VERSION = 1
+JOB_FILE = "job.json"
+SWEEP_FILE = "sweep.json"
+SWEEP_CSV = "sweep.csv"
+TRACEBACK_FILE = "traceback.txt"
+
+COMPLETED = "completed"
+FAILED = "failed"
+
+# Shown in sweep.json / sweep.csv rows; every metric stays in job.json.
+HEADLINE_METRICS = (
+    "throughput_tokens_per_s",
+    "latency_batch_p50_s",
+    "ttft_p50_s",
+    "memory_peak_rss_mb",
+    "energy_joules",
+    "tokens_per_joule",
+)
+
+
+@dataclass(frozen=True)
+class JobError:
+    type: str
+    message: str
+    traceback_file: str | None = None
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    status: str
+    overrides: list[str]
+    config: dict[str, Any]
+    config_hash: str | None
+    start_time: str
+    end_time: str
+    duration_s: float
+    job_num: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    error: JobError | None = None
+    schema_version: int = JOB_SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JobRecord:
+        version = data.get("schema_version")
+        if version != JOB_SCHEMA_VERSION:
+            raise RecordError(f"job record schema_version {version!r} is not supported (expected {JOB_SCHEMA_VERSION})")
+        values = dict(data)
+        if values.get("error") is not None:
+            values["error"] = JobError(**values["error"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    job_dir: str  # relative to the sweep folder
+    job_num: int | None
+    overrides: list[str]
+    status: str
+    duration_s: float
+    metrics: dict[str, float]
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    sweep_dir: str
+    jobs: list[SweepRow]
+    schema_version: int = SWEEP_SCHEMA_VERSION
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for row in self.jobs:
+            counts[row.status] = counts.get(row.status, 0) + 1
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "counts": self.counts}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SweepRecord:
+        version = data.get("schema_version")
+        if version != SWEEP_SCHEMA_VERSION:
+            raise RecordError(
+                f"sweep record schema_version {version!r} is not supported (expected {SWEEP_SCHEMA_VERSION})"
+            )
+        return cls(
+            sweep_dir=data["sweep_dir"],
+            jobs=[SweepRow(**row) for row in data["jobs"]],
+            schema_version=version,
+        )
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_job_record(job_dir: Path, record: JobRecord) -> Path:
+    path = job_dir / JOB_FILE
+    write_json_atomic(path, record.to_dict())
+    return path
+
+
+def read_job_record(path: Path) -> JobRecord:
+    """Read ``job.json`` (or the job folder holding it)."""
+    path = path / JOB_FILE if path.is_dir() else path
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RecordError(f"no job record at {path}") from None
+    except (OSError, json.JSONDecodeError) as ex:
+        raise RecordError(f"unreadable job record {path}: {ex}") from None
+    return JobRecord.from_dict(data)
+
+
+def iter_job_records(sweep_dir: Path) -> Iterator[tuple[Path, JobRecord]]:
+    """Every job record under ``sweep_dir``, in job-number order (folders without a number last)."""
+    found = []
+    for path in sweep_dir.rglob(JOB_FILE):
+        record = read_job_record(path)
+        found.append((path.parent, record))
+    found.sort(key=lambda item: (item[1].job_num is None, item[1].job_num or 0, str(item[0])))
+    yield from found
+
+
+def summarize_sweep(sweep_dir: Path) -> SweepRecord:
+    rows = []
+    for job_dir, record in iter_job_records(sweep_dir):
+        rows.append(
+            SweepRow(
+                job_dir=str(job_dir.relative_to(sweep_dir)),
+                job_num=record.job_num,
+                overrides=record.overrides,
+                status=record.status,
+                duration_s=record.duration_s,
+                metrics={k: record.metrics[k] for k in HEADLINE_METRICS if k in record.metrics},
+                error=f"{record.error.type}: {record.error.message}" if record.error else None,
+            )
+        )
+    return SweepRecord(sweep_dir=str(sweep_dir), jobs=rows)
+
+
+def write_sweep_record(sweep_dir: Path) -> SweepRecord:
+    """Rebuild ``sweep.json`` and ``sweep.csv`` from the job folders under ``sweep_dir``."""
+    sweep = summarize_sweep(sweep_dir)
+    write_json_atomic(sweep_dir / SWEEP_FILE, sweep.to_dict())
+    write_text_atomic(sweep_dir / SWEEP_CSV, sweep_csv(sweep))
+    return sweep
+
+
+def sweep_csv(sweep: SweepRecord) -> str:
+    metric_names = [m for m in HEADLINE_METRICS if any(m in row.metrics for row in sweep.jobs)]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["job_dir", "job_num", "overrides", "status", "duration_s", *metric_names, "error"])
+    for row in sweep.jobs:
+        metrics = [row.metrics.get(m, "") for m in metric_names]
+        writer.writerow(
+            [row.job_dir, row.job_num, " ".join(row.overrides), row.status, row.duration_s, *metrics, row.error or ""]
+        )
+    return out.getvalue()
+
+
+def read_sweep_record(sweep_dir: Path) -> SweepRecord:
+    path = sweep_dir / SWEEP_FILE
+    try:
+        return SweepRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise RecordError(f"no sweep record at {path}") from None
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as ex:
+        raise RecordError(f"unreadable sweep record {path}: {ex}") from None

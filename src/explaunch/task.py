@@ -1,0 +1,22 @@
+"""The task every job runs: validate the config, seed, hand over to the experiment type."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from explaunch import experiments
+from explaunch.config import validate
+from explaunch.seeding import seed_everything
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Run one job; the returned dict (``metrics``, ``info``) becomes part of the job record."""
+    config = validate(cfg)
+    job_dir = Path(HydraConfig.get().runtime.output_dir)
+    seed_everything(config.seed, deterministic=config.deterministic)
+    experiment = experiments.load(config.experiment_type.name)
+    return experiment(config, job_dir).to_dict()
