@@ -10,7 +10,7 @@ import csv
 import io
 import json
 import os
-import tempfile
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,14 +65,19 @@ class JobRecord:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> JobRecord:
+    def from_dict(cls, data: Any) -> JobRecord:
+        if not isinstance(data, Mapping):
+            raise RecordError(f"a job record is a JSON object, not {type(data).__name__}")
         version = data.get("schema_version")
         if version != JOB_SCHEMA_VERSION:
             raise RecordError(f"job record schema_version {version!r} is not supported (expected {JOB_SCHEMA_VERSION})")
         values = dict(data)
-        if values.get("error") is not None:
-            values["error"] = JobError(**values["error"])
-        return cls(**values)
+        try:
+            if values.get("error") is not None:
+                values["error"] = JobError(**values["error"])
+            return cls(**values)
+        except TypeError as ex:  # a missing or unknown field
+            raise RecordError(f"job record does not match schema version {version}: {ex}") from None
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,9 @@ class SweepRecord:
         return {**asdict(self), "counts": self.counts}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SweepRecord:
+    def from_dict(cls, data: Any) -> SweepRecord:
+        if not isinstance(data, Mapping):
+            raise RecordError(f"a sweep record is a JSON object, not {type(data).__name__}")
         version = data.get("schema_version")
         if version != SWEEP_SCHEMA_VERSION:
             raise RecordError(
@@ -119,15 +126,15 @@ class SweepRecord:
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old file or the new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with tmp.open("x", encoding="utf-8") as handle:  # "x" honours the umask, unlike mkstemp's 0600
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        Path(tmp).replace(path)
+        tmp.replace(path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -275,6 +275,8 @@ def run(config: ExplaunchConfig, job_dir: Path) -> ExperimentResult:
     if "flops" in metrics:
         metrics["flops_per_output_token"] = metrics["flops"] / metrics["output_tokens"]
 
+    if energy is not None and energy.error:
+        info["energy"] = {"error": energy.error}
     if energy is not None and energy.reading is not None:
         reading = energy.reading
         metrics.update(reading.metrics("energy"))

@@ -18,6 +18,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def summarize(values: Sequence[float], prefix: str) -> dict[str, float]:
     """``{prefix}_mean``, ``_p50``, ``_p95`` (suffix ``_s``: the values are seconds)."""
+    if not values:
+        raise ValueError(f"no values to summarize for {prefix}")
     return {
         f"{prefix}_mean_s": sum(values) / len(values),
         f"{prefix}_p50_s": percentile(values, 50),

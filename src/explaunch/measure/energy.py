@@ -51,12 +51,16 @@ class EnergyReading:
 
 
 class EnergyTracker:
-    """``with EnergyTracker(...) as tracker: ...`` then ``tracker.reading``. Starting takes about 1.5 s (codecarbon)."""
+    """``with EnergyTracker(...) as tracker: ...`` then ``tracker.reading``. Starting takes about 1.5 s (codecarbon).
+
+    A meter that fails never fails the measured code: ``reading`` stays None and ``error`` says why.
+    """
 
     def __init__(self, country_iso_code: str = "USA", measure_power_secs: float = 1.0) -> None:
         self.country_iso_code = country_iso_code
         self.measure_power_secs = measure_power_secs
         self.reading: EnergyReading | None = None
+        self.error: str | None = None
         self._tracker: Any = None
 
     def __enter__(self) -> EnergyTracker:
@@ -67,7 +71,7 @@ class EnergyTracker:
             country_iso_code=self.country_iso_code,
             measure_power_secs=self.measure_power_secs,
             tracking_mode="process",
-            save_to_file=False,
+            output_methods=[],  # the job record keeps the figures
             log_level="error",
             allow_multiple_runs=True,
         )
@@ -79,12 +83,16 @@ class EnergyTracker:
     ) -> None:
         self._tracker.stop()
         self.reading = _reading_from(self._tracker)
+        if self.reading is None:  # codecarbon swallows its own errors in start()/stop() and only logs them
+            self.error = "codecarbon recorded no energy (its log says why)"
 
 
-def _reading_from(tracker: Any) -> EnergyReading:
+def _reading_from(tracker: Any) -> EnergyReading | None:
     from importlib.metadata import version
 
-    data = tracker.final_emissions_data
+    data = getattr(tracker, "final_emissions_data", None)
+    if data is None:
+        return None
     hardware = {type(h).__name__: h for h in tracker._hardware}  # codecarbon keeps no public list of meters
     cpu = hardware.get("CPU")
     cpu_mode = getattr(cpu, "_mode", "absent") if cpu is not None else "absent"

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+
+from explaunch.config import register_configs
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+MAIN = ROOT / "main.py"
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+register_configs()
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    """The job config Hydra would compose for these overrides (no ``hydra`` node)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.fixture(autouse=True)
+def _clear_hydra() -> Iterator[None]:
+    yield
+    GlobalHydra.instance().clear()

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import MAIN
+
+# Small enough for CI on 2 cores, large enough that every batch size is really used (48 prompts / 32 = 2 batches).
+TINY = ("batching.num_prompts=48", "batching.max_new_tokens=8", "batching.warmup_batches=1")
+
+
+def run_main(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """``python main.py ARGS`` as a user runs it, in ``cwd``."""
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, str(MAIN), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )

@@ -1,0 +1,36 @@
+"""Bad input: one line naming key, value and what is allowed; exit 2; no job folder; no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.integration.helpers import run_main
+
+BAD = [
+    ("batch=0", "batch=0: must be an integer >= 1"),
+    ("batch=abc", "batch=abc: Value 'abc' of type 'str' could not be converted to Integer"),
+    ("model=gpt9", "model=gpt9: no such option in group 'model'; allowed: llama, mistral"),
+    ("hardware=tpu", "hardware=tpu: no such option in group 'hardware'; allowed: auto, cpu, gpu"),
+    ("seed=-1", "seed=-1: must be an integer >= 0"),
+    ("batching.max_new_tokens=-1", "batching.max_new_tokens=-1: must be an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD)
+def test_bad_single_run_stops_before_any_job(tmp_path: Path, override: str, message: str) -> None:
+    proc = run_main(override, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [f"error: {message}"]
+    assert list(tmp_path.iterdir()) == []  # no outputs/ folder, no job started
+
+
+@pytest.mark.parametrize(("override", "message"), BAD)
+def test_bad_value_anywhere_in_a_sweep_stops_it_before_any_job(tmp_path: Path, override: str, message: str) -> None:
+    key, _, value = override.partition("=")
+    good = {"batch": "8", "model": "llama", "hardware": "cpu", "seed": "0", "batching.max_new_tokens": "4"}[key]
+    proc = run_main("-m", f"{key}={good},{value}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [f"error: {message}"]
+    assert list(tmp_path.iterdir()) == []  # no multirun/ folder

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from explaunch.config import validate
+from explaunch.errors import ConfigError
+from explaunch.experiments import llm_inference
+from explaunch.experiments.base import ExperimentResult
+from explaunch.measure.compute import generate_flops
+from explaunch.seeding import seed_everything
+from tests.conftest import compose_config
+
+SMALL = (
+    "batching.num_prompts=12",
+    "batching.max_new_tokens=6",
+    "batching.warmup_batches=1",
+    "energy.enabled=false",
+    "hardware=cpu",
+)
+
+
+def run_job(tmp_path: Path, *overrides: str) -> ExperimentResult:
+    config = validate(compose_config(*SMALL, *overrides))
+    seed_everything(config.seed)
+    return llm_inference.run(config, tmp_path)
+
+
+@pytest.mark.parametrize("model", ["llama", "mistral"])
+def test_metrics_are_positive_and_consistent(tmp_path: Path, model: str) -> None:
+    result = run_job(tmp_path, f"model={model}", "batch=5")
+    m = result.metrics
+    assert m["num_batches"] == 3  # 12 prompts in batches of 5: 5, 5, 2
+    assert m["output_tokens"] == 12 * 6  # fixed-length generation
+    assert m["input_tokens"] >= 12 * 4  # every prompt passed the >= 4 token filter
+    assert m["throughput_tokens_per_s"] == pytest.approx(m["output_tokens"] / m["generate_time_s"])
+    assert sum(result.info["batch_latencies_s"]) == pytest.approx(m["generate_time_s"])
+    assert 0 < m["ttft_p50_s"] <= m["latency_batch_p50_s"]
+    assert m["latency_batch_p50_s"] <= m["latency_batch_p95_s"]
+    assert m["memory_peak_rss_mb"] > 0
+    assert m["flops"] > 0 and m["flops_per_output_token"] == pytest.approx(m["flops"] / m["output_tokens"])
+    assert result.info["weights"] == "random-init"
+    assert result.info["device"] == "cpu"
+
+
+def test_flop_counter_and_analytical_count_agree_exactly(tmp_path: Path) -> None:
+    """The analytical formula models what generate executes: prefill, LM head on the last token, KV-cached steps."""
+    for model in ("llama", "mistral"):
+        m = run_job(tmp_path, f"model={model}", "batch=4").metrics
+        assert m["flops"] == pytest.approx(m["flops_analytical"], rel=1e-9)
+
+
+def test_same_seed_gives_the_same_tokens_and_another_seed_does_not(tmp_path: Path) -> None:
+    first = run_job(tmp_path, "seed=7").info["output_sha256"]
+    again = run_job(tmp_path, "seed=7").info["output_sha256"]
+    other = run_job(tmp_path, "seed=8").info["output_sha256"]
+    assert first == again
+    assert first != other
+
+
+def test_prompt_length_filter_is_applied(tmp_path: Path) -> None:
+    tokenizer = llm_inference.load_tokenizer(validate(compose_config()).model)
+    config = validate(compose_config("batching.min_prompt_tokens=60", "batching.max_prompt_tokens=80"))
+    texts = llm_inference.load_prompts(llm_inference.shipped_data("prompts.jsonl"))
+    chosen = llm_inference.select_prompts(texts, tokenizer, config.batching, seed=0)
+    lengths = [len(tokenizer(t)["input_ids"]) for t in chosen]
+    assert len(chosen) == config.batching.num_prompts
+    assert all(60 <= n <= 80 for n in lengths)
+
+
+def test_too_few_prompts_after_the_filter_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^batching\.num_prompts=12: only \d+ of 240 prompts have 250\.\.256 tokens"):
+        run_job(tmp_path, "batching.min_prompt_tokens=250")
+
+
+def test_prompts_file_from_the_user_is_used(tmp_path: Path) -> None:
+    prompts = tmp_path / "mine.jsonl"
+    prompts.write_text("\n".join(f'{{"text": "tell me about the number {i} in detail"}}' for i in range(12)))
+    result = run_job(tmp_path, f"experiment_type.prompts_file={prompts}")
+    assert result.info["prompts_file"] == str(prompts)
+
+
+def test_early_eos_is_counted_up_to_and_including_it() -> None:
+    ids = torch.tensor([[5, 6, 2, 0], [5, 6, 7, 8]])
+    assert llm_inference.count_output_tokens(ids, eos_token_id=2, fixed_length=False) == 3 + 4
+    assert llm_inference.count_output_tokens(ids, eos_token_id=2, fixed_length=True) == 8
+
+
+def test_analytical_flops_of_a_single_forward_step() -> None:
+    # prompt of 1 token, 1 new token: one forward pass of 1 token over a context of 1
+    flops = generate_flops(
+        layer_params=100, head_params=10, num_layers=2, hidden_size=8, batch=3, prompt_len=1, new_tokens=1
+    )
+    assert flops == 3 * (2 * 100 + 2 * 10 + 4 * 2 * 8 * 1)
+
+
+def test_cuda_request_without_a_gpu_is_a_clear_error(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    with pytest.raises(ConfigError, match=r"^hardware\.device=cuda: no CUDA device is visible here"):
+        run_job(tmp_path, "hardware=gpu", "hardware.mixed_precision=no")

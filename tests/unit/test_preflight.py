@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import pytest
+
+from explaunch.errors import ConfigError
+from explaunch.preflight import check_overrides
+from tests.conftest import CONF_DIR
+
+
+def check(*overrides: str, multirun: bool = False) -> None:
+    check_overrides(CONF_DIR, "config", list(overrides), multirun=multirun)
+
+
+def test_good_command_lines_pass() -> None:
+    check("model=mistral", "batch=4", "seed=3", "batching.max_new_tokens=16")
+    check("model=llama,mistral", "batch=8,16,32", multirun=True)
+    check("model=glob(*)", "batch=range(1,4)", "seed=0,1", multirun=True)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("batch=0", "batch=0: must be an integer >= 1"),
+        ("batch=abc", "batch=abc: Value 'abc' of type 'str' could not be converted to Integer"),
+        ("model=gpt9", "model=gpt9: no such option in group 'model'; allowed: llama, mistral"),
+        ("hardware=tpu", "hardware=tpu: no such option in group 'hardware'; allowed: auto, cpu, gpu"),
+        ("seed=-1", "seed=-1: must be an integer >= 0"),
+        ("batching.max_new_tokens=-1", "batching.max_new_tokens=-1: must be an integer >= 1"),
+    ],
+)
+@pytest.mark.parametrize("multirun", [False, True])
+def test_each_bad_input_gets_one_line_naming_key_value_and_allowed(override: str, message: str, multirun: bool) -> None:
+    with pytest.raises(ConfigError) as info:
+        check(override, multirun=multirun)
+    assert str(info.value) == message
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_key_lists_the_keys_that_exist() -> None:
+    with pytest.raises(ConfigError, match=r"^batching\.foo=1: no such key; keys here: strategy, batch_size"):
+        check("batching.foo=1")
+
+
+def test_every_swept_value_is_checked_not_only_the_first() -> None:
+    with pytest.raises(ConfigError, match=r"^seed=-5: "):
+        check("model=llama,mistral", "seed=0,1,2,-5", multirun=True)
+    with pytest.raises(ConfigError, match=r"^model=gpt9: "):
+        check("model=llama,gpt9", multirun=True)
+
+
+def test_a_list_without_multirun_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"^batch=8,16: a list of values needs -m/--multirun$"):
+        check("batch=8,16")
+
+
+def test_syntax_error_in_an_override_is_one_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        check("batch=[1,2")
+    assert "\n" not in str(info.value)
