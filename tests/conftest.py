@@ -30,3 +30,16 @@ def compose_config(*overrides: str) -> DictConfig:
 def _clear_hydra() -> Iterator[None]:
     yield
     GlobalHydra.instance().clear()
+
+
+# Third-party warnings we cannot act on. As marks they also hold under `pytest -W error`, which would override the
+# ini's filterwarnings; every other warning stays an error.
+THIRD_PARTY_WARNINGS = (
+    "ignore::sqlalchemy.exc.SADeprecationWarning",  # MLflow's ORM models on SQLAlchemy 2.1
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for spec in THIRD_PARTY_WARNINGS:
+            item.add_marker(pytest.mark.filterwarnings(spec))

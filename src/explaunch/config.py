@@ -119,12 +119,35 @@ class HardwareConfig:
 
 @dataclass
 class TrackingConfig:
-    backend: str = spec("none", choices=("none",))
+    """Where runs are logged besides the job folder. ``none``: nowhere else, and no store is created."""
+
+    backend: str = spec("mlflow", choices=("mlflow", "none"))
+    uri: Optional[str] = spec(None, help="default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db")
+    experiment: str = spec("explaunch", help="MLflow experiment name")
+    system_metrics: bool = spec(False, help="also MLflow's own system metrics for each run")
+    log_artifacts: bool = spec(True, help="job.json, .hydra/, resources/emissions CSV, logs as run artifacts")
+
+
+@dataclass
+class AlertsConfig:
+    """A sample crossing a threshold adds a warning to the job record and the log (null: no alert)."""
+
+    memory_percent: Optional[float] = spec(90.0, min=0.0, max=100.0, help="system memory in use")
+    cpu_percent: Optional[float] = spec(None, min=0.0, help="the job's processes; 100 = one core")
+    gpu_memory_percent: Optional[float] = spec(95.0, min=0.0, max=100.0)
+    disk_free_gb: Optional[float] = spec(1.0, min=0.0, help="free space where the job writes")
+
+
+@dataclass
+class ResourcesConfig:
+    enabled: bool = spec(True, help="sample CPU, memory, IO and GPUs into resources.csv")
+    interval_s: float = spec(1.0, min=0.05)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
 
 @dataclass
 class EnergyConfig:
-    enabled: bool = spec(True, help="measure energy with codecarbon (and NVML on NVIDIA GPUs)")
+    enabled: bool = spec(True, help="energy of the whole job and of the measured region (codecarbon, NVML)")
     country_iso_code: str = spec("USA", help="grid carbon intensity used for emissions, ISO 3166-1 alpha-3")
     measure_power_secs: float = spec(1.0, min=0.1)
 
@@ -151,6 +174,7 @@ class ExplaunchConfig:
     hardware: HardwareConfig = MISSING
     tracking: TrackingConfig = MISSING
     energy: EnergyConfig = field(default_factory=EnergyConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     seed: int = spec(0, min=0, max=2**32 - 1)
     batch: int = spec(8, min=1)
     lam: float = spec(0.0, min=0.0, help="fairness weight, used by fairness_tradeoff")

@@ -57,8 +57,14 @@ class JobRecord:
     duration_s: float
     job_num: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # how the experiment measured (device, methods, sources)
     error: JobError | None = None
+    env_hash: str | None = None
+    snapshot: dict[str, Any] = field(default_factory=dict)  # code, packages, platform, hardware, command, env
+    energy: dict[str, Any] = field(default_factory=dict)  # the whole job (the measured region is in info)
+    resources: dict[str, Any] = field(default_factory=dict)  # samples, peak, mean, alerts
+    tracking: dict[str, Any] = field(default_factory=dict)  # MLflow run id and store
+    callback_errors: list[str] = field(default_factory=list)  # what failed in recording; the job went on
     schema_version: int = JOB_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -11,11 +11,14 @@ from tests.conftest import MAIN
 TINY = ("batching.num_prompts=48", "batching.max_new_tokens=8", "batching.warmup_batches=1")
 
 
-def run_main(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    """``python main.py ARGS`` as a user runs it, in ``cwd``."""
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "HYDRA_FULL_ERROR": "0"}
+def run_main(
+    *args: str, cwd: Path, timeout: float = 900, env: dict[str, str] | None = None, main: Path = MAIN
+) -> subprocess.CompletedProcess[str]:
+    """``python main.py ARGS`` as a user runs it, in ``cwd``; MLflow's default store is then ``cwd/mlflow.db``."""
+    base = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = {**base, "MLFLOW_DISABLE_TELEMETRY": "true", "HYDRA_FULL_ERROR": "0", **(env or {})}
     return subprocess.run(
-        [sys.executable, str(MAIN), *args],
+        [sys.executable, str(main), *args],
         cwd=cwd,
         env=env,
         capture_output=True,

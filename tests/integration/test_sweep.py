@@ -8,24 +8,15 @@ from pathlib import Path
 import pytest
 
 from explaunch import records
+from tests.integration.conftest import Sweep
 from tests.integration.helpers import TINY, run_main
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def literal_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``python main.py -m model=llama,mistral batch=8,16,32`` on the default (joblib) launcher."""
-    cwd = tmp_path_factory.mktemp("sweep")
-    sweep_dir = cwd / "sweep"
-    proc = run_main("-m", "model=llama,mistral", "batch=8,16,32", *TINY, f"hydra.sweep.dir={sweep_dir}", cwd=cwd)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Joblib.Parallel" in proc.stdout + proc.stderr  # joblib is the default launcher for -m
-    return sweep_dir
-
-
-def test_literal_sweep_leaves_six_completed_job_folders(literal_sweep: Path) -> None:
-    found = list(records.iter_job_records(literal_sweep))
+def test_literal_sweep_leaves_six_completed_job_folders(literal_sweep: Sweep) -> None:
+    assert "Joblib.Parallel(n_jobs=2" in literal_sweep.output  # joblib is the default launcher for -m
+    found = list(records.iter_job_records(literal_sweep.dir))
     assert [r.job_num for _, r in found] == [0, 1, 2, 3, 4, 5]
     assert [d.name for d, _ in found] == ["0", "1", "2", "3", "4", "5"]
     assert all(r.status == records.COMPLETED for _, r in found)
@@ -37,8 +28,8 @@ def test_literal_sweep_leaves_six_completed_job_folders(literal_sweep: Path) -> 
         assert (job_dir / ".hydra" / "config.yaml").is_file()
 
 
-def test_job_records_hold_the_resolved_config_and_consistent_metrics(literal_sweep: Path) -> None:
-    for _, record in records.iter_job_records(literal_sweep):
+def test_job_records_hold_the_resolved_config_and_consistent_metrics(literal_sweep: Sweep) -> None:
+    for _, record in records.iter_job_records(literal_sweep.dir):
         overrides = dict(o.split("=") for o in record.overrides)
         assert record.config["model"]["name"] == overrides["model"]
         assert record.config["batching"]["batch_size"] == int(overrides["batch"])
@@ -52,16 +43,16 @@ def test_job_records_hold_the_resolved_config_and_consistent_metrics(literal_swe
         assert m["flops"] == pytest.approx(m["flops_analytical"], rel=1e-9)
         assert record.info["energy"]["sources"]["ram"] == "estimated"
         assert 0 < record.duration_s < 600
-    hashes = {r.config_hash for _, r in records.iter_job_records(literal_sweep)}
+    hashes = {r.config_hash for _, r in records.iter_job_records(literal_sweep.dir)}
     assert len(hashes) == 6
 
 
-def test_sweep_record_has_one_row_per_job(literal_sweep: Path) -> None:
-    sweep = records.read_sweep_record(literal_sweep)
+def test_sweep_record_has_one_row_per_job(literal_sweep: Sweep) -> None:
+    sweep = records.read_sweep_record(literal_sweep.dir)
     assert sweep.counts == {"completed": 6}
     assert [row.job_dir for row in sweep.jobs] == ["0", "1", "2", "3", "4", "5"]
     assert all(row.metrics["throughput_tokens_per_s"] > 0 for row in sweep.jobs)
-    lines = (literal_sweep / records.SWEEP_CSV).read_text().splitlines()
+    lines = (literal_sweep.dir / records.SWEEP_CSV).read_text().splitlines()
     assert len(lines) == 7 and lines[0].startswith("job_dir,job_num,overrides,status")
 
 
@@ -91,4 +82,5 @@ def test_failed_job_is_recorded_with_its_error_and_traceback(tmp_path: Path) -> 
     assert "line 2 is not JSON" in record.error.message
     traceback = (tmp_path / "job" / (record.error.traceback_file or "")).read_text()
     assert "Traceback" in traceback and "load_prompts" in traceback
-    assert json.loads((tmp_path / "job" / "job.json").read_text())["metrics"] == {}
+    metrics = json.loads((tmp_path / "job" / "job.json").read_text())["metrics"]
+    assert "throughput_tokens_per_s" not in metrics and metrics["job_energy_joules"] > 0  # what was measured stays

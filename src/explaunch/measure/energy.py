@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -56,24 +57,36 @@ class EnergyTracker:
     A meter that fails never fails the measured code: ``reading`` stays None and ``error`` says why.
     """
 
-    def __init__(self, country_iso_code: str = "USA", measure_power_secs: float = 1.0) -> None:
+    def __init__(
+        self, country_iso_code: str = "USA", measure_power_secs: float = 1.0, csv_path: Path | None = None
+    ) -> None:
         self.country_iso_code = country_iso_code
         self.measure_power_secs = measure_power_secs
+        self.csv_path = csv_path  # codecarbon's own emissions.csv, when wanted
         self.reading: EnergyReading | None = None
         self.error: str | None = None
         self._tracker: Any = None
 
     def __enter__(self) -> EnergyTracker:
         from codecarbon import OfflineEmissionsTracker
+        from codecarbon.output_methods.base_output import OutputMethod
 
         logging.getLogger("codecarbon").setLevel(logging.ERROR)
+        output: dict[str, Any] = {"output_methods": []}  # the job record keeps the figures
+        if self.csv_path is not None:
+            output = {
+                "output_methods": [OutputMethod.CSV],
+                "output_dir": str(self.csv_path.parent),
+                "output_file": self.csv_path.name,
+            }
         self._tracker = OfflineEmissionsTracker(
             country_iso_code=self.country_iso_code,
             measure_power_secs=self.measure_power_secs,
             tracking_mode="process",
-            output_methods=[],  # the job record keeps the figures
             log_level="error",
             allow_multiple_runs=True,
+            project_name="explaunch",
+            **output,
         )
         self._tracker.start()
         return self

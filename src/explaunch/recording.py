@@ -1,0 +1,277 @@
+"""Everything recorded around one job, started and finished by the Hydra callbacks.
+
+Each step is guarded: a step that fails (a tracking server down, a sampler error) adds a line to the record's
+``callback_errors`` and the job, and the other steps, go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from explaunch import records
+from explaunch.errors import ConfigError
+from explaunch.snapshot import redact_tree
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+LOG_FILES = ("*.log", "stdout.txt", "stderr.txt")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def task_config(config: DictConfig) -> DictConfig:
+    return OmegaConf.masked_copy(config, [str(k) for k in config if k != "hydra"])
+
+
+def resolved_config(config: DictConfig) -> dict[str, Any]:
+    """The job's config with interpolations resolved (as given where that fails) and secrets redacted."""
+    try:
+        data = OmegaConf.to_container(task_config(config), resolve=True)
+    except Exception:  # an invalid config is still recorded as given
+        data = OmegaConf.to_container(task_config(config), resolve=False)
+    assert isinstance(data, dict)
+    redacted: dict[str, Any] = redact_tree({str(k): v for k, v in data.items()})
+    return redacted
+
+
+def config_hash_or_none(config: DictConfig) -> str | None:
+    from explaunch.config import config_hash, validate
+
+    try:
+        return config_hash(validate(config))
+    except ConfigError:
+        return None
+
+
+def code_dir() -> Path:
+    """Where the app's code lives: the folder holding the primary config dir (``conf/``), else the cwd."""
+    for source in HydraConfig.get().runtime.config_sources:
+        if source.provider == "main" and source.schema == "file":
+            return Path(source.path).parent
+    return Path.cwd()
+
+
+def job_error(job_dir: Path, job_return: JobReturn) -> records.JobError:
+    exc = job_return._return_value  # Hydra keeps the job's exception here; .return_value would re-raise it
+    if not isinstance(exc, BaseException):
+        return records.JobError(type="UnknownError", message=repr(exc))
+    path = job_dir / records.TRACEBACK_FILE
+    records.write_text_atomic(path, "".join(traceback.format_exception(exc)))
+    text = str(exc).strip()
+    return records.JobError(
+        type=type(exc).__name__, message=text.splitlines()[0] if text else "", traceback_file=path.name
+    )
+
+
+def end_leaked_mlflow_run() -> None:
+    """User code may have started a fluent MLflow run; in a reused worker it must not swallow the next job."""
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None and mlflow.active_run() is not None:
+        mlflow.end_run(status="KILLED")
+
+
+class JobRecorder:
+    """One per job, in the worker: ``start()`` at job start, ``finish(job_return)`` at job end."""
+
+    def __init__(self, config: DictConfig) -> None:
+        hydra = HydraConfig.get()
+        self.config = config
+        self.job_dir = Path(hydra.runtime.output_dir)
+        self.multirun = hydra.mode == RunMode.MULTIRUN
+        self.job_num: int | None = hydra.job.num if self.multirun else None
+        self.sweep_dir = Path(hydra.sweep.dir) if self.multirun else None
+        self.overrides = [str(o) for o in hydra.overrides.task]
+        self.errors: list[str] = []
+        self.start_time = now_iso()
+        self._t0 = time.perf_counter()
+        self.snapshot: Any = None
+        self.sampler: Any = None
+        self.energy: Any = None
+        self.gpu_energy: Any = None
+        self.tracker: Any = None
+        self.run_id: str | None = None
+        self.system_monitor: Any = None
+
+    def guard(self, step: str, func: Callable[[], T]) -> T | None:
+        try:
+            return func()
+        except Exception as ex:
+            self.errors.append(f"{step}: {type(ex).__name__}: {ex}")
+            log.warning("recording step %r failed, the job goes on: %s: %s", step, type(ex).__name__, ex)
+            return None
+
+    # ---- start -----------------------------------------------------------------------------------------------
+    def start(self) -> JobRecorder:
+        self.guard("reset", end_leaked_mlflow_run)
+        self.snapshot = self.guard("snapshot", self._take_snapshot)
+        if self.config.resources.enabled:
+            self.sampler = self.guard("resources", self._start_sampler)
+        if self.config.energy.enabled:
+            self.energy = self.guard("energy", self._start_energy)
+            self.gpu_energy = self.guard("gpu energy", self._start_gpu_energy)
+        if self.config.tracking.backend == "mlflow":
+            self.guard("mlflow", self._start_run)
+        return self
+
+    def _take_snapshot(self) -> Any:
+        from explaunch.snapshot import take_snapshot
+
+        seed = OmegaConf.select(self.config, "seed", default=None)
+        return take_snapshot(code_dir=code_dir(), job_dir=self.job_dir, seed=seed, overrides=self.overrides)
+
+    def _start_sampler(self) -> Any:
+        from explaunch.measure.resources import CSV_FILE, AlertThresholds, ResourceSampler
+
+        resources = self.config.resources
+        alerts = AlertThresholds(**OmegaConf.to_container(resources.alerts))  # type: ignore[arg-type]
+        self.job_dir.mkdir(parents=True, exist_ok=True)
+        return ResourceSampler(self.job_dir / CSV_FILE, resources.interval_s, alerts).start()
+
+    def _start_energy(self) -> Any:
+        from explaunch.measure.energy import EnergyTracker
+
+        energy = self.config.energy
+        tracker = EnergyTracker(energy.country_iso_code, energy.measure_power_secs, self.job_dir / "emissions.csv")
+        return tracker.__enter__()
+
+    def _start_gpu_energy(self) -> Any:
+        from explaunch.measure.nvml import GpuEnergyMeter
+
+        return GpuEnergyMeter().start()
+
+    def _start_run(self) -> None:
+        from explaunch.tracking import MlflowTracker, SweepTracking, resolve_uri
+
+        tracking = self.config.tracking
+        sweep = SweepTracking.read(self.sweep_dir) if self.sweep_dir else None
+        uri = sweep.tracking_uri if sweep else resolve_uri(tracking.uri, Path(HydraConfig.get().runtime.cwd))
+        self.tracker = MlflowTracker(uri)
+        experiment_id = sweep.experiment_id if sweep else self.tracker.experiment_id(tracking.experiment)
+        tags = {
+            "explaunch.job_dir": str(self.job_dir),
+            "explaunch.status": "running",
+            "host": socket.gethostname(),
+        }
+        if self.sweep_dir is not None:
+            tags["explaunch.sweep_dir"] = str(self.sweep_dir)
+            tags["explaunch.job_num"] = str(self.job_num)
+        name = ",".join(self.overrides) or "default"
+        self.run_id = self.tracker.start_run(experiment_id, name, tags, sweep.parent_run_id if sweep else None)
+        if tracking.system_metrics:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self.system_monitor = SystemMetricsMonitor(  # type: ignore[no-untyped-call]
+                self.run_id, sampling_interval=self.config.resources.interval_s, tracking_uri=uri
+            )
+            self.system_monitor.start()
+
+    # ---- finish ----------------------------------------------------------------------------------------------
+    def finish(self, job_return: JobReturn) -> records.JobRecord:
+        metrics: dict[str, float] = {}
+        energy: dict[str, Any] = {}
+        resources: dict[str, Any] = {}
+        if self.energy is not None:
+            self.guard("energy", lambda: self._stop_energy(metrics, energy))
+        if self.gpu_energy is not None:
+            self.guard("gpu energy", lambda: self._stop_gpu_energy(metrics, energy))
+        if self.sampler is not None:
+            summary = self.guard("resources", self.sampler.stop)
+            if summary is not None:
+                metrics.update(summary.metrics())
+                resources = summary.to_dict()
+        if self.system_monitor is not None:
+            self.guard("mlflow system metrics", self.system_monitor.finish)
+
+        completed = job_return.status == JobStatus.COMPLETED
+        result = job_return.return_value if completed else {}
+        result = result if isinstance(result, dict) else {}
+        snapshot = self.snapshot.to_dict() if self.snapshot is not None else {}
+        record = records.JobRecord(
+            status=records.COMPLETED if completed else records.FAILED,
+            overrides=self.overrides,
+            config=resolved_config(self.config),
+            config_hash=config_hash_or_none(self.config),
+            start_time=self.start_time,
+            end_time=now_iso(),
+            duration_s=time.perf_counter() - self._t0,
+            job_num=self.job_num,
+            metrics={**result.get("metrics", {}), **metrics},
+            info={"host": socket.gethostname(), "pid": os.getpid(), **result.get("info", {})},
+            error=None if completed else job_error(self.job_dir, job_return),
+            env_hash=snapshot.get("env_hash"),
+            snapshot=snapshot,
+            energy=energy,
+            resources=resources,
+            tracking=self._tracking_info(),
+            callback_errors=list(self.errors),
+        )
+        records.write_job_record(self.job_dir, record)
+        if self.run_id is not None:
+            before = len(self.errors)
+            self.guard("mlflow", lambda: self._log_run(record))
+            if len(self.errors) > before:  # the record must say that its MLflow run is incomplete
+                record = records.JobRecord(**{**record.__dict__, "callback_errors": list(self.errors)})
+                records.write_job_record(self.job_dir, record)
+        return record
+
+    def _stop_energy(self, metrics: dict[str, float], energy: dict[str, Any]) -> None:
+        self.energy.__exit__(None, None, None)
+        if self.energy.reading is not None:
+            metrics.update(self.energy.reading.metrics("job_energy"))
+            energy["codecarbon"] = self.energy.reading.to_dict()
+        else:
+            energy["codecarbon"] = {"error": self.energy.error}
+
+    def _stop_gpu_energy(self, metrics: dict[str, float], energy: dict[str, Any]) -> None:
+        reading = self.gpu_energy.stop()
+        if reading is not None:
+            metrics["job_gpu_energy_joules_nvml"] = reading.joules
+            energy["nvml"] = reading.to_dict()
+        elif self.gpu_energy.unavailable:
+            energy["nvml"] = {"unavailable": self.gpu_energy.unavailable}
+
+    def _tracking_info(self) -> dict[str, Any]:
+        if self.tracker is None:
+            return {"backend": self.config.tracking.backend}
+        from explaunch.snapshot import redact
+
+        return {"backend": "mlflow", "uri": redact("uri", self.tracker.tracking_uri), "run_id": self.run_id}
+
+    def _log_run(self, record: records.JobRecord) -> None:
+        from explaunch.tracking import params_from_config
+
+        assert self.run_id is not None
+        tags = {
+            "explaunch.status": record.status,
+            "explaunch.config_hash": record.config_hash or "",
+            "explaunch.env_hash": record.env_hash or "",
+            "mlflow.source.git.commit": record.snapshot.get("git", {}).get("commit") or "",
+        }
+        if record.error is not None:
+            tags["explaunch.error_type"] = record.error.type
+            tags["explaunch.error"] = record.error.message[:5000]
+        if record.callback_errors:
+            tags["explaunch.callback_errors"] = "; ".join(record.callback_errors)[:5000]
+        self.tracker.log(self.run_id, params=params_from_config(record.config), metrics=record.metrics, tags=tags)
+        if self.config.tracking.log_artifacts:
+            files = [self.job_dir / n for n in (records.JOB_FILE, records.TRACEBACK_FILE, "resources.csv")]
+            files += [self.job_dir / "emissions.csv", self.job_dir / "git.patch", self.job_dir / ".hydra"]
+            files += [p for pattern in LOG_FILES for p in sorted(self.job_dir.glob(pattern))]
+            self.tracker.log_artifacts(self.run_id, files, self.job_dir)
+        self.tracker.finish(self.run_id, failed=record.status != records.COMPLETED)

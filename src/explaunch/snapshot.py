@@ -1,0 +1,270 @@
+"""What a job ran on: code (git), packages, platform, hardware, seed, command line, selected environment.
+
+Secrets never leave the process. An environment variable whose name contains TOKEN, KEY, SECRET, PASSWORD or
+CREDENTIAL is recorded as ``<redacted>``; so is a config key with such a *word* in its name (``api_token``,
+``tracking.password``; not ``max_new_tokens`` or ``num_key_value_heads``, which are model settings). Credentials
+inside URLs are stripped.
+
+``env_hash`` changes when the code (commit or uncommitted changes), the installed packages, the Python build or the
+hardware model change, and not otherwise (not with the host name, the time or the job's config).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REDACTED = "<redacted>"
+SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD", "CREDENTIAL")
+# Environment variables worth recording (prefixes); anything else stays out of the record.
+ENV_PREFIXES = (
+    "CUDA_",
+    "NVIDIA_",
+    "SLURM_",
+    "SUBMITIT_",
+    "OMP_",
+    "MKL_",
+    "OPENBLAS_",
+    "TORCH",
+    "PYTORCH_",
+    "HF_",
+    "TRANSFORMERS_",
+    "HYDRA_",
+    "MLFLOW_",
+    "EXPLAUNCH_",
+    "PYTHONHASHSEED",
+    "VIRTUAL_ENV",
+)
+PATCH_FILE = "git.patch"
+_MAX_UNTRACKED_BYTES = 1_000_000
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+_SECRET_KEY = re.compile(
+    r"(?:^|[_.\-])(token|secret|password|passwd|credentials?|auth|(?:api|access|secret|private)_?key)(?:$|[_.\-])",
+    re.IGNORECASE,
+)
+
+
+def is_secret_variable(name: str) -> bool:
+    """Environment variables: any name containing one of SECRET_WORDS."""
+    upper = name.upper()
+    return any(word in upper for word in SECRET_WORDS)
+
+
+def is_secret(name: str) -> bool:
+    """Config keys and tags: a secret word as a whole word of the (last part of the) name."""
+    return bool(_SECRET_KEY.search(name.rpartition(".")[2]))
+
+
+def redact(name: str, value: Any) -> Any:
+    """``value`` with secrets removed: by the key it is stored under, or credentials inside a URL."""
+    if is_secret(name):
+        return REDACTED
+    if isinstance(value, str):
+        return _URL_CREDENTIALS.sub("", value)
+    return value
+
+
+def redact_tree(data: Any, name: str = "") -> Any:
+    """A copy of nested dicts/lists with every secret-named key's value redacted."""
+    if isinstance(data, Mapping):
+        return {k: redact_tree(v, str(k)) if not is_secret(str(k)) else REDACTED for k, v in data.items()}
+    if isinstance(data, list):
+        return [redact_tree(v, name) for v in data]
+    return redact(name, data)
+
+
+@dataclass(frozen=True)
+class GitState:
+    commit: str | None
+    branch: str | None
+    dirty: bool
+    patch_file: str | None  # uncommitted changes (tracked and untracked files) as a patch, in the job folder
+    patch_sha256: str | None
+    root: str | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    git: GitState
+    python: str
+    executable: str
+    packages: dict[str, str]
+    packages_sha256: str
+    platform: dict[str, str]
+    cpu: dict[str, Any]
+    memory_total_bytes: int
+    gpus: list[dict[str, Any]]
+    seed: int | None
+    overrides: list[str]
+    command: str
+    environment: dict[str, str]
+    slurm: dict[str, str] = field(default_factory=dict)
+    env_hash: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def git_state(code_dir: Path, job_dir: Path | None) -> GitState:
+    """Commit, branch and the uncommitted changes of the repository holding ``code_dir`` (a patch file if dirty)."""
+    root = _git(["rev-parse", "--show-toplevel"], code_dir)
+    if root is None:
+        return GitState(None, None, False, None, None, None)
+    top = Path(root.strip())
+    commit = (_git(["rev-parse", "HEAD"], top) or "").strip() or None
+    branch = (_git(["rev-parse", "--abbrev-ref", "HEAD"], top) or "").strip() or None
+    patch = _git(["diff", "HEAD", "--binary"], top) or ""
+    untracked = (_git(["ls-files", "--others", "--exclude-standard", "-z"], top) or "").split("\0")
+    for name in sorted(n for n in untracked if n):
+        path = top / name
+        if path.is_file() and path.stat().st_size <= _MAX_UNTRACKED_BYTES:
+            # git diff --no-index exits 1 when files differ, which they do: read stdout regardless
+            proc = subprocess.run(
+                ["git", "diff", "--no-index", "--binary", "--", "/dev/null", name],
+                cwd=top,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            patch += proc.stdout
+    dirty = bool(patch)
+    patch_file = None
+    if dirty and job_dir is not None:
+        job_dir.mkdir(parents=True, exist_ok=True)
+        (job_dir / PATCH_FILE).write_text(patch, encoding="utf-8")
+        patch_file = PATCH_FILE
+    digest = hashlib.sha256(patch.encode()).hexdigest() if dirty else None
+    return GitState(commit, branch, dirty, patch_file, digest, str(top))
+
+
+def installed_packages() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            found[name.lower()] = dist.version
+    return dict(sorted(found.items()))
+
+
+def cpu_info() -> dict[str, Any]:
+    model = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"model": model, "logical_cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0))}
+
+
+def gpu_info() -> list[dict[str, Any]]:
+    """NVIDIA GPUs through NVML (nvidia-ml-py); an empty list where there is no driver."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return []
+    try:
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        cuda = pynvml.nvmlSystemGetCudaDriverVersion_v2()
+        gpus = []
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            gpus.append(
+                {
+                    "index": index,
+                    "name": pynvml.nvmlDeviceGetName(handle),
+                    "uuid": pynvml.nvmlDeviceGetUUID(handle),
+                    "memory_total_bytes": int(pynvml.nvmlDeviceGetMemoryInfo(handle).total),
+                    "driver": driver,
+                    "cuda_driver": f"{cuda // 1000}.{cuda % 1000 // 10}",
+                }
+            )
+        return gpus
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def selected_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    return {
+        k: REDACTED if is_secret_variable(k) else str(redact(k, v))
+        for k, v in sorted(environ.items())
+        if k.startswith(ENV_PREFIXES)
+    }
+
+
+def compute_env_hash(snapshot: Snapshot) -> str:
+    """Code, packages, Python and hardware models: what can change a result while the config stays the same."""
+    basis = {
+        "commit": snapshot.git.commit,
+        "patch": snapshot.git.patch_sha256,
+        "packages": snapshot.packages_sha256,
+        "python": snapshot.python,
+        "machine": snapshot.platform.get("machine"),
+        "system": snapshot.platform.get("system"),
+        "cpu": snapshot.cpu.get("model"),
+        "cores": snapshot.cpu.get("usable_cores"),
+        "gpus": sorted(g["name"] for g in snapshot.gpus),
+        "driver": sorted({g["driver"] for g in snapshot.gpus}),
+    }
+    return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def take_snapshot(
+    *, code_dir: Path, job_dir: Path | None, seed: int | None, overrides: list[str], entry: str = "main.py"
+) -> Snapshot:
+    import psutil
+
+    packages = installed_packages()
+    environment = selected_environment(os.environ)
+    snapshot = Snapshot(
+        git=git_state(code_dir, job_dir),
+        python=sys.version.split()[0] + f" ({platform.python_implementation()})",
+        executable=sys.executable,
+        packages=packages,
+        packages_sha256=hashlib.sha256(json.dumps(packages, sort_keys=True).encode()).hexdigest(),
+        platform={
+            "system": platform.system(),
+            "release": platform.release(),
+            "machine": platform.machine(),
+            "libc": "-".join(platform.libc_ver()),
+            "node": platform.node(),
+        },
+        cpu=cpu_info(),
+        memory_total_bytes=int(psutil.virtual_memory().total),
+        gpus=gpu_info(),
+        seed=seed,
+        overrides=list(overrides),
+        command=" ".join(["python", entry, *(_shell_quote(o) for o in overrides)]),
+        environment=environment,
+        slurm={k: v for k, v in environment.items() if k.startswith("SLURM_")},
+    )
+    return Snapshot(**{**snapshot.__dict__, "env_hash": compute_env_hash(snapshot)})
+
+
+def _shell_quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)

@@ -1,0 +1,197 @@
+"""MLflow, and the only module that imports it. Used through :class:`MlflowTracker` by the recording callbacks.
+
+Only ``MlflowClient`` is used, never MLflow's fluent API: no global "active run" exists that could leak from one job
+into the next in a reused worker. The sweep's parent process creates the store, the experiment and the sweep run
+before any job starts (a fresh sqlite store created by several processes at once breaks in MLflow's migration) and
+leaves their ids in ``<sweep dir>/tracking.json`` for the jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from explaunch.snapshot import redact
+
+TRACKING_FILE = "tracking.json"
+DEFAULT_EXPERIMENT = "explaunch"
+_MAX_PARAMS, _MAX_METRICS, _MAX_TAGS = 100, 1000, 100  # MLflow's log_batch limits per request
+_MAX_PARAM_CHARS = 6000
+
+# A tracking server that is down must not hold a job for minutes of retries (MLflow defaults: 7 retries, 120 s).
+_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+
+
+def resolve_uri(configured: str | None, base_dir: Path) -> str:
+    """Config first, then ``MLFLOW_TRACKING_URI``, else ``sqlite:///<base_dir>/mlflow.db`` (absolute, so that every
+    worker and SLURM job finds the same file)."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(base_dir / 'mlflow.db').resolve()}"
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{(base_dir / uri.removeprefix('sqlite:///')).resolve()}"
+    return uri
+
+
+def artifact_root(uri: str) -> str | None:
+    """Artifacts of a sqlite store live beside it in ``mlartifacts/``; a server decides for itself."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+    return None
+
+
+@dataclass(frozen=True)
+class SweepTracking:
+    """What the parent leaves for the jobs of a sweep."""
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+
+    def write(self, sweep_dir: Path) -> None:
+        from explaunch.records import write_json_atomic
+
+        write_json_atomic(sweep_dir / TRACKING_FILE, asdict(self))
+
+    @classmethod
+    def read(cls, sweep_dir: Path) -> SweepTracking | None:
+        try:
+            return cls(**json.loads((sweep_dir / TRACKING_FILE).read_text()))
+        except FileNotFoundError:
+            return None
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"name": "llama"}}`` -> ``{"model.name": "llama"}``; lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def params_from_config(config: Mapping[str, Any]) -> dict[str, str]:
+    """MLflow params: the flattened resolved config, secrets redacted by key name, values cut to MLflow's limit."""
+    params = {}
+    for key, value in flatten(config).items():
+        text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+        params[key] = str(redact(key, text))[:_MAX_PARAM_CHARS]
+    return params
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class MlflowTracker:
+    def __init__(self, tracking_uri: str) -> None:
+        for key, value in _HTTP_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+
+    def experiment_id(self, name: str) -> str:
+        """The experiment's id, created (with the store itself on first use) when missing."""
+        from mlflow.exceptions import MlflowException
+
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        try:
+            return str(self.client.create_experiment(name, artifact_location=artifact_root(self.tracking_uri)))
+        except MlflowException:  # created meanwhile by another process
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            return str(experiment.experiment_id)
+
+    def start_run(
+        self, experiment_id: str, run_name: str, tags: Mapping[str, str], parent_run_id: str | None = None
+    ) -> str:
+        all_tags = {k: str(redact(k, v)) for k, v in tags.items()}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+        return str(run.info.run_id)
+
+    def log(
+        self,
+        run_id: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+        step: int = 0,
+    ) -> None:
+        """Everything in as few ``log_batch`` calls as MLflow's per-request limits allow."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        param_list = [Param(k, v) for k, v in (params or {}).items()]
+        metric_list = [
+            Metric(k, float(v), now, step) for k, v in (metrics or {}).items() if isinstance(v, (int, float))
+        ]
+        metric_list = [m for m in metric_list if not math.isinf(m.value)]
+        tag_list = [RunTag(k, str(redact(k, v))) for k, v in (tags or {}).items()]
+        batches = max(
+            math.ceil(len(param_list) / _MAX_PARAMS),
+            math.ceil(len(metric_list) / _MAX_METRICS),
+            math.ceil(len(tag_list) / _MAX_TAGS),
+        )
+        for i in range(batches):
+            self.client.log_batch(
+                run_id,
+                metrics=metric_list[i * _MAX_METRICS : (i + 1) * _MAX_METRICS],
+                params=param_list[i * _MAX_PARAMS : (i + 1) * _MAX_PARAMS],
+                tags=tag_list[i * _MAX_TAGS : (i + 1) * _MAX_TAGS],
+            )
+
+    def log_artifacts(self, run_id: str, paths: Iterable[Path], base: Path) -> None:
+        """Files and folders, kept at their place relative to ``base`` (the job folder)."""
+        for path in paths:
+            if not path.exists():
+                continue
+            parent = path.relative_to(base).parent
+            artifact_path = None if str(parent) == "." else str(parent)
+            if path.is_dir():
+                self.client.log_artifacts(run_id, str(path), artifact_path=str(path.relative_to(base)))
+            else:
+                self.client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+
+    def finish(self, run_id: str, failed: bool) -> None:
+        self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+
+
+def start_sweep(tracking_uri: str, experiment: str, sweep_dir: Path, tags: Mapping[str, str]) -> SweepTracking:
+    """In the parent, before any job: store, experiment and the sweep's parent run."""
+    tracker = MlflowTracker(tracking_uri)
+    experiment_id = tracker.experiment_id(experiment)
+    run_id = tracker.start_run(experiment_id, f"sweep {sweep_dir.parent.name}/{sweep_dir.name}", tags)
+    sweep = SweepTracking(tracking_uri, experiment_id, run_id)
+    sweep.write(sweep_dir)
+    return sweep
+
+
+def finish_sweep(sweep_dir: Path, sweep: Any) -> None:
+    """In the parent, after the jobs: counts as metrics, the sweep summary as artifacts, the run closed."""
+    tracking = SweepTracking.read(sweep_dir)
+    if tracking is None:
+        return
+    tracker = MlflowTracker(tracking.tracking_uri)
+    counts = sweep.counts
+    metrics = {f"jobs_{status}": float(n) for status, n in counts.items()}
+    metrics["jobs_total"] = float(len(sweep.jobs))
+    tracker.log(tracking.parent_run_id, metrics=metrics)
+    files = [sweep_dir / name for name in ("sweep.json", "sweep.csv", "multirun.yaml")]
+    tracker.log_artifacts(tracking.parent_run_id, files, sweep_dir)
+    tracker.finish(tracking.parent_run_id, failed=counts.get("completed", 0) != len(sweep.jobs))

@@ -1,0 +1,148 @@
+"""Every job leaves a complete record in its folder and an MLflow run: real subprocesses, a real sqlite store."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from explaunch import records
+from tests.conftest import ROOT
+from tests.integration.conftest import SECRET, Sweep
+from tests.integration.helpers import TINY, run_main
+
+pytestmark = pytest.mark.slow
+
+HEADLINE = ("throughput_tokens_per_s", "latency_batch_p95_s", "flops", "memory_peak_rss_mb", "energy_joules")
+
+
+def runs_of(store: str) -> list[mlflow.entities.Run]:
+    client = mlflow.MlflowClient(store)
+    return [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id], max_results=1000)]
+
+
+def test_each_job_is_one_mlflow_run_nested_under_one_sweep_run(literal_sweep: Sweep) -> None:
+    client = mlflow.MlflowClient(literal_sweep.store)
+    runs = runs_of(literal_sweep.store)
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(children) == 6 and len(parents) == 1
+    parent = parents[0]
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_completed"] == 6
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"sweep.json", "sweep.csv"}
+
+    by_job = {r.data.tags["explaunch.job_num"]: r for r in children}
+    for job_dir, record in records.iter_job_records(literal_sweep.dir):
+        run = by_job[str(record.job_num)]
+        assert record.tracking["run_id"] == run.info.run_id
+        assert run.info.run_name == ",".join(record.overrides)
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["explaunch.status"] == "completed"
+        assert run.data.tags["explaunch.config_hash"] == record.config_hash
+        assert run.data.tags["mlflow.source.git.commit"] == record.snapshot["git"]["commit"]
+        assert run.data.tags["host"] and run.data.tags["explaunch.sweep_dir"] == str(literal_sweep.dir)
+        assert run.data.params["model.name"] == record.config["model"]["name"]
+        assert run.data.params["batching.batch_size"] == str(record.config["batching"]["batch_size"])
+        assert len(run.data.params) >= 40
+        for name in (*HEADLINE, "tokens_per_joule", "job_energy_joules", "resources_peak_rss_mb"):
+            assert run.data.metrics[name] == pytest.approx(record.metrics[name]), name
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"job.json", ".hydra", "resources.csv", "emissions.csv", "main.log"} <= artifacts
+        assert (job_dir / "resources.csv").read_text().count("\n") >= 2
+
+
+def test_job_folder_holds_snapshot_energy_and_resources(literal_sweep: Sweep) -> None:
+    for job_dir, record in records.iter_job_records(literal_sweep.dir):
+        assert record.callback_errors == []
+        snap = record.snapshot
+        assert snap["git"]["commit"] and snap["packages"]["torch"].startswith("2.14")
+        assert snap["command"].startswith("python main.py model=")
+        assert record.env_hash == snap["env_hash"]
+        assert snap["environment"]["OMP_NUM_THREADS"] == "1"  # joblib's loky limits threads to cores / workers
+        codecarbon = record.energy["codecarbon"]
+        assert codecarbon["energy_kwh"] > 0 and "tracking_mode=process" in codecarbon["method"]
+        # the whole job contains the measured region: both recorded, distinctly named
+        assert record.metrics["job_energy_joules"] > record.metrics["energy_joules"] > 0
+        assert record.metrics["job_energy_duration_s"] > record.metrics["energy_duration_s"]
+        assert record.resources["samples"] >= 2 and record.resources["peak"]["rss_mb"] > 100
+        assert (job_dir / "emissions.csv").is_file()
+    envs = {r.env_hash for _, r in records.iter_job_records(literal_sweep.dir)}
+    assert len(envs) == 1  # same code, packages and machine for every job
+
+
+def test_no_secret_reaches_the_records_or_the_store(literal_sweep: Sweep) -> None:
+    found = subprocess.run(["grep", "-rla", SECRET, str(literal_sweep.cwd)], capture_output=True, text=True)
+    assert found.stdout == ""
+    record = records.read_job_record(literal_sweep.dir / "0")
+    assert record.snapshot["environment"]["EXPLAUNCH_TEST_API_TOKEN"] == "<redacted>"
+
+
+def test_failed_job_is_a_failed_run_with_its_error(tmp_path: Path) -> None:
+    prompts = tmp_path / "broken.jsonl"
+    prompts.write_text('{"text": "fine"}\nnot json\n')
+    proc = run_main(*TINY, f"experiment_type.prompts_file={prompts}", f"hydra.run.dir={tmp_path / 'job'}", cwd=tmp_path)
+    assert proc.returncode != 0
+    record = records.read_job_record(tmp_path / "job")
+    assert record.status == records.FAILED and record.metrics["job_energy_joules"] > 0  # partial metrics kept
+    (run,) = runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert run.info.status == "FAILED"
+    assert run.data.tags["explaunch.status"] == "failed"
+    assert run.data.tags["explaunch.error_type"] == "ConfigError"
+    assert "line 2 is not JSON" in run.data.tags["explaunch.error"]
+    artifacts = {
+        a.path for a in mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").list_artifacts(run.info.run_id)
+    }
+    assert "traceback.txt" in artifacts
+
+
+def test_tracking_none_creates_no_store(tmp_path: Path) -> None:
+    proc = run_main(*TINY, "tracking=none", f"hydra.run.dir={tmp_path / 'job'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlartifacts").exists()
+    record = records.read_job_record(tmp_path / "job")
+    assert record.status == records.COMPLETED and record.tracking == {"backend": "none"}
+    assert (tmp_path / "job" / "resources.csv").is_file() and record.snapshot["git"]["commit"]
+
+
+def test_a_dead_tracking_server_is_recorded_and_the_job_still_completes(tmp_path: Path) -> None:
+    proc = run_main(
+        *TINY,
+        "tracking.uri=http://127.0.0.1:9",
+        f"hydra.run.dir={tmp_path / 'job'}",
+        cwd=tmp_path,
+        env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = records.read_job_record(tmp_path / "job")
+    assert record.status == records.COMPLETED
+    assert any(e.startswith("mlflow: ") for e in record.callback_errors)
+
+
+def test_snapshot_has_the_commit_and_the_uncommitted_diff(tmp_path: Path) -> None:
+    """A user's own repository: a copy of the app, committed, then edited without committing."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(ROOT / "main.py", repo / "main.py")
+    shutil.copytree(ROOT / "conf", repo / "conf")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "add", "."], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "app"], cwd=repo, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    with (repo / "conf" / "config.yaml").open("a") as handle:
+        handle.write("# an uncommitted edit\n")
+
+    proc = run_main(*TINY, f"hydra.run.dir={tmp_path / 'job'}", cwd=repo, main=repo / "main.py")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = records.read_job_record(tmp_path / "job")
+    assert record.snapshot["git"]["commit"] == head and record.snapshot["git"]["dirty"]
+    assert "+# an uncommitted edit" in (tmp_path / "job" / "git.patch").read_text()
+    (run,) = runs_of(f"sqlite:///{repo / 'mlflow.db'}")
+    assert run.data.tags["mlflow.source.git.commit"] == head
+    assert "git.patch" in {
+        a.path for a in mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}").list_artifacts(run.info.run_id)
+    }

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from explaunch.snapshot import REDACTED
+from explaunch.tracking import (
+    MlflowTracker,
+    SweepTracking,
+    artifact_root,
+    flatten,
+    params_from_config,
+    resolve_uri,
+    start_sweep,
+)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_flatten_makes_dotted_keys() -> None:
+    assert flatten({"model": {"name": "llama", "sizes": [1, 2]}, "seed": 0}) == {
+        "model.name": "llama",
+        "model.sizes": [1, 2],
+        "seed": 0,
+    }
+
+
+def test_params_are_strings_with_secrets_redacted() -> None:
+    params = params_from_config({"tracking": {"api_key": "k-123"}, "batch": 8, "ids": [0, 1], "x": "y" * 7000})
+    assert params == {"tracking.api_key": REDACTED, "batch": "8", "ids": "[0, 1]", "x": "y" * 6000}
+
+
+def test_uri_comes_from_config_then_env_then_the_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_uri(None, tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert resolve_uri("sqlite:///rel/m.db", tmp_path) == f"sqlite:///{tmp_path / 'rel' / 'm.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert resolve_uri(None, tmp_path) == "http://127.0.0.1:5000"
+    assert resolve_uri("sqlite:////abs/m.db", tmp_path) == "sqlite:////abs/m.db"
+    assert artifact_root("sqlite:////abs/m.db") == "file:///abs/mlartifacts"
+    assert artifact_root("http://127.0.0.1:5000") is None
+
+
+def test_runs_nest_and_batches_respect_mlflow_limits(store: str, tmp_path: Path) -> None:
+    tracker = MlflowTracker(store)
+    experiment = tracker.experiment_id("exp")
+    assert tracker.experiment_id("exp") == experiment  # reused, not duplicated
+    parent = tracker.start_run(experiment, "sweep", {"kind": "sweep"})
+    child = tracker.start_run(experiment, "job", {"HF_TOKEN": "sekrit"}, parent_run_id=parent)
+    params = {f"p{i}": str(i) for i in range(250)}
+    metrics = {f"m{i}": float(i) for i in range(1500)}
+    tracker.log(child, params=params, metrics=metrics, tags={"status": "completed"})
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "job.json").write_text("{}")
+    (tmp_path / "job" / ".hydra").mkdir()
+    (tmp_path / "job" / ".hydra" / "config.yaml").write_text("a: 1")
+    tracker.log_artifacts(child, [tmp_path / "job" / "job.json", tmp_path / "job" / ".hydra"], tmp_path / "job")
+    tracker.finish(child, failed=True)
+
+    run = tracker.client.get_run(child)
+    assert run.data.tags["mlflow.parentRunId"] == parent
+    assert run.data.tags["HF_TOKEN"] == REDACTED
+    assert len(run.data.params) == 250 and len(run.data.metrics) == 1500
+    assert run.info.status == "FAILED"
+    assert sorted(a.path for a in tracker.client.list_artifacts(child)) == [".hydra", "job.json"]
+    assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
+
+
+def test_start_sweep_creates_the_store_and_leaves_ids_for_the_jobs(store: str, tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "multirun" / "2026-11-23" / "10-00-00"
+    sweep_dir.mkdir(parents=True)
+    assert not (tmp_path / "mlflow.db").exists()
+    sweep = start_sweep(store, "explaunch", sweep_dir, {"explaunch.sweep_dir": str(sweep_dir)})
+    assert (tmp_path / "mlflow.db").exists()
+    assert SweepTracking.read(sweep_dir) == sweep
+    run = mlflow.MlflowClient(store).get_run(sweep.parent_run_id)
+    assert run.info.run_name == "sweep 2026-11-23/10-00-00"
+    assert run.info.status == "RUNNING"
+
+
+def test_a_dead_server_fails_fast_instead_of_retrying_for_minutes() -> None:
+    MlflowTracker("http://127.0.0.1:9")
+    assert int(os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]) <= 2
