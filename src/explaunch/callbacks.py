@@ -18,6 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from explaunch import records
+from explaunch.snapshot import redact_override
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ class RecordingCallback(Callback):
 
             sweep_dir = Path(config.hydra.sweep.dir)
             sweep_dir.mkdir(parents=True, exist_ok=True)
-            tags = {"explaunch.sweep_dir": str(sweep_dir.resolve()), "explaunch.command": shlex.join(sys.argv)}
+            command = shlex.join(redact_override(arg) for arg in sys.argv)
+            tags = {"explaunch.sweep_dir": str(sweep_dir.resolve()), "explaunch.command": command}
             sweep = start_sweep(
                 resolve_uri(config.tracking.uri, Path.cwd()), config.tracking.experiment, sweep_dir, tags
             )

@@ -6,6 +6,7 @@ Each step is guarded: a step that fails (a tracking server down, a sampler error
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -24,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from explaunch import records
 from explaunch.errors import ConfigError
-from explaunch.snapshot import redact_tree
+from explaunch.snapshot import redact_override, redact_tree
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -96,7 +97,7 @@ class JobRecorder:
         self.multirun = hydra.mode == RunMode.MULTIRUN
         self.job_num: int | None = hydra.job.num if self.multirun else None
         self.sweep_dir = Path(hydra.sweep.dir) if self.multirun else None
-        self.overrides = [str(o) for o in hydra.overrides.task]
+        self.overrides = [redact_override(str(o)) for o in hydra.overrides.task]
         self.errors: list[str] = []
         self.start_time = now_iso()
         self._t0 = time.perf_counter()
@@ -226,7 +227,7 @@ class JobRecorder:
             before = len(self.errors)
             self.guard("mlflow", lambda: self._log_run(record))
             if len(self.errors) > before:  # the record must say that its MLflow run is incomplete
-                record = records.JobRecord(**{**record.__dict__, "callback_errors": list(self.errors)})
+                record = dataclasses.replace(record, callback_errors=list(self.errors))
                 records.write_job_record(self.job_dir, record)
         return record
 

@@ -11,6 +11,7 @@ hardware model change, and not otherwise (not with the host name, the time or th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -74,6 +75,12 @@ def redact(name: str, value: Any) -> Any:
     if isinstance(value, str):
         return _URL_CREDENTIALS.sub("", value)
     return value
+
+
+def redact_override(override: str) -> str:
+    """``tracking.api_token=abc`` -> ``tracking.api_token=<redacted>``; other overrides unchanged."""
+    key, sep, value = override.partition("=")
+    return f"{key}{sep}{redact(key.lstrip('+~'), value)}" if sep else override
 
 
 def redact_tree(data: Any, name: str = "") -> Any:
@@ -261,7 +268,7 @@ def take_snapshot(
         environment=environment,
         slurm={k: v for k, v in environment.items() if k.startswith("SLURM_")},
     )
-    return Snapshot(**{**snapshot.__dict__, "env_hash": compute_env_hash(snapshot)})
+    return dataclasses.replace(snapshot, env_hash=compute_env_hash(snapshot))
 
 
 def _shell_quote(arg: str) -> str:

@@ -12,7 +12,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -84,11 +84,6 @@ def params_from_config(config: Mapping[str, Any]) -> dict[str, str]:
         text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
         params[key] = str(redact(key, text))[:_MAX_PARAM_CHARS]
     return params
-
-
-def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 class MlflowTracker:

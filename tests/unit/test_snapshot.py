@@ -10,6 +10,7 @@ from explaunch.snapshot import (
     compute_env_hash,
     git_state,
     redact,
+    redact_override,
     redact_tree,
     selected_environment,
     take_snapshot,
@@ -120,3 +121,10 @@ def test_snapshot_holds_platform_packages_and_command(repo: Path, tmp_path: Path
     assert snap.command == "python main.py model=mistral lam=0.5"
     assert snap.seed == 3
     assert isinstance(snap.gpus, list)
+
+
+def test_secret_overrides_are_redacted_and_others_kept() -> None:
+    assert redact_override("tracking.api_token=abc") == "tracking.api_token=<redacted>"
+    assert redact_override("+db.password=x") == "+db.password=<redacted>"
+    assert redact_override("batching.max_new_tokens=16") == "batching.max_new_tokens=16"
+    assert redact_override("-m") == "-m"

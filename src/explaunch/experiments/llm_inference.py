@@ -29,6 +29,9 @@ from explaunch.measure.energy import EnergyTracker
 from explaunch.measure.memory import PeakMemory
 
 MB = 1024 * 1024
+# torch's own choice at import (it honours OMP_NUM_THREADS, which joblib's workers set to cores / workers); a job
+# that asked for another count must not leave it to the next job of a reused worker.
+DEFAULT_THREADS = torch.get_num_threads()
 
 
 @dataclass(frozen=True)
@@ -215,8 +218,7 @@ def count_flops(model: Any, batches: list[dict[str, torch.Tensor]], kwargs: dict
 
 def run(config: ExplaunchConfig, job_dir: Path) -> ExperimentResult:
     batching, hardware = config.batching, config.hardware
-    if hardware.num_threads:
-        torch.set_num_threads(hardware.num_threads)
+    torch.set_num_threads(hardware.num_threads or DEFAULT_THREADS)
     device, dtype = resolve_device(hardware), resolve_dtype(hardware)
     tokenizer = load_tokenizer(config.model)
     model = build_model(config.model, tokenizer, device, dtype)
@@ -253,7 +255,6 @@ def run(config: ExplaunchConfig, job_dir: Path) -> ExperimentResult:
     if memory.cuda_max_allocated_bytes is not None:
         metrics["memory_cuda_max_allocated_mb"] = memory.cuda_max_allocated_bytes / MB
 
-    shape = config.model if not config.model.pretrained_path else None
     layer_params, head_params = linear_parameters(model)
     analytical = sum(
         generate_flops(
@@ -288,7 +289,7 @@ def run(config: ExplaunchConfig, job_dir: Path) -> ExperimentResult:
         device=str(device),
         dtype=str(dtype).removeprefix("torch."),
         torch_threads=torch.get_num_threads(),
-        weights="pretrained" if shape is None else "random-init",
+        weights="pretrained" if config.model.pretrained_path else "random-init",
         flops_method={
             "counter": "torch FlopCounterMode, separate untimed pass",
             "analytical": "2N + attention",
