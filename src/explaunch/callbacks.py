@@ -43,7 +43,7 @@ class RecordingCallback(Callback):
             sweep_dir = Path(config.hydra.sweep.dir)
             sweep_dir.mkdir(parents=True, exist_ok=True)
             command = shlex.join(redact_override(arg) for arg in sys.argv)
-            tags = {"explaunch.sweep_dir": str(sweep_dir.resolve()), "explaunch.command": command}
+            tags = {"sweep_dir": str(sweep_dir.resolve()), "command": command}
             sweep = start_sweep(
                 resolve_uri(config.tracking.uri, Path.cwd()), config.tracking.experiment, sweep_dir, tags
             )
@@ -66,9 +66,35 @@ class RecordingCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        sweep = records.write_sweep_record(sweep_dir)
+        if str(config.hydra.sweeper._target_).endswith(".ExplaunchSweeper"):
+            sweep = records.read_sweep_record(sweep_dir)  # explaunch's sweeper wrote it, with why it stopped
+        else:
+            sweep = records.write_sweep_record(sweep_dir)
         log.info("sweep: %s -> %s", sweep.counts, sweep_dir / records.SWEEP_FILE)
         if config.tracking.backend == "mlflow":
             from explaunch.tracking import finish_sweep
 
             finish_sweep(sweep_dir, sweep)
+
+
+class JobGuardCallback(Callback):
+    """Arms the job's time limit and turns Ctrl-C/SIGTERM into a recorded ``interrupted`` (see explaunch.jobguard).
+
+    Listed after the recording callback: its limit starts when the task does and ends before the record is written.
+    """
+
+    def __init__(self) -> None:
+        self.guard: Any = None
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from omegaconf import OmegaConf
+
+        from explaunch.jobguard import JobGuard
+
+        timeout = OmegaConf.select(config, "hydra.sweeper.job_timeout_s", default=None)
+        self.guard = JobGuard(float(timeout) if timeout else None).arm()
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if self.guard is not None:
+            self.guard.disarm()
+            self.guard = None

@@ -164,6 +164,19 @@ class LLMInferenceConfig:
 
 
 @dataclass
+class ProbeConfig:
+    """A job that sleeps, fails, runs out of memory or dies on demand: to rehearse a sweep's failure handling
+    (and to test it) without a model. ``fail_seeds`` picks the jobs that misbehave (empty: all of them)."""
+
+    name: str = spec("probe", choices=("probe",))
+    duration_s: float = spec(0.2, min=0.0)
+    fail: str = spec("none", choices=("none", "raise", "flaky", "oom", "kill"))
+    fail_seeds: list[int] = spec([])
+    fail_attempts: int = spec(0, min=0, help="misbehave on the first N attempts of a job only (0: on every one)")
+    oom_above_batch: int = spec(16, min=0, help="oom: MemoryError while batch > this")
+
+
+@dataclass
 class ExplaunchConfig:
     """The root of every job's config. Top-level knobs are the ones users sweep."""
 
@@ -181,7 +194,7 @@ class ExplaunchConfig:
     deterministic: bool = spec(False, help="torch deterministic algorithms (slower)")
 
 
-EXPERIMENT_SCHEMAS: dict[str, type] = {"llm_inference": LLMInferenceConfig}
+EXPERIMENT_SCHEMAS: dict[str, type] = {"llm_inference": LLMInferenceConfig, "probe": ProbeConfig}
 
 
 def register_configs() -> None:

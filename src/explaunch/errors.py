@@ -40,3 +40,14 @@ def format_value(value: object) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     return str(value)
+
+
+class JobTimeout(Exception):
+    """A job ran past ``hydra.sweeper.job_timeout_s``: it is ended and recorded as ``timeout``."""
+
+
+class JobInterrupted(Exception):
+    """Ctrl-C or SIGTERM reached a running job: it ends and is recorded as ``interrupted``.
+
+    An ``Exception`` (not ``KeyboardInterrupt``) on purpose: Hydra then records the job and runs its callbacks.
+    """

@@ -75,24 +75,27 @@ def _compose(config_name: str, overrides: list[str], suspects: list[str], *, ret
     """Compose as Hydra would; turn a composition error into a ConfigError about the override that caused it."""
     try:
         return compose(config_name, overrides=overrides, return_hydra_config=return_hydra_config)
-    except MissingConfigException as ex:
+    except HydraException as ex:
+        raise composition_error(ex, suspects) from None
+
+
+def composition_error(ex: HydraException, suspects: list[str]) -> ConfigError:
+    """Hydra's composition error as one line: the key and value at fault (among ``suspects``) and what is allowed."""
+    if isinstance(ex, MissingConfigException):
         if ex.missing_cfg_file and ex.options is not None:
             group, _, option = ex.missing_cfg_file.rpartition("/")
             allowed = ", ".join(sorted(ex.options)) or "(none)"
-            raise ConfigError(group, option, f"no such option in group '{group}'; allowed: {allowed}") from None
-        raise ConfigError("config", config_name, _first_line(ex)) from None
-    except HydraException as ex:
-        cause = ex.__cause__
-        if isinstance(cause, OmegaConfBaseException) and cause.full_key:
-            key = str(cause.full_key)
-            value = _value_of(key, suspects)
-            if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
-                parent = key.rpartition(".")[0]
-                known = schema_keys(parent)
-                allowed = "no such key" + (f"; keys here: {', '.join(known)}" if known else "")
-                raise ConfigError(key, value, allowed) from None
-            raise ConfigError(key, value, _first_line(cause)) from None
-        raise ConfigError("override", " ".join(suspects), _first_line(ex)) from None
+            return ConfigError(group, option, f"no such option in group '{group}'; allowed: {allowed}")
+        return ConfigError("config", ex.missing_cfg_file or "?", _first_line(ex))
+    cause = ex.__cause__
+    if isinstance(cause, OmegaConfBaseException) and cause.full_key:
+        key = str(cause.full_key)
+        value = _value_of(key, suspects)
+        if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
+            known = schema_keys(key.rpartition(".")[0])
+            return ConfigError(key, value, "no such key" + (f"; keys here: {', '.join(known)}" if known else ""))
+        return ConfigError(key, value, _first_line(cause))
+    return ConfigError("override", " ".join(suspects), _first_line(ex))
 
 
 def _value_of(key: str, overrides: list[str]) -> str:

@@ -75,8 +75,12 @@ def job_error(job_dir: Path, job_return: JobReturn) -> records.JobError:
     path = job_dir / records.TRACEBACK_FILE
     records.write_text_atomic(path, "".join(traceback.format_exception(exc)))
     text = str(exc).strip()
+    bases = [c.__name__ for c in type(exc).__mro__[1:] if c not in (BaseException, object)]
     return records.JobError(
-        type=type(exc).__name__, message=text.splitlines()[0] if text else "", traceback_file=path.name
+        type=type(exc).__name__,
+        message=text.splitlines()[0] if text else "",
+        traceback_file=path.name,
+        bases=bases,
     )
 
 
@@ -165,13 +169,13 @@ class JobRecorder:
         self.tracker = MlflowTracker(uri)
         experiment_id = sweep.experiment_id if sweep else self.tracker.experiment_id(tracking.experiment)
         tags = {
-            "explaunch.job_dir": str(self.job_dir),
-            "explaunch.status": "running",
+            "job_dir": str(self.job_dir),
+            "status": "RUNNING",
             "host": socket.gethostname(),
         }
         if self.sweep_dir is not None:
-            tags["explaunch.sweep_dir"] = str(self.sweep_dir)
-            tags["explaunch.job_num"] = str(self.job_num)
+            tags["sweep_dir"] = str(self.sweep_dir)
+            tags["job_num"] = str(self.job_num)
         name = ",".join(self.overrides) or "default"
         self.run_id = self.tracker.start_run(experiment_id, name, tags, sweep.parent_run_id if sweep else None)
         if tracking.system_metrics:
@@ -203,8 +207,9 @@ class JobRecorder:
         result = job_return.return_value if completed else {}
         result = result if isinstance(result, dict) else {}
         snapshot = self.snapshot.to_dict() if self.snapshot is not None else {}
+        error = None if completed else job_error(self.job_dir, job_return)
         record = records.JobRecord(
-            status=records.COMPLETED if completed else records.FAILED,
+            status=records.COMPLETED if error is None else records.STATUS_OF_ERROR.get(error.type, records.FAILED),
             overrides=self.overrides,
             config=resolved_config(self.config),
             config_hash=config_hash_or_none(self.config),
@@ -214,7 +219,7 @@ class JobRecorder:
             job_num=self.job_num,
             metrics={**result.get("metrics", {}), **metrics},
             info={"host": socket.gethostname(), "pid": os.getpid(), **result.get("info", {})},
-            error=None if completed else job_error(self.job_dir, job_return),
+            error=error,
             env_hash=snapshot.get("env_hash"),
             snapshot=snapshot,
             energy=energy,
@@ -259,16 +264,17 @@ class JobRecorder:
 
         assert self.run_id is not None
         tags = {
-            "explaunch.status": record.status,
-            "explaunch.config_hash": record.config_hash or "",
-            "explaunch.env_hash": record.env_hash or "",
+            "status": record.status.upper(),  # COMPLETED, FAILED, TIMEOUT, INTERRUPTED: filter tags.status = 'FAILED'
+            "git_commit": record.snapshot.get("git", {}).get("commit") or "",
+            "config_hash": record.config_hash or "",
+            "env_hash": record.env_hash or "",
             "mlflow.source.git.commit": record.snapshot.get("git", {}).get("commit") or "",
         }
         if record.error is not None:
-            tags["explaunch.error_type"] = record.error.type
-            tags["explaunch.error"] = record.error.message[:5000]
+            tags["error_type"] = record.error.type
+            tags["error"] = record.error.message[:5000]
         if record.callback_errors:
-            tags["explaunch.callback_errors"] = "; ".join(record.callback_errors)[:5000]
+            tags["callback_errors"] = "; ".join(record.callback_errors)[:5000]
         self.tracker.log(self.run_id, params=params_from_config(record.config), metrics=record.metrics, tags=tags)
         if self.config.tracking.log_artifacts:
             files = [self.job_dir / n for n in (records.JOB_FILE, records.TRACEBACK_FILE, "resources.csv")]

@@ -27,6 +27,10 @@ TRACEBACK_FILE = "traceback.txt"
 
 COMPLETED = "completed"
 FAILED = "failed"
+TIMEOUT = "timeout"  # ended at hydra.sweeper.job_timeout_s
+INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM while it ran
+# error type (as recorded) -> status other than "failed"
+STATUS_OF_ERROR = {"JobTimeout": TIMEOUT, "JobInterrupted": INTERRUPTED}
 
 # Shown in sweep.json / sweep.csv rows; every metric stays in job.json.
 HEADLINE_METRICS = (
@@ -44,6 +48,7 @@ class JobError:
     type: str
     message: str
     traceback_file: str | None = None
+    bases: list[str] = field(default_factory=list)  # the exception's base classes, to match retry rules
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,7 @@ class JobRecord:
     resources: dict[str, Any] = field(default_factory=dict)  # samples, peak, mean, alerts
     tracking: dict[str, Any] = field(default_factory=dict)  # MLflow run id and store
     callback_errors: list[str] = field(default_factory=list)  # what failed in recording; the job went on
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # earlier attempts (retries, OOM fallback)
     schema_version: int = JOB_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,6 +107,8 @@ class SweepRow:
 class SweepRecord:
     sweep_dir: str
     jobs: list[SweepRow]
+    stop_reason: str | None = None  # why jobs were left unrun (failure rate, interrupt, time limit)
+    not_run: list[list[str]] = field(default_factory=list)  # their overrides
     schema_version: int = SWEEP_SCHEMA_VERSION
 
     @property
@@ -125,6 +133,8 @@ class SweepRecord:
         return cls(
             sweep_dir=data["sweep_dir"],
             jobs=[SweepRow(**row) for row in data["jobs"]],
+            stop_reason=data.get("stop_reason"),
+            not_run=list(data.get("not_run", [])),
             schema_version=version,
         )
 
@@ -176,7 +186,9 @@ def iter_job_records(sweep_dir: Path) -> Iterator[tuple[Path, JobRecord]]:
     yield from found
 
 
-def summarize_sweep(sweep_dir: Path) -> SweepRecord:
+def summarize_sweep(
+    sweep_dir: Path, stop_reason: str | None = None, not_run: list[list[str]] | None = None
+) -> SweepRecord:
     rows = []
     for job_dir, record in iter_job_records(sweep_dir):
         rows.append(
@@ -190,12 +202,14 @@ def summarize_sweep(sweep_dir: Path) -> SweepRecord:
                 error=f"{record.error.type}: {record.error.message}" if record.error else None,
             )
         )
-    return SweepRecord(sweep_dir=str(sweep_dir), jobs=rows)
+    return SweepRecord(sweep_dir=str(sweep_dir), jobs=rows, stop_reason=stop_reason, not_run=list(not_run or []))
 
 
-def write_sweep_record(sweep_dir: Path) -> SweepRecord:
+def write_sweep_record(
+    sweep_dir: Path, stop_reason: str | None = None, not_run: list[list[str]] | None = None
+) -> SweepRecord:
     """Rebuild ``sweep.json`` and ``sweep.csv`` from the job folders under ``sweep_dir``."""
-    sweep = summarize_sweep(sweep_dir)
+    sweep = summarize_sweep(sweep_dir, stop_reason, not_run)
     write_json_atomic(sweep_dir / SWEEP_FILE, sweep.to_dict())
     write_text_atomic(sweep_dir / SWEEP_CSV, sweep_csv(sweep))
     return sweep

@@ -17,6 +17,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one job; the returned dict (``metrics``, ``info``) becomes part of the job record."""
     config = validate(cfg)
     job_dir = Path(HydraConfig.get().runtime.output_dir)
+    experiment = experiments.load(config.experiment_type.name)  # imports what it needs (torch) before seeding
     seed_everything(config.seed, deterministic=config.deterministic)
-    experiment = experiments.load(config.experiment_type.name)
     return experiment(config, job_dir).to_dict()

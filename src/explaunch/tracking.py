@@ -168,8 +168,13 @@ class MlflowTracker:
 
 
 def start_sweep(tracking_uri: str, experiment: str, sweep_dir: Path, tags: Mapping[str, str]) -> SweepTracking:
-    """In the parent, before any job: store, experiment and the sweep's parent run."""
+    """In the parent, before any job: store, experiment and the sweep's parent run (the same run again when a
+    stopped sweep is resumed into its folder)."""
     tracker = MlflowTracker(tracking_uri)
+    previous = SweepTracking.read(sweep_dir)
+    if previous is not None and previous.tracking_uri == tracking_uri:
+        tracker.client.update_run(previous.parent_run_id, status="RUNNING")
+        return previous
     experiment_id = tracker.experiment_id(experiment)
     run_id = tracker.start_run(experiment_id, f"sweep {sweep_dir.parent.name}/{sweep_dir.name}", tags)
     sweep = SweepTracking(tracking_uri, experiment_id, run_id)

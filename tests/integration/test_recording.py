@@ -35,16 +35,16 @@ def test_each_job_is_one_mlflow_run_nested_under_one_sweep_run(literal_sweep: Sw
     assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_completed"] == 6
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"sweep.json", "sweep.csv"}
 
-    by_job = {r.data.tags["explaunch.job_num"]: r for r in children}
+    by_job = {r.data.tags["job_num"]: r for r in children}
     for job_dir, record in records.iter_job_records(literal_sweep.dir):
         run = by_job[str(record.job_num)]
         assert record.tracking["run_id"] == run.info.run_id
         assert run.info.run_name == ",".join(record.overrides)
         assert run.info.status == "FINISHED"
-        assert run.data.tags["explaunch.status"] == "completed"
-        assert run.data.tags["explaunch.config_hash"] == record.config_hash
+        assert run.data.tags["status"] == "COMPLETED"
+        assert run.data.tags["config_hash"] == record.config_hash
         assert run.data.tags["mlflow.source.git.commit"] == record.snapshot["git"]["commit"]
-        assert run.data.tags["host"] and run.data.tags["explaunch.sweep_dir"] == str(literal_sweep.dir)
+        assert run.data.tags["host"] and run.data.tags["sweep_dir"] == str(literal_sweep.dir)
         assert run.data.params["model.name"] == record.config["model"]["name"]
         assert run.data.params["batching.batch_size"] == str(record.config["batching"]["batch_size"])
         assert len(run.data.params) >= 40
@@ -90,9 +90,9 @@ def test_failed_job_is_a_failed_run_with_its_error(tmp_path: Path) -> None:
     assert record.status == records.FAILED and record.metrics["job_energy_joules"] > 0  # partial metrics kept
     (run,) = runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert run.info.status == "FAILED"
-    assert run.data.tags["explaunch.status"] == "failed"
-    assert run.data.tags["explaunch.error_type"] == "ConfigError"
-    assert "line 2 is not JSON" in run.data.tags["explaunch.error"]
+    assert run.data.tags["status"] == "FAILED"
+    assert run.data.tags["error_type"] == "ConfigError"
+    assert "line 2 is not JSON" in run.data.tags["error"]
     artifacts = {
         a.path for a in mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").list_artifacts(run.info.run_id)
     }

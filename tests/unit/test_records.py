@@ -83,7 +83,7 @@ def test_job_json_is_plain_json_with_schema_version(tmp_path: Path) -> None:
 
     assert data["schema_version"] == records.JOB_SCHEMA_VERSION
     assert data["status"] == records.FAILED
-    assert data["error"] == {"type": "ValueError", "message": "bad value", "traceback_file": None}
+    assert data["error"] == {"type": "ValueError", "message": "bad value", "traceback_file": None, "bases": []}
 
 
 def test_read_job_record_accepts_the_job_folder_or_the_file(tmp_path: Path) -> None:

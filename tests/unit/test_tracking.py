@@ -76,7 +76,7 @@ def test_start_sweep_creates_the_store_and_leaves_ids_for_the_jobs(store: str, t
     sweep_dir = tmp_path / "multirun" / "2026-11-23" / "10-00-00"
     sweep_dir.mkdir(parents=True)
     assert not (tmp_path / "mlflow.db").exists()
-    sweep = start_sweep(store, "explaunch", sweep_dir, {"explaunch.sweep_dir": str(sweep_dir)})
+    sweep = start_sweep(store, "explaunch", sweep_dir, {"sweep_dir": str(sweep_dir)})
     assert (tmp_path / "mlflow.db").exists()
     assert SweepTracking.read(sweep_dir) == sweep
     run = mlflow.MlflowClient(store).get_run(sweep.parent_run_id)

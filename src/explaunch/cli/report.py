@@ -9,6 +9,7 @@ from typing import Any
 
 from explaunch import records
 from explaunch.errors import EXIT_FAILED, ExplaunchError
+from explaunch.table import format_table
 
 COLUMNS = ("job", "status", "overrides", "duration_s", *records.HEADLINE_METRICS)
 
@@ -39,22 +40,7 @@ def rows(sweep_dir: Path) -> list[dict[str, Any]]:
     ]
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "" if value is None else str(value)
-
-
-def format_table(table: list[dict[str, Any]]) -> str:
-    columns = [c for c in COLUMNS if any(c in row for row in table)]
-    cells = [[_cell(row.get(c)) for c in columns] for row in table]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(line.rstrip() for line in lines)
-
-
 def run(args: argparse.Namespace) -> int:
     table = rows(args.sweep_dir)
-    print(json.dumps(table, indent=2) if args.json else format_table(table))
+    print(json.dumps(table, indent=2) if args.json else format_table(table, COLUMNS))
     return EXIT_FAILED if any(row["status"] != records.COMPLETED for row in table) else 0

@@ -11,7 +11,10 @@ if TYPE_CHECKING:
     from explaunch.config import ExplaunchConfig
     from explaunch.experiments.base import ExperimentResult
 
-MODULES = {"llm_inference": "explaunch.experiments.llm_inference"}
+MODULES = {
+    "llm_inference": "explaunch.experiments.llm_inference",
+    "probe": "explaunch.experiments.probe",
+}
 
 
 def load(name: str) -> Callable[[ExplaunchConfig, Path], ExperimentResult]:

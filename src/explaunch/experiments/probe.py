@@ -1,0 +1,34 @@
+"""The ``probe`` experiment type: sleep, then misbehave on demand. No model, no torch; starts in milliseconds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from explaunch.config import ExplaunchConfig
+from explaunch.experiments.base import ExperimentResult
+
+ATTEMPTS_FILE = "probe_attempts"  # survives retries into the same job folder: how `flaky` knows its attempt
+
+
+def run(config: ExplaunchConfig, job_dir: Path) -> ExperimentResult:
+    probe = config.experiment_type
+    counter = job_dir / ATTEMPTS_FILE
+    attempt = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(attempt))
+    start = time.perf_counter()
+    time.sleep(probe.duration_s)
+    chosen = not probe.fail_seeds or config.seed in probe.fail_seeds
+    chosen = chosen and (probe.fail_attempts == 0 or attempt <= probe.fail_attempts)
+    if chosen and probe.fail == "raise":
+        raise ValueError(f"probe: failing on purpose (seed {config.seed})")
+    if chosen and probe.fail == "flaky":
+        raise ConnectionError(f"probe: flaky failure on attempt {attempt}")
+    if chosen and probe.fail == "oom" and config.batch > probe.oom_above_batch:
+        raise MemoryError(f"probe: out of memory at batch {config.batch} > {probe.oom_above_batch}")
+    if chosen and probe.fail == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    metrics = {"slept_s": time.perf_counter() - start, "batch_size": float(config.batch), "attempt": float(attempt)}
+    return ExperimentResult(metrics=metrics, info={"pid": os.getpid()})

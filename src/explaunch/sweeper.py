@@ -1,0 +1,525 @@
+"""explaunch's sweep loop, behind the Hydra sweeper plugin in ``hydra_plugins/explaunch_sweeper``.
+
+It expands the grid as Hydra's basic sweeper does, composes and validates every job before the first one starts,
+then launches jobs in batches through whatever launcher is configured. Around that: every job runs whatever the
+others do; failures that may pass are retried with exponential backoff; an out-of-memory job is retried with half
+the batch; a ledger lets a re-run of the same sweep folder run only what is not done; the sweep stops launching when
+too many jobs fail, when its time is up or on Ctrl-C; and at the end one summary says what happened.
+
+The job folders stay the source of truth: outcomes are read back from each job's ``job.json``. A job that left no
+record (its worker was killed, the batch was interrupted) gets one written here, by the parent.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from explaunch import jobguard, records
+from explaunch.config import config_hash, validate
+from explaunch.errors import ConfigError, RecordError
+from explaunch.ledger import Ledger, LedgerEntry
+from explaunch.recording import now_iso, resolved_config
+from explaunch.table import format_table
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS_DIR = "attempts"
+NEVER_RETRIED = frozenset({"ConfigError", "JobInterrupted"})
+OOM_TYPES = frozenset({"OutOfMemoryError", "MemoryError"})
+# Files a job writes; an earlier attempt's are moved to attempts/<k>/ before the job runs again in its folder.
+ATTEMPT_FILES = (records.JOB_FILE, records.TRACEBACK_FILE, "resources.csv", "emissions.csv", "git.patch", "*.log")
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class SweeperSettings:
+    """``hydra.sweeper.*`` (see hydra_plugins/explaunch_sweeper/config.py for what each means)."""
+
+    max_batch_size: int | None = None
+    max_retries: int = 0
+    backoff_s: float = 1.0
+    retry_on: tuple[str, ...] = ("OSError", "RuntimeError", "TimeoutError", "WorkerDied")
+    oom_fallback: bool = True
+    min_batch_size: int = 1
+    rerun_failed: bool = True
+    max_failure_rate: float = 0.8
+    min_jobs_for_rate: int = 5
+    job_timeout_s: float | None = None
+    max_duration_h: float | None = None
+    progress: bool = True
+
+    @classmethod
+    def from_config(cls, sweeper: DictConfig) -> SweeperSettings:
+        values = {k: sweeper[k] for k in cls.__dataclass_fields__ if k in sweeper}
+        if "retry_on" in values:
+            values["retry_on"] = tuple(values["retry_on"])
+        return cls(**values)
+
+
+@dataclass
+class Job:
+    """One point of the grid and what became of it."""
+
+    index: int  # position in the grid
+    grid_overrides: list[str]  # as the grid defines it; the ledger key is the hash of this config
+    key: str
+    cfg: DictConfig
+    num: int = -1  # job number: its folder under the sweep dir
+    overrides: list[str] = field(default_factory=list)  # as launched (differs after an OOM fallback)
+    attempt: int = 0
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    status: str | None = None  # the final outcome in this run (None: not run)
+    record: records.JobRecord | None = None
+
+    @property
+    def batch_size(self) -> int | None:
+        value = OmegaConf.select(self.cfg, "batching.batch_size", default=None)
+        return int(value) if value is not None else None
+
+
+def outcome_line(job: Job, record: records.JobRecord) -> str:
+    extra = f" ({record.error.type}: {record.error.message})" if record.error else ""
+    return f"job {job.num} {record.status} in {record.duration_s:.1f} s: {' '.join(job.overrides)}{extra}"
+
+
+class Progress:
+    """A live line on a terminal (tqdm); one log line per finished job otherwise."""
+
+    def __init__(self, total: int, done: int, enabled: bool) -> None:
+        self.counts = {"completed": done, "failed": 0}
+        self.running = 0
+        self.total = total
+        self.bar: Any = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=done, unit="job", file=sys.stderr, dynamic_ncols=True)
+            self._refresh()
+
+    def _refresh(self) -> None:
+        pending = self.total - sum(self.counts.values()) - self.running
+        if self.bar is not None:
+            self.bar.set_postfix_str(
+                f"done {self.counts['completed']} running {self.running} failed {self.counts['failed']} "
+                f"pending {pending}"
+            )
+
+    def started(self, count: int) -> None:
+        self.running = count
+        self._refresh()
+
+    def finished(self, job: Job, record: records.JobRecord, final: bool) -> None:
+        self.running = max(0, self.running - 1)
+        if final:
+            self.counts["completed" if record.status == records.COMPLETED else "failed"] += 1
+            if self.bar is not None:
+                self.bar.update(1)
+        self._refresh()
+        if self.bar is None:
+            log.info("[%d/%d] %s", sum(self.counts.values()), self.total, outcome_line(job, record))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class BatchWatcher(threading.Thread):
+    """While the launcher blocks on a batch, reads each job's ``job.json`` as it appears (progress, ledger)."""
+
+    def __init__(self, jobs: list[Job], job_dir: Callable[[Job], Path], on_record: Callable[[Job], None]) -> None:
+        super().__init__(name="explaunch-batch-watcher", daemon=True)
+        self.jobs = jobs
+        self.job_dir = job_dir
+        self.on_record = on_record
+        self.seen: set[int] = set()
+        self.lock = threading.Lock()
+        self._stop_event = threading.Event()
+
+    def poll(self) -> None:
+        for job in self.jobs:
+            with self.lock:
+                if job.num in self.seen:
+                    continue
+                path = self.job_dir(job) / records.JOB_FILE
+                if not path.exists():
+                    continue
+                try:
+                    job.record = records.read_job_record(path)
+                except RecordError:
+                    continue  # being written: the next poll sees it whole
+                self.seen.add(job.num)
+            self.on_record(job)
+
+    def run(self) -> None:
+        while not self._stop_event.wait(0.5):
+            self.poll()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=5)
+        self.poll()
+
+
+class SweepRunner:
+    def __init__(
+        self,
+        settings: SweeperSettings,
+        launcher: Any,
+        config_loader: Any,
+        config: DictConfig,
+    ) -> None:
+        self.settings = settings
+        self.launcher = launcher
+        self.loader = config_loader
+        self.config = config
+        self.sweep_dir = Path(str(config.hydra.sweep.dir))
+        self.ledger = Ledger(self.sweep_dir)
+        self.stop_reason: str | None = None
+        self.deadline = time.monotonic() + settings.max_duration_h * 3600 if settings.max_duration_h else None
+        self.ran: list[Job] = []
+        self.progress: Progress | None = None
+
+    # ---- planning --------------------------------------------------------------------------------------------
+    def expand(self, arguments: Sequence[str], params: dict[str, str]) -> list[list[str]]:
+        """The grid, exactly as Hydra's basic sweeper expands it (lists, range(), glob(), hydra.sweeper.params)."""
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+        parser = OverridesParser.create(config_loader=self.loader)
+        parsed = parser.parse_overrides([*(f"{k}={v}" for k, v in params.items()), *arguments])
+        return BasicSweeper.split_arguments(parsed, None)[0]
+
+    def plan(self, grid: list[list[str]]) -> list[Job]:
+        """Compose and validate every job before any starts; give each its ledger key and job number."""
+        jobs = []
+        for index, overrides in enumerate(grid):
+            try:
+                cfg = self.loader.load_sweep_config(self.config, list(overrides))
+            except HydraException as ex:
+                from explaunch.preflight import composition_error
+
+                raise composition_error(ex, list(overrides)) from None
+            key = config_hash(validate(cfg))
+            jobs.append(Job(index, list(overrides), key, cfg, overrides=list(overrides)))
+        taken = {entry.job_num for entry in self.ledger.latest.values()}
+        for job in jobs:
+            entry = self.ledger.latest.get(job.key)
+            if entry is not None:
+                job.num, job.attempt = entry.job_num, entry.attempt
+        for job in jobs:
+            if job.num < 0:
+                job.num = job.index if job.index not in taken else max(taken | {len(jobs) - 1}) + 1
+                taken.add(job.num)
+        return jobs
+
+    def to_run(self, job: Job) -> bool:
+        status = self.ledger.status(job.key)
+        if status is None or status == records.INTERRUPTED:
+            return True
+        if status == records.COMPLETED:
+            return False
+        return self.settings.rerun_failed
+
+    def job_dir(self, job: Job) -> Path:
+        with open_dict(job.cfg):
+            job.cfg.hydra.job.num = job.num
+        try:
+            subdir = str(OmegaConf.select(job.cfg, "hydra.sweep.subdir"))
+        except Exception:  # an interpolation only a running job can resolve: Hydra's default layout
+            subdir = str(job.num)
+        return self.sweep_dir / subdir
+
+    # ---- running ---------------------------------------------------------------------------------------------
+    def run(self, arguments: Sequence[str], params: dict[str, str]) -> int:
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        jobs = self.plan(self.expand(arguments, params))
+        pending = sorted((j for j in jobs if self.to_run(j)), key=lambda j: j.num)
+        skipped = len(jobs) - len(pending)
+        if skipped:
+            log.info(
+                "resuming %s: %d of %d jobs already done, %d to run", self.sweep_dir, skipped, len(jobs), len(pending)
+            )
+        self.progress = Progress(len(jobs), skipped, self.settings.progress)
+        try:
+            with jobguard.SweepSignals():
+                self.launch_all(pending)
+        finally:
+            self.progress.close()
+        not_run = [j for j in pending if j.status is None]
+        self.finish_records(jobs)
+        records.write_sweep_record(self.sweep_dir, self.stop_reason, [j.overrides for j in not_run])
+        self.print_summary(jobs, not_run, skipped)
+        outcomes = [j.status or self.ledger.status(j.key) for j in jobs if j not in not_run]
+        if not not_run and all(status == records.COMPLETED for status in outcomes):
+            return 0
+        interrupted = records.INTERRUPTED in outcomes or self.stop_reason == "interrupted"
+        return EXIT_INTERRUPTED if interrupted else 1
+
+    def should_stop(self) -> bool:
+        if self.stop_reason is not None:
+            return True
+        if jobguard.stop_requested():
+            self.stop_reason = "interrupted"
+        elif self.deadline is not None and time.monotonic() >= self.deadline:
+            self.stop_reason = f"max_duration_h={self.settings.max_duration_h} reached"
+        else:
+            finished = [j for j in self.ran if j.status is not None]
+            failed = [j for j in finished if j.status != records.COMPLETED]
+            rate = len(failed) / len(finished) if finished else 0.0
+            if len(finished) >= self.settings.min_jobs_for_rate and rate > self.settings.max_failure_rate:
+                self.stop_reason = (
+                    f"failure rate {len(failed)}/{len(finished)} = {rate:.2f} passed "
+                    f"max_failure_rate={self.settings.max_failure_rate}"
+                )
+        if self.stop_reason is not None:
+            log.warning("sweep stops launching jobs: %s", self.stop_reason)
+        return self.stop_reason is not None
+
+    def batch_size(self) -> int:
+        if self.settings.max_batch_size:
+            return self.settings.max_batch_size
+        launcher = self.config.hydra.launcher
+        n_jobs = OmegaConf.select(launcher, "n_jobs", default=None)
+        if n_jobs is not None:  # joblib: -1 is every core, -2 all but one, ...
+            import os
+
+            cores = os.cpu_count() or 1
+            return max(1, int(n_jobs) if int(n_jobs) > 0 else cores + 1 + int(n_jobs))
+        parallel = OmegaConf.select(launcher, "array_parallelism", default=None)  # submitit
+        if parallel is not None:
+            return max(1, int(parallel))
+        return 1  # the basic launcher runs one job at a time anyway
+
+    def next_batch(self, queue: list[Job]) -> list[Job]:
+        """Jobs with consecutive numbers from the head of the queue: a launcher numbers a batch consecutively."""
+        batch = [queue.pop(0)]
+        while queue and len(batch) < self.batch_size() and queue[0].num == batch[-1].num + 1:
+            batch.append(queue.pop(0))
+        return batch
+
+    def launch_all(self, pending: list[Job]) -> None:
+        queue = list(pending)
+        while queue and not self.should_stop():
+            batch = self.next_batch(queue)
+            retries = self.launch_batch(batch)
+            if retries:
+                self.wait_backoff(max(self.settings.backoff_s * 2 ** (j.attempt - 1) for j in retries))
+                queue = sorted(retries, key=lambda j: j.num) + queue
+
+    def wait_backoff(self, seconds: float) -> None:
+        log.info("retrying in %.1f s", seconds)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not jobguard.stop_requested():
+            time.sleep(min(0.2, end - time.monotonic()))
+
+    def launch_batch(self, batch: list[Job]) -> list[Job]:
+        """Run one batch; return the jobs to run again (retry, OOM fallback)."""
+        for job in batch:
+            job.attempt += 1
+            archive_attempt(self.job_dir(job))
+            if job not in self.ran:
+                self.ran.append(job)
+        overrides = [[*j.overrides, *self.limit_overrides()] for j in batch]
+        assert self.progress is not None
+        self.progress.started(len(batch))
+        watcher = BatchWatcher(batch, self.job_dir, self.note_record)
+        watcher.start()
+        lost_reason = None
+        try:
+            self.launcher.launch(overrides, initial_job_idx=batch[0].num)
+        except KeyboardInterrupt:
+            self.stop_reason = "interrupted"
+            lost_reason = ("JobInterrupted", "the sweep was interrupted while the job ran")
+        except Exception as ex:  # a worker died, the launcher gave up on the batch: record, go on
+            lost_reason = ("WorkerDied", f"{type(ex).__name__}: {ex}".splitlines()[0])
+            if jobguard.stop_requested():  # Ctrl-C reached the workers too (the terminal signals the whole group)
+                lost_reason = ("JobInterrupted", f"the sweep was interrupted while the job ran ({lost_reason[1]})")
+        finally:
+            watcher.stop()
+        retries = []
+        for job in batch:
+            if job.record is None:
+                job.record = self.record_lost(job, *(lost_reason or ("WorkerDied", "the job left no record")))
+                self.note_record(job)
+            again = self.decide(job)
+            if again is not None:
+                retries.append(again)
+        return retries
+
+    def limit_overrides(self) -> list[str]:
+        """The whole sweep's time limit caps each job's: a job started late gets only what is left."""
+        if self.deadline is None:
+            return []
+        left = max(1.0, self.deadline - time.monotonic())
+        limit = min(left, self.settings.job_timeout_s or math.inf)
+        return [f"hydra.sweeper.job_timeout_s={limit:.1f}"]
+
+    def note_record(self, job: Job) -> None:
+        """A job's record appeared: ledger line and progress (called from the watcher thread too)."""
+        record = job.record
+        assert record is not None and self.progress is not None
+        entry = LedgerEntry(
+            key=job.key,
+            job_num=job.num,
+            overrides=job.grid_overrides,
+            status=record.status,
+            attempt=job.attempt,
+            job_dir=str(self.job_dir(job).relative_to(self.sweep_dir)),
+            time=now_iso(),
+            duration_s=record.duration_s,
+            details={"batch_size": job.batch_size, "launched_with": job.overrides},
+        )
+        self.ledger.append(entry)
+        final = record.status == records.COMPLETED or self.retry_plan(job) is None
+        self.progress.finished(job, record, final)
+
+    def retry_plan(self, job: Job) -> list[str] | None:
+        """The overrides for another attempt, or None when the outcome is final."""
+        record = job.record
+        if record is None or record.error is None or record.status == records.COMPLETED:
+            return None
+        error = record.error
+        names = {error.type, *error.bases}
+        if names & NEVER_RETRIED:
+            return None
+        is_oom = bool(names & OOM_TYPES) or "out of memory" in error.message.lower()
+        size = job.batch_size
+        if is_oom and self.settings.oom_fallback and size is not None and size > self.settings.min_batch_size:
+            return with_batch(job.overrides, max(self.settings.min_batch_size, size // 2), job.cfg)
+        if names & set(self.settings.retry_on) and job.attempt <= self.settings.max_retries:
+            return list(job.overrides)
+        return None
+
+    def decide(self, job: Job) -> Job | None:
+        record = job.record
+        assert record is not None
+        plan = self.retry_plan(job)
+        if plan is None or self.stop_reason is not None:
+            job.status = record.status
+            return None
+        job.attempts.append(attempt_summary(job, record))
+        if plan != job.overrides:
+            log.warning("job %d ran out of memory at batch %s: retrying with %s", job.num, job.batch_size, plan)
+            job.cfg = self.loader.load_sweep_config(self.config, plan)
+        else:
+            log.warning(
+                "job %d failed (%s): retry %d of %d", job.num, record.error, job.attempt, self.settings.max_retries
+            )
+        job.overrides = plan
+        job.record = None
+        return job
+
+    def record_lost(self, job: Job, error_type: str, message: str) -> records.JobRecord:
+        """The record of a job that could not write its own (killed worker, interrupted batch)."""
+        job_dir = self.job_dir(job)
+        status = records.STATUS_OF_ERROR.get(error_type, records.FAILED)
+        now = now_iso()
+        record = records.JobRecord(
+            status=status,
+            overrides=job.overrides,
+            config=resolved_config(job.cfg),
+            config_hash=config_hash(validate(job.cfg)),
+            start_time=now,
+            end_time=now,
+            duration_s=0.0,
+            job_num=job.num,
+            error=records.JobError(type=error_type, message=message),
+            info={"recorded_by": "sweep parent: the job left no record of its own"},
+        )
+        records.write_job_record(job_dir, record)
+        return record
+
+    # ---- the end ---------------------------------------------------------------------------------------------
+    def finish_records(self, jobs: list[Job]) -> None:
+        """Earlier attempts go into the final job.json (the files of each are under attempts/<k>/)."""
+        for job in jobs:
+            if job.attempts and job.record is not None:
+                path = self.job_dir(job)
+                records.write_job_record(path, replace(records.read_job_record(path), attempts=job.attempts))
+
+    def print_summary(self, jobs: list[Job], not_run: list[Job], skipped: int) -> None:
+        bad = [j for j in jobs if j.status not in (None, records.COMPLETED)]
+        done = sum(1 for j in jobs if j.status == records.COMPLETED)
+        lines = [
+            f"sweep {self.sweep_dir}: {done} completed, {len(bad)} not completed, {skipped} skipped (done before), "
+            f"{len(not_run)} not run"
+        ]
+        if self.stop_reason:
+            lines.append(f"stopped early: {self.stop_reason}")
+        if bad:
+            common = set.intersection(*(set(j.overrides) for j in jobs))  # show what tells the jobs apart
+            rows = []
+            for job in bad:
+                record = job.record
+                error = record.error if record else None
+                trace = self.job_dir(job) / error.traceback_file if error and error.traceback_file else None
+                rows.append(
+                    {
+                        "job": job.num,
+                        "status": job.status,
+                        "overrides": " ".join(o for o in job.overrides if o not in common),
+                        "error": error.type if error else "",
+                        "message": (error.message if error else "")[:100],
+                        "traceback": str(trace) if trace else "",
+                    }
+                )
+            lines.append(format_table(rows, ["job", "status", "overrides", "error", "message", "traceback"]))
+        if not_run or bad:
+            lines.append(f"to finish it: run the same command again with hydra.sweep.dir={self.sweep_dir}")
+        print("\n".join(lines), file=sys.stderr)
+
+
+def with_batch(overrides: list[str], size: int, cfg: DictConfig) -> list[str]:
+    """``overrides`` with the job's batch size set to ``size``: through ``batch`` when batching follows it."""
+    key = "batch" if OmegaConf.select(cfg, "batch") == OmegaConf.select(cfg, "batching.batch_size") else None
+    key = key or "batching.batch_size"
+    kept = [o for o in overrides if o.lstrip("+").partition("=")[0] != key]
+    return [*kept, f"{key}={size}"]
+
+
+def attempt_summary(job: Job, record: records.JobRecord) -> dict[str, Any]:
+    return {
+        "attempt": job.attempt,
+        "status": record.status,
+        "overrides": job.overrides,
+        "batch_size": job.batch_size,
+        "error_type": record.error.type if record.error else None,
+        "error": record.error.message if record.error else None,
+        "duration_s": record.duration_s,
+        "files": f"{ATTEMPTS_DIR}/{job.attempt}",
+    }
+
+
+def archive_attempt(job_dir: Path) -> None:
+    """Move what an earlier attempt left in ``job_dir`` to ``attempts/<k>/`` (its ``job.json`` as ``record.json``,
+    so that only the latest attempt counts as the job's record)."""
+    if not (job_dir / records.JOB_FILE).exists():
+        return
+    previous = job_dir / ATTEMPTS_DIR
+    k = 1
+    while (previous / str(k)).exists():
+        k += 1
+    target = previous / str(k)
+    target.mkdir(parents=True)
+    for pattern in ATTEMPT_FILES:
+        for path in job_dir.glob(pattern):
+            name = "record.json" if path.name == records.JOB_FILE else path.name
+            shutil.move(str(path), str(target / name))
+
+
+def config_error_exit(ex: ConfigError) -> None:
+    print(f"error: {ex}", file=sys.stderr)
+    raise SystemExit(ex.exit_code)

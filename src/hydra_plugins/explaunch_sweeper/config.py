@@ -1,0 +1,36 @@
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class ExplaunchSweeperConf:
+    """``hydra/sweeper=explaunch`` (the default in conf/config.yaml). Override any field: hydra.sweeper.max_retries=2"""
+
+    _target_: str = "hydra_plugins.explaunch_sweeper.explaunch_sweeper.ExplaunchSweeper"
+    # The grid in config, as for Hydra's basic sweeper: {key: "a,b,c"}; the command line wins for the same key.
+    params: Optional[Dict[str, str]] = None
+    # Jobs handed to the launcher at once; null: its parallelism (joblib n_jobs, submitit array_parallelism, basic 1).
+    max_batch_size: Optional[int] = None
+    # Retries of a job whose error may pass (retry_on, matched against the error type and its base classes),
+    # waiting backoff_s * 2**(attempt-1). A ConfigError or an interrupted job is never retried.
+    max_retries: int = 0
+    backoff_s: float = 1.0
+    retry_on: List[str] = field(default_factory=lambda: ["OSError", "RuntimeError", "TimeoutError", "WorkerDied"])
+    # Out of memory (torch's OutOfMemoryError, MemoryError, "out of memory"): retry with half the batch.
+    oom_fallback: bool = True
+    min_batch_size: int = 1
+    # Re-running into the same sweep folder skips completed jobs; failed ones run again unless this is false.
+    rerun_failed: bool = True
+    # Stop launching once failed/finished passes this, after at least min_jobs_for_rate finished jobs.
+    max_failure_rate: float = 0.8
+    min_jobs_for_rate: int = 5
+    # A job past job_timeout_s is ended and recorded `timeout`; no job starts after max_duration_h.
+    job_timeout_s: Optional[float] = None
+    max_duration_h: Optional[float] = None
+    # A live progress line on a terminal (plain log lines otherwise).
+    progress: bool = True
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="explaunch", node=ExplaunchSweeperConf, provider="explaunch")

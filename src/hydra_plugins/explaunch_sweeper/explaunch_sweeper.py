@@ -1,0 +1,42 @@
+"""The Hydra plugin class: thin, as Hydra's own launcher plugins are. The work is in :mod:`explaunch.sweeper`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+
+class ExplaunchSweeper(Sweeper):
+    def __init__(self, **settings: Any) -> None:
+        self.params: dict[str, str] = dict(settings.pop("params", None) or {})
+        self.hydra_context: HydraContext | None = None
+        self.config: DictConfig | None = None
+        self.launcher: Any = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context = hydra_context
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def sweep(self, arguments: list[str]) -> None:
+        """Run the sweep. On any job not completed: the summary, ``on_multirun_end`` callbacks (Hydra would skip
+        them), then exit 1 (130 when interrupted)."""
+        from explaunch.errors import ConfigError
+        from explaunch.sweeper import SweeperSettings, SweepRunner, config_error_exit
+
+        assert self.config is not None and self.hydra_context is not None
+        settings = SweeperSettings.from_config(self.config.hydra.sweeper)
+        runner = SweepRunner(settings, self.launcher, self.hydra_context.config_loader, self.config)
+        try:
+            code = runner.run(arguments, {str(k): str(v) for k, v in self.params.items()})
+        except ConfigError as ex:
+            config_error_exit(ex)
+        if code != 0:
+            self.hydra_context.callbacks.on_multirun_end(config=self.config)
+            raise SystemExit(code)
