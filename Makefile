@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.
 export MLFLOW_DISABLE_TELEMETRY := true
 export HYDRA_FULL_ERROR := 0
 
-.PHONY: help setup demo test test-fast lint typecheck clean
+.PHONY: help setup demo test test-fast lint typecheck clean slurm-up slurm-down
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -42,6 +42,12 @@ lint: setup  ## ruff
 
 typecheck: setup  ## mypy --strict
 	$(BIN)/mypy
+
+slurm-up:  ## start a real single-node SLURM cluster here (root; installs Debian's slurm and munge when missing)
+	scripts/slurm/up.sh
+
+slurm-down:  ## stop exactly what slurm-up started
+	scripts/slurm/down.sh
 
 clean:  ## remove what runs produced (not .venv)
 	rm -rf outputs multirun mlruns mlflow.db .pytest_cache .mypy_cache .ruff_cache

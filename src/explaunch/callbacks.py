@@ -29,6 +29,11 @@ class RecordingCallback(Callback):
     def __init__(self) -> None:
         self.recorder: Any = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # submitit pickles the launcher, and with it the callbacks, to requeue a job: a running job's recorder
+        # (threads, trackers) stays behind; the requeued job starts its own.
+        return {**self.__dict__, "recorder": None}
+
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.tracking.backend == "mlflow":
             from explaunch.tracking import MlflowTracker, resolve_uri
@@ -85,6 +90,9 @@ class JobGuardCallback(Callback):
 
     def __init__(self) -> None:
         self.guard: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "guard": None}
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         from omegaconf import OmegaConf

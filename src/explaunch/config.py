@@ -108,6 +108,7 @@ class ShardingConfig:
 @dataclass
 class HardwareConfig:
     device: str = spec("auto", choices=("auto", "cpu", "cuda"))
+    num_gpus: int = spec(0, min=0, help="GPUs a job asks for (SLURM gpus_per_node)")
     gpu_ids: list[int] = spec([])
     mixed_precision: str = spec("no", choices=("no", "fp16", "bf16"))
     num_threads: Optional[int] = spec(None, min=1, help="torch intra-op threads; default: torch's choice")
@@ -203,6 +204,9 @@ def register_configs() -> None:
     cs.store(name="explaunch_schema", node=ExplaunchConfig)
     for name, schema in EXPERIMENT_SCHEMAS.items():
         cs.store(group="schema/experiment_type", name=name, node=schema)
+    from hydra_plugins.explaunch_plugins.launchers import register_launchers
+
+    register_launchers()
 
 
 def _describe_type(value: object) -> str:

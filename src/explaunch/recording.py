@@ -209,7 +209,7 @@ class JobRecorder:
         snapshot = self.snapshot.to_dict() if self.snapshot is not None else {}
         error = None if completed else job_error(self.job_dir, job_return)
         record = records.JobRecord(
-            status=records.COMPLETED if error is None else records.STATUS_OF_ERROR.get(error.type, records.FAILED),
+            status=records.COMPLETED if error is None else records.status_of_error(error.type, error.message),
             overrides=self.overrides,
             config=resolved_config(self.config),
             config_hash=config_hash_or_none(self.config),

@@ -32,6 +32,14 @@ INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM while it ran
 # error type (as recorded) -> status other than "failed"
 STATUS_OF_ERROR = {"JobTimeout": TIMEOUT, "JobInterrupted": INTERRUPTED}
 
+
+def status_of_error(error_type: str, message: str) -> str:
+    """``timeout`` / ``interrupted`` for the errors that mean it (submitit raises UncompletedJobError in a job that
+    reached SLURM's time limit and is not requeued), else ``failed``."""
+    if error_type == "UncompletedJobError" and "timed-out" in message:
+        return TIMEOUT
+    return STATUS_OF_ERROR.get(error_type, FAILED)
+
 # Shown in sweep.json / sweep.csv rows; every metric stays in job.json.
 HEADLINE_METRICS = (
     "throughput_tokens_per_s",

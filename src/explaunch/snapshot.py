@@ -32,6 +32,7 @@ ENV_PREFIXES = (
     "CUDA_",
     "NVIDIA_",
     "SLURM_",
+    "SLURMD_",
     "SUBMITIT_",
     "OMP_",
     "MKL_",
@@ -266,7 +267,7 @@ def take_snapshot(
         overrides=list(overrides),
         command=" ".join(["python", entry, *(_shell_quote(o) for o in overrides)]),
         environment=environment,
-        slurm={k: v for k, v in environment.items() if k.startswith("SLURM_")},
+        slurm={k: v for k, v in environment.items() if k.startswith(("SLURM_", "SLURMD_"))},
     )
     return dataclasses.replace(snapshot, env_hash=compute_env_hash(snapshot))
 

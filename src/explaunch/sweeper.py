@@ -1,4 +1,4 @@
-"""explaunch's sweep loop, behind the Hydra sweeper plugin in ``hydra_plugins/explaunch_sweeper``.
+"""explaunch's sweep loop, behind the Hydra sweeper plugin in ``hydra_plugins/explaunch_plugins``.
 
 It expands the grid as Hydra's basic sweeper does, composes and validates every job before the first one starts,
 then launches jobs in batches through whatever launcher is configured. Around that: every job runs whatever the
@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from explaunch import jobguard, records
 from explaunch.config import config_hash, validate
-from explaunch.errors import ConfigError, RecordError
+from explaunch.errors import ConfigError, JobInterrupted, RecordError
 from explaunch.ledger import Ledger, LedgerEntry
 from explaunch.recording import now_iso, resolved_config
 from explaunch.table import format_table
@@ -46,7 +46,7 @@ EXIT_INTERRUPTED = 130
 
 @dataclass(frozen=True)
 class SweeperSettings:
-    """``hydra.sweeper.*`` (see hydra_plugins/explaunch_sweeper/config.py for what each means)."""
+    """``hydra.sweeper.*`` (see hydra_plugins/explaunch_plugins/config.py for what each means)."""
 
     max_batch_size: int | None = None
     max_retries: int = 0
@@ -80,7 +80,6 @@ class Job:
     num: int = -1  # job number: its folder under the sweep dir
     overrides: list[str] = field(default_factory=list)  # as launched (differs after an OOM fallback)
     attempt: int = 0
-    attempts: list[dict[str, Any]] = field(default_factory=list)
     status: str | None = None  # the final outcome in this run (None: not run)
     record: records.JobRecord | None = None
 
@@ -338,8 +337,9 @@ class SweepRunner:
         watcher = BatchWatcher(batch, self.job_dir, self.note_record)
         watcher.start()
         lost_reason = None
+        returns: Sequence[Any] = []
         try:
-            self.launcher.launch(overrides, initial_job_idx=batch[0].num)
+            returns = self.launcher.launch(overrides, initial_job_idx=batch[0].num)
         except KeyboardInterrupt:
             self.stop_reason = "interrupted"
             lost_reason = ("JobInterrupted", "the sweep was interrupted while the job ran")
@@ -350,9 +350,10 @@ class SweepRunner:
         finally:
             watcher.stop()
         retries = []
-        for job in batch:
+        for index, job in enumerate(batch):
             if job.record is None:
-                job.record = self.record_lost(job, *(lost_reason or ("WorkerDied", "the job left no record")))
+                reason = lost_reason or lost_job_reason(returns[index] if index < len(returns) else None)
+                job.record = self.record_lost(job, *reason)
                 self.note_record(job)
             again = self.decide(job)
             if again is not None:
@@ -393,7 +394,7 @@ class SweepRunner:
             return None
         error = record.error
         names = {error.type, *error.bases}
-        if names & NEVER_RETRIED:
+        if names & NEVER_RETRIED or (record.status == records.TIMEOUT and "JobTimeout" not in self.settings.retry_on):
             return None
         is_oom = bool(names & OOM_TYPES) or "out of memory" in error.message.lower()
         size = job.batch_size
@@ -410,7 +411,6 @@ class SweepRunner:
         if plan is None or self.stop_reason is not None:
             job.status = record.status
             return None
-        job.attempts.append(attempt_summary(job, record))
         if plan != job.overrides:
             log.warning("job %d ran out of memory at batch %s: retrying with %s", job.num, job.batch_size, plan)
             job.cfg = self.loader.load_sweep_config(self.config, plan)
@@ -425,7 +425,7 @@ class SweepRunner:
     def record_lost(self, job: Job, error_type: str, message: str) -> records.JobRecord:
         """The record of a job that could not write its own (killed worker, interrupted batch)."""
         job_dir = self.job_dir(job)
-        status = records.STATUS_OF_ERROR.get(error_type, records.FAILED)
+        status = records.status_of_error(error_type, message)
         now = now_iso()
         record = records.JobRecord(
             status=status,
@@ -444,11 +444,12 @@ class SweepRunner:
 
     # ---- the end ---------------------------------------------------------------------------------------------
     def finish_records(self, jobs: list[Job]) -> None:
-        """Earlier attempts go into the final job.json (the files of each are under attempts/<k>/)."""
+        """Each job run now that has earlier attempts (this run's or a previous run's, archived under attempts/<k>/)
+        lists them in its job.json."""
         for job in jobs:
-            if job.attempts and job.record is not None:
-                path = self.job_dir(job)
-                records.write_job_record(path, replace(records.read_job_record(path), attempts=job.attempts))
+            path = self.job_dir(job)
+            if job in self.ran and (path / ATTEMPTS_DIR).is_dir() and (path / records.JOB_FILE).exists():
+                records.write_job_record(path, replace(records.read_job_record(path), attempts=earlier_attempts(path)))
 
     def print_summary(self, jobs: list[Job], not_run: list[Job], skipped: int) -> None:
         bad = [j for j in jobs if j.status not in (None, records.COMPLETED)]
@@ -482,6 +483,22 @@ class SweepRunner:
         print("\n".join(lines), file=sys.stderr)
 
 
+def lost_job_reason(job_return: Any) -> tuple[str, str]:
+    """Why a job left no record, from what the launcher returned for it (a submitit error on SLURM)."""
+    error = getattr(job_return, "_return_value", None)
+    if not isinstance(error, BaseException):
+        return ("WorkerDied", "the job left no record")
+    text = str(error)
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    if isinstance(error, JobInterrupted):
+        return ("JobInterrupted", first)
+    if "state: TIMEOUT" in text:
+        return ("JobTimeout", f"SLURM ended the job at its time limit ({type(error).__name__})")
+    if jobguard.stop_requested() and ("CANCELLED" in text or "state: PENDING" in text):
+        return ("JobInterrupted", f"cancelled when the sweep was interrupted ({first})")
+    return ("WorkerDied", f"{type(error).__name__}: {first}")
+
+
 def with_batch(overrides: list[str], size: int, cfg: DictConfig) -> list[str]:
     """``overrides`` with the job's batch size set to ``size``: through ``batch`` when batching follows it."""
     key = "batch" if OmegaConf.select(cfg, "batch") == OmegaConf.select(cfg, "batching.batch_size") else None
@@ -490,17 +507,27 @@ def with_batch(overrides: list[str], size: int, cfg: DictConfig) -> list[str]:
     return [*kept, f"{key}={size}"]
 
 
-def attempt_summary(job: Job, record: records.JobRecord) -> dict[str, Any]:
-    return {
-        "attempt": job.attempt,
-        "status": record.status,
-        "overrides": job.overrides,
-        "batch_size": job.batch_size,
-        "error_type": record.error.type if record.error else None,
-        "error": record.error.message if record.error else None,
-        "duration_s": record.duration_s,
-        "files": f"{ATTEMPTS_DIR}/{job.attempt}",
-    }
+def earlier_attempts(job_dir: Path) -> list[dict[str, Any]]:
+    """One summary per archived attempt, oldest first, read from ``attempts/<k>/record.json``."""
+    found = []
+    for folder in sorted((job_dir / ATTEMPTS_DIR).iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else 0):
+        try:
+            record = records.read_job_record(folder / "record.json")
+        except RecordError:
+            continue
+        found.append(
+            {
+                "attempt": int(folder.name) if folder.name.isdigit() else folder.name,
+                "status": record.status,
+                "overrides": record.overrides,
+                "batch_size": record.config.get("batching", {}).get("batch_size"),
+                "error_type": record.error.type if record.error else None,
+                "error": record.error.message if record.error else None,
+                "duration_s": record.duration_s,
+                "files": f"{ATTEMPTS_DIR}/{folder.name}",
+            }
+        )
+    return found
 
 
 def archive_attempt(job_dir: Path) -> None:

@@ -183,6 +183,8 @@ def test_a_killed_worker_is_recorded_and_rerun_on_resume(tmp_path: Path) -> None
     resumed = run_main(*args, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert list(statuses(sweep).values()) == ["completed"] * 4
+    (earlier,) = records.read_job_record(sweep / "1").attempts  # the attempt of the first run, kept
+    assert earlier["error_type"] == "WorkerDied" and earlier["files"] == "attempts/1"
 
 
 @pytest.mark.parametrize("launcher", ["basic", "joblib"])

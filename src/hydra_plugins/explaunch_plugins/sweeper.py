@@ -18,11 +18,21 @@ class ExplaunchSweeper(Sweeper):
         self.launcher: Any = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from explaunch.errors import ConfigError
+        from explaunch.sweeper import config_error_exit
+
         self.hydra_context = hydra_context
         self.config = config
-        self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config
-        )
+        try:
+            self.launcher = Plugins.instance().instantiate_launcher(
+                hydra_context=hydra_context, task_function=task_function, config=config
+            )
+        except ConfigError as ex:
+            config_error_exit(ex)
+        except Exception as ex:  # Hydra wraps what the launcher raised
+            if isinstance(ex.__cause__, ConfigError):
+                config_error_exit(ex.__cause__)
+            raise
 
     def sweep(self, arguments: list[str]) -> None:
         """Run the sweep. On any job not completed: the summary, ``on_multirun_end`` callbacks (Hydra would skip

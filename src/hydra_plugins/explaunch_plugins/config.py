@@ -8,7 +8,7 @@ from hydra.core.config_store import ConfigStore
 class ExplaunchSweeperConf:
     """``hydra/sweeper=explaunch`` (the default in conf/config.yaml). Override any field: hydra.sweeper.max_retries=2"""
 
-    _target_: str = "hydra_plugins.explaunch_sweeper.explaunch_sweeper.ExplaunchSweeper"
+    _target_: str = "hydra_plugins.explaunch_plugins.sweeper.ExplaunchSweeper"
     # The grid in config, as for Hydra's basic sweeper: {key: "a,b,c"}; the command line wins for the same key.
     params: Optional[Dict[str, str]] = None
     # Jobs handed to the launcher at once; null: its parallelism (joblib n_jobs, submitit array_parallelism, basic 1).
@@ -34,3 +34,12 @@ class ExplaunchSweeperConf:
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="explaunch", node=ExplaunchSweeperConf, provider="explaunch")
+
+
+def _register_launchers() -> None:
+    from hydra_plugins.explaunch_plugins.launchers import register_launchers
+
+    register_launchers()
+
+
+_register_launchers()

@@ -1,0 +1,105 @@
+"""Sweeps on a real SLURM cluster (started by scripts/slurm/up.sh) through hydra/launcher=submitit_slurm."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from explaunch import records
+from tests.conftest import MAIN
+from tests.integration.helpers import TINY, run_main
+from tests.slurm.conftest import SCRIPTS, alive, recorded_pids
+
+pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
+PROBE = ("experiment_type=probe", "tracking=none", "hydra/launcher=submitit_slurm")
+
+
+def statuses(sweep_dir: Path) -> dict[int | None, str]:
+    return {r.job_num: r.status for _, r in records.iter_job_records(sweep_dir)}
+
+
+def test_the_cluster_script_is_idempotent() -> None:
+    before = recorded_pids()
+    again = subprocess.run([str(SCRIPTS / "up.sh")], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "started" not in again.stdout  # nothing was started twice
+    assert recorded_pids() == before and all(alive(pid) for pid in before.values())
+
+
+def test_literal_sweep_on_slurm_records_slurm_ids_and_mlflow_runs(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = run_main(
+        "-m", "hydra/launcher=submitit_slurm", "model=llama,mistral", "batch=8,16", *TINY,
+        f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = list(records.iter_job_records(sweep))
+    assert [r.status for _, r in found] == ["completed"] * 4
+    array_ids = {r.snapshot["slurm"]["SLURM_ARRAY_JOB_ID"] for _, r in found}
+    assert len(array_ids) == 1  # one sbatch for the batch: a job array
+    assert sorted(r.snapshot["slurm"]["SLURM_ARRAY_TASK_ID"] for _, r in found) == ["0", "1", "2", "3"]
+    assert all(r.snapshot["slurm"]["SLURMD_NODENAME"] for _, r in found)
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 4 and {r.data.tags["status"] for r in children} == {"COMPLETED"}
+    assert (sweep / "ledger.jsonl").read_text().count("\n") == 4
+
+
+def test_a_job_killed_by_itself_is_recorded_failed_and_does_not_hang_the_sweep(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    start = time.perf_counter()
+    proc = run_main(
+        "-m", "seed=0,1", *PROBE, "experiment_type.fail=kill", "experiment_type.fail_seeds=[1]",
+        f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert time.perf_counter() - start < 120
+    assert proc.returncode == 1
+    assert statuses(sweep) == {0: "completed", 1: "failed"}
+    record = records.read_job_record(sweep / "1")
+    assert record.error is not None and record.error.type == "WorkerDied"
+
+
+def test_a_job_past_its_slurm_time_limit_is_recorded_timeout_and_the_others_complete(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = run_main(
+        "-m", "experiment_type.duration_s=0.2,600", *PROBE, "hydra.launcher.timeout_min=1",
+        "hydra.launcher.signal_delay_s=10", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=400,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert statuses(sweep) == {0: "completed", 1: "timeout"}
+    assert "timeout" in proc.stderr and "timed-out" in proc.stderr  # the summary names it
+
+
+def test_interrupt_cancels_queued_jobs_and_resume_completes_each_once(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    args = ["-m", "seed=range(0,4)", "experiment_type=probe", "experiment_type.duration_s=8",
+            "hydra/launcher=submitit_slurm", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, str(MAIN), *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    for _ in range(600):  # two jobs run (2 CPUs), two wait in the queue
+        if len(list(sweep.glob("*/probe_attempts"))) >= 2:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "cancelled 2 jobs still waiting in the queue" in stdout + stderr
+    first = statuses(sweep)
+    assert sorted(first.values()) == ["completed", "completed", "interrupted", "interrupted"]
+    queue = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True).stdout
+    assert "PENDING" not in queue and "RUNNING" not in queue
+
+    resumed = run_main(*args, cwd=tmp_path, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert list(statuses(sweep).values()) == ["completed"] * 4
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    done = sorted(r.data.tags["job_num"] for r in runs if r.data.tags.get("status") == "COMPLETED")
+    assert done == ["0", "1", "2", "3"]  # each job completed exactly once
