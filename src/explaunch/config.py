@@ -178,6 +178,23 @@ class ProbeConfig:
 
 
 @dataclass
+class FairnessConfig:
+    """A classifier trained with a fairness penalty weighted by the top-level ``lam`` on generated, biased data."""
+
+    name: str = spec("fairness_tradeoff", choices=("fairness_tradeoff",))
+    n_high: int = spec(2000, min=1, help="training samples of the majority group")
+    n_low: int = spec(200, min=1, help="training samples of the under-represented group")
+    n_test: int = spec(4000, min=2, help="test samples, groups mixed as in training")
+    group_aware: bool = spec(True, help="the classifier sees the sensitive attribute (else only its proxy)")
+    features: int = spec(8, min=1)
+    group_shift: float = spec(1.0, help="how far group 1's features are shifted (a proxy for the group)")
+    label_bias: float = spec(1.5, help="extra score group 1 needs for a positive label")
+    penalty: str = spec("demographic_parity", choices=("demographic_parity", "equalized_odds"))
+    epochs: int = spec(300, min=1)
+    lr: float = spec(0.05, min=1e-9)
+
+
+@dataclass
 class ExplaunchConfig:
     """The root of every job's config. Top-level knobs are the ones users sweep."""
 
@@ -195,7 +212,11 @@ class ExplaunchConfig:
     deterministic: bool = spec(False, help="torch deterministic algorithms (slower)")
 
 
-EXPERIMENT_SCHEMAS: dict[str, type] = {"llm_inference": LLMInferenceConfig, "probe": ProbeConfig}
+EXPERIMENT_SCHEMAS: dict[str, type] = {
+    "llm_inference": LLMInferenceConfig,
+    "probe": ProbeConfig,
+    "fairness_tradeoff": FairnessConfig,
+}
 
 
 def register_configs() -> None:

@@ -40,6 +40,7 @@ def status_of_error(error_type: str, message: str) -> str:
         return TIMEOUT
     return STATUS_OF_ERROR.get(error_type, FAILED)
 
+
 # Shown in sweep.json / sweep.csv rows; every metric stays in job.json.
 HEADLINE_METRICS = (
     "throughput_tokens_per_s",

@@ -126,12 +126,11 @@ def test_failure_rate_stop_launches_no_more_jobs(tmp_path: Path) -> None:
 
 def test_a_job_past_its_time_limit_is_recorded_timeout_and_the_sweep_goes_on(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    start = time.perf_counter()
     proc = run_main(
-        "-m", "experiment_type.duration_s=30,0.1", "experiment_type=probe", "tracking=none",
+        "-m", "experiment_type.duration_s=600,0.1", "experiment_type=probe", "tracking=none",
         "hydra.sweeper.job_timeout_s=2", "hydra/launcher=joblib", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+        timeout=300,  # a job that is not ended at its limit would hold the sweep for 10 minutes
     )  # fmt: skip
-    assert time.perf_counter() - start < 25
     assert proc.returncode == 1
     assert statuses(sweep) == {0: "timeout", 1: "completed"}
     record = records.read_job_record(sweep / "0")

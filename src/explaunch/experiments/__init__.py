@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 MODULES = {
     "llm_inference": "explaunch.experiments.llm_inference",
     "probe": "explaunch.experiments.probe",
+    "fairness_tradeoff": "explaunch.experiments.fairness_tradeoff",
 }
 
 
