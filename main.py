@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 from explaunch import task
 from explaunch.config import register_configs
 
-register_configs()
+register_configs(Path(__file__).parent)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

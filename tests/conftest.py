@@ -16,7 +16,7 @@ CONF_DIR = ROOT / "conf"
 MAIN = ROOT / "main.py"
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-register_configs()
+register_configs(ROOT)
 
 
 def compose_config(*overrides: str) -> DictConfig:

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -195,6 +196,41 @@ class FairnessConfig:
 
 
 @dataclass
+class ScriptConfig:
+    """An existing script, run unchanged: argv (no shell), where, with which environment, for how long, and where
+    its metrics and outputs are."""
+
+    name: str = spec("script", choices=("script",))
+    command: list[str] = spec([], help="argv, e.g. [python, train.py]")
+    args: list[str] = spec([], help='appended to command; sweep values by interpolation: ["--lr", "${params.lr}"]')
+    cwd: Optional[str] = spec(None, help="working directory (default: the job folder)")
+    env: dict[str, str] = field(default_factory=dict)
+    timeout_s: Optional[float] = spec(None, min=0.001)
+    metrics_file: Optional[str] = spec(None, help="JSON object or CSV (last row) the script writes, relative to cwd")
+    metrics_regex: Optional[str] = spec(
+        r"(?P<key>[A-Za-z_][\w.]*)=(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)",
+        help="printed key=value pairs (the last value of a key wins); null: none",
+    )
+    output_dirs: list[str] = spec([], help="folders (relative to cwd) whose new or changed files are collected")
+    output_patterns: list[str] = spec(["*.pt", "*.pth", "*.csv", "*.json", "*.png", "*.txt"])
+
+    def check(self, key: str) -> None:
+        if not self.command:
+            raise ConfigError(f"{key}.command", "[]", "the script to run, as an argv list, e.g. [python, train.py]")
+        if self.metrics_regex:
+            try:
+                groups = re.compile(self.metrics_regex).groupindex
+            except re.error as ex:
+                raise ConfigError(
+                    f"{key}.metrics_regex", self.metrics_regex, f"not a regular expression: {ex}"
+                ) from None
+            if not {"key", "value"} <= set(groups):
+                raise ConfigError(
+                    f"{key}.metrics_regex", self.metrics_regex, "needs groups (?P<key>..) and (?P<value>..)"
+                )
+
+
+@dataclass
 class ExplaunchConfig:
     """The root of every job's config. Top-level knobs are the ones users sweep."""
 
@@ -210,17 +246,26 @@ class ExplaunchConfig:
     batch: int = spec(8, min=1)
     lam: float = spec(0.0, min=0.0, help="fairness weight, used by fairness_tradeoff")
     deterministic: bool = spec(False, help="torch deterministic algorithms (slower)")
+    params: dict[str, Any] = field(default_factory=dict)  # free knobs for scripts: +params.lr=0.1,0.01
 
 
 EXPERIMENT_SCHEMAS: dict[str, type] = {
     "llm_inference": LLMInferenceConfig,
     "probe": ProbeConfig,
     "fairness_tradeoff": FairnessConfig,
+    "script": ScriptConfig,
 }
 
 
-def register_configs() -> None:
-    """Put the schema in Hydra's ConfigStore: ``explaunch_schema`` for config.yaml, one per experiment type."""
+def register_configs(code_dir: Path | None = None) -> None:
+    """Put the schema in Hydra's ConfigStore (``explaunch_schema`` for config.yaml, one per experiment type) and the
+    resolvers configs may use: ``${explaunch.python:}`` (this Python) and ``${explaunch.code_dir:}`` (``code_dir``,
+    the folder of the app's main.py; the cwd when not given)."""
+    import sys
+
+    root = str((code_dir or Path.cwd()).resolve())
+    OmegaConf.register_new_resolver("explaunch.python", lambda: sys.executable, replace=True)
+    OmegaConf.register_new_resolver("explaunch.code_dir", lambda: root, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="explaunch_schema", node=ExplaunchConfig)
     for name, schema in EXPERIMENT_SCHEMAS.items():

@@ -279,6 +279,7 @@ class JobRecorder:
         if self.config.tracking.log_artifacts:
             files = [self.job_dir / n for n in (records.JOB_FILE, records.TRACEBACK_FILE, "resources.csv")]
             files += [self.job_dir / "emissions.csv", self.job_dir / "git.patch", self.job_dir / ".hydra"]
+            files += [self.job_dir / "artifacts"]  # what an experiment collected (a script's outputs)
             files += [p for pattern in LOG_FILES for p in sorted(self.job_dir.glob(pattern))]
             self.tracker.log_artifacts(self.run_id, files, self.job_dir)
         self.tracker.finish(self.run_id, failed=record.status != records.COMPLETED)

@@ -40,7 +40,17 @@ ATTEMPTS_DIR = "attempts"
 NEVER_RETRIED = frozenset({"ConfigError", "JobInterrupted"})
 OOM_TYPES = frozenset({"OutOfMemoryError", "MemoryError"})
 # Files a job writes; an earlier attempt's are moved to attempts/<k>/ before the job runs again in its folder.
-ATTEMPT_FILES = (records.JOB_FILE, records.TRACEBACK_FILE, "resources.csv", "emissions.csv", "git.patch", "*.log")
+ATTEMPT_FILES = (
+    records.JOB_FILE,
+    records.TRACEBACK_FILE,
+    "resources.csv",
+    "emissions.csv",
+    "git.patch",
+    "*.log",
+    "stdout.txt",
+    "stderr.txt",
+    "artifacts",
+)
 EXIT_INTERRUPTED = 130
 
 

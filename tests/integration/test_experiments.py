@@ -6,6 +6,7 @@ import statistics
 from itertools import pairwise
 from pathlib import Path
 
+import mlflow
 import pytest
 
 from explaunch import records
@@ -39,3 +40,42 @@ def test_fairness_grid_shows_the_accuracy_fairness_trade_off(tmp_path: Path) -> 
     for metric in ("balanced_accuracy", "equalized_odds_difference", "accuracy_group0", "accuracy_group1",
                    "train_time_s", "energy_joules"):  # fmt: skip
         assert metric in record.metrics, metric
+
+
+def test_legacy_script_job_collects_its_outputs_and_logs_its_metrics(tmp_path: Path) -> None:
+    proc = run_main("+experiment=legacy_regressor", f"hydra.run.dir={tmp_path / 'job'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = records.read_job_record(tmp_path / "job")
+    assert record.status == "completed"
+    assert record.metrics["epochs"] == 50 and record.metrics["final_loss"] > 0  # from metrics.json
+    assert record.metrics["epoch"] == 40  # from the printed key=value lines (the last one)
+    assert record.info["artifacts"] == ["artifacts/metrics.json", "artifacts/model.pt"]
+    assert "final_loss=" in (tmp_path / "job" / "stdout.txt").read_text()
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    assert run.data.metrics["final_loss"] == pytest.approx(record.metrics["final_loss"])
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "artifacts")} == {
+        "artifacts/metrics.json",
+        "artifacts/model.pt",
+    }
+
+
+def test_a_script_that_exits_3_is_a_failed_job_with_its_stderr_kept(tmp_path: Path) -> None:
+    proc = run_main(
+        "+experiment=legacy_regressor", "experiment_type.args=[--fail]", "tracking=none",
+        f"hydra.run.dir={tmp_path / 'job'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    record = records.read_job_record(tmp_path / "job")
+    assert record.status == "failed" and record.error is not None
+    assert record.error.type == "ScriptFailed" and record.error.message.startswith("exit code 3: error: asked to fail")
+    assert (tmp_path / "job" / "stderr.txt").read_text() == "error: asked to fail (--fail)\n"
+
+
+def test_a_shell_script_swept_on_joblib(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = run_main("-m", "+experiment=legacy_words", "tracking=none", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    words = {r.config["params"]["min_length"]: r.metrics["words"] for _, r in records.iter_job_records(sweep)}
+    assert sorted(words) == [3, 5, 7] and words[3] > words[5] > words[7] > 0
+    assert (sweep / "0" / "artifacts" / "words.csv").is_file()

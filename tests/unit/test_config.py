@@ -86,3 +86,14 @@ def test_schema_keys_lists_the_fields_of_a_node() -> None:
     assert keys is not None and "max_new_tokens" in keys
     assert schema_keys("experiment_type") is None  # each option brings its own schema
     assert "seed" in (schema_keys("") or [])
+
+
+def test_script_type_needs_a_command_and_a_usable_metrics_regex() -> None:
+    with pytest.raises(ConfigError, match=r"^experiment_type\.command=\[\]: the script to run"):
+        validate(compose_config("experiment_type=script"))
+    with pytest.raises(ConfigError, match=r"needs groups \(\?P<key>\.\.\) and \(\?P<value>\.\.\)"):
+        validate(
+            compose_config("experiment_type=script", "experiment_type.command=[x]", "experiment_type.metrics_regex=a")
+        )
+    config = validate(compose_config("+experiment=legacy_regressor", "params.lr=0.5"))
+    assert config.experiment_type.args[:2] == ["--lr", "0.5"]  # sweep values reach the script by interpolation

@@ -15,6 +15,7 @@ MODULES = {
     "llm_inference": "explaunch.experiments.llm_inference",
     "probe": "explaunch.experiments.probe",
     "fairness_tradeoff": "explaunch.experiments.fairness_tradeoff",
+    "script": "explaunch.experiments.script",
 }
 
 
