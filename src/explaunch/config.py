@@ -102,8 +102,16 @@ class BatchingConfig:
 
 @dataclass
 class ShardingConfig:
-    strategy: str = spec("none", choices=("none",))
-    num_processes: int = spec(1, min=1, max=1, help="more than one process comes with ddp/fsdp")
+    """How many processes run one job: ``none`` (one), ``ddp`` (data parallel, ``num_processes`` of them)."""
+
+    strategy: str = spec("none", choices=("none", "ddp"))
+    num_processes: int = spec(1, min=1)
+
+    def check(self, key: str) -> None:
+        if self.strategy == "none" and self.num_processes != 1:
+            raise ConfigError(
+                f"{key}.num_processes", self.num_processes, "must be 1 with sharding=none; use sharding=ddp"
+            )
 
 
 @dataclass

@@ -79,3 +79,23 @@ def test_a_shell_script_swept_on_joblib(tmp_path: Path) -> None:
     words = {r.config["params"]["min_length"]: r.metrics["words"] for _, r in records.iter_job_records(sweep)}
     assert sorted(words) == [3, 5, 7] and words[3] > words[5] > words[7] > 0
     assert (sweep / "0" / "artifacts" / "words.csv").is_file()
+
+
+def test_ddp_llm_job_runs_two_processes_and_aggregates_them(tmp_path: Path) -> None:
+    proc = run_main(
+        "sharding=ddp", "sharding.num_processes=2", "batching.num_prompts=16", "batching.max_new_tokens=8",
+        "batching.warmup_batches=1", "batch=4", "tracking=none", f"hydra.run.dir={tmp_path / 'job'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = records.read_job_record(tmp_path / "job")
+    assert record.status == "completed" and record.metrics["num_processes"] == 2
+    processes = record.info["processes"]
+    assert [p["rank"] for p in processes] == [0, 1] and len({p["pid"] for p in processes}) == 2
+    assert [p["output_tokens"] for p in processes] == [64, 64]  # 8 prompts each, 8 tokens each
+    assert record.metrics["output_tokens"] == 128 == processes[0]["group_output_tokens"]  # all_reduce agreed
+    slowest = max(p["generate_time_s"] for p in processes)
+    assert record.metrics["throughput_tokens_per_s"] == pytest.approx(128 / slowest)
+    assert record.metrics["energy_joules"] > 0 and record.metrics["memory_peak_rss_mb"] == max(
+        p["memory_peak_rss_mb"] for p in processes
+    )
+    assert sorted(p.name for p in (tmp_path / "job" / "ranks").iterdir()) == ["rank-0.json", "rank-1.json"]

@@ -217,14 +217,24 @@ def count_flops(model: Any, batches: list[dict[str, torch.Tensor]], kwargs: dict
 
 
 def run(config: ExplaunchConfig, job_dir: Path) -> ExperimentResult:
-    batching, hardware = config.batching, config.hardware
-    torch.set_num_threads(hardware.num_threads or DEFAULT_THREADS)
-    device, dtype = resolve_device(hardware), resolve_dtype(hardware)
+    if config.sharding.strategy == "ddp":
+        from explaunch.experiments.sharded import run_sharded
+
+        return run_sharded(config, job_dir)
+    torch.set_num_threads(config.hardware.num_threads or DEFAULT_THREADS)
+    return measure(config, resolve_device(config.hardware))
+
+
+def measure(config: ExplaunchConfig, device: torch.device, rank: int = 0, world: int = 1) -> ExperimentResult:
+    """Build the model, take this process's share of the prompts (every ``world``-th from ``rank``), warm up, time
+    every batch. With several processes, they start the timed region together (a barrier)."""
+    batching = config.batching
+    dtype = resolve_dtype(config.hardware)
     tokenizer = load_tokenizer(config.model)
     model = build_model(config.model, tokenizer, device, dtype)
 
     prompts_path = Path(config.experiment_type.prompts_file or shipped_data("prompts.jsonl")).expanduser()
-    prompts = select_prompts(load_prompts(prompts_path), tokenizer, batching, config.seed)
+    prompts = select_prompts(load_prompts(prompts_path), tokenizer, batching, config.seed)[rank::world]
     size = batching.batch_size
     batches = [
         tokenizer(prompts[i : i + size], return_tensors="pt", padding=True).to(device)
@@ -236,6 +246,8 @@ def run(config: ExplaunchConfig, job_dir: Path) -> ExperimentResult:
 
     timings: list[BatchTiming] = []
     digest = hashlib.sha256()
+    if world > 1:
+        torch.distributed.barrier()
     with ExitStack() as region:
         energy = (
             region.enter_context(EnergyTracker(config.energy.country_iso_code, config.energy.measure_power_secs))

@@ -137,8 +137,8 @@ class ExplaunchSlurmConf(SlurmQueueConf):
     """``hydra/launcher=submitit_slurm``: Hydra's submitit SLURM config with explaunch's launcher and defaults.
 
     Site settings come from the environment (EXPLAUNCH_SLURM_PARTITION, _ACCOUNT, _QOS, _CONSTRAINT) or from a
-    file of your own, conf/hydra/launcher/mycluster.yaml with ``defaults: [submitit_slurm, _self_]``; tasks per
-    node and GPUs follow the ``sharding`` and ``hardware`` groups.
+    file of your own, conf/hydra/launcher/mycluster.yaml with ``defaults: [submitit_slurm, _self_]``. CPUs per
+    task and GPUs follow the ``sharding`` and ``hardware`` groups (a ddp job starts its processes in its one task).
     """
 
     _target_: str = "hydra_plugins.explaunch_plugins.launchers.ExplaunchSlurmLauncher"
@@ -148,8 +148,8 @@ class ExplaunchSlurmConf(SlurmQueueConf):
     constraint: Optional[str] = "${oc.env:EXPLAUNCH_SLURM_CONSTRAINT,null}"
     timeout_min: int = 60
     signal_delay_s: int = 120  # USR2 this long before the limit; signal_delay_s + 30 < timeout_min * 60
-    cpus_per_task: Optional[int] = 1
-    tasks_per_node: int = II("sharding.num_processes")
+    cpus_per_task: Optional[int] = II("sharding.num_processes")  # a ddp job starts its processes in its one task
+    tasks_per_node: int = 1
     gpus_per_node: Optional[int] = II("hardware.num_gpus")
     mem_gb: Optional[int] = 4
     array_parallelism: int = 64
@@ -161,8 +161,8 @@ class ExplaunchLocalConf(LocalQueueConf):
     """``hydra/launcher=submitit_local``: the same submission and waiting as local processes (no SLURM)."""
 
     _target_: str = "hydra_plugins.explaunch_plugins.launchers.ExplaunchLocalLauncher"
-    cpus_per_task: Optional[int] = 1
-    tasks_per_node: int = II("sharding.num_processes")
+    cpus_per_task: Optional[int] = II("sharding.num_processes")
+    tasks_per_node: int = 1
     gpus_per_node: Optional[int] = II("hardware.num_gpus")
     poll_s: float = 1.0
 
