@@ -239,6 +239,26 @@ class ScriptConfig:
 
 
 @dataclass
+class YoloTrainConfig:
+    """ultralytics YOLO trained offline; registered in the MLflow model registry as ``register_as``."""
+
+    name: str = spec("yolo_train", choices=("yolo_train",))
+    model: str = spec("yolo11n.yaml", help="a model YAML (no download) or a local .pt with pretrained weights")
+    data: Optional[str] = spec(None, help="a dataset YAML on disk; default: a small set the job generates")
+    epochs: int = spec(1, min=1)
+    imgsz: int = spec(64, min=32)
+    n_train_images: int = spec(16, min=1)
+    n_val_images: int = spec(8, min=1)
+    register_as: Optional[str] = spec("explaunch-yolo", help="MLflow registered model name; null: do not register")
+
+    def check(self, key: str) -> None:
+        if not self.model.endswith((".yaml", ".yml")) and not Path(self.model).expanduser().is_file():
+            raise ConfigError(f"{key}.model", self.model, "a model YAML such as yolo11n.yaml, or an existing local .pt")
+        if self.data is not None and not Path(self.data).expanduser().is_file():
+            raise ConfigError(f"{key}.data", self.data, "must be an existing dataset YAML")
+
+
+@dataclass
 class ExplaunchConfig:
     """The root of every job's config. Top-level knobs are the ones users sweep."""
 
@@ -262,6 +282,7 @@ EXPERIMENT_SCHEMAS: dict[str, type] = {
     "probe": ProbeConfig,
     "fairness_tradeoff": FairnessConfig,
     "script": ScriptConfig,
+    "yolo_train": YoloTrainConfig,
 }
 
 

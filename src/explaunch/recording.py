@@ -275,11 +275,20 @@ class JobRecorder:
             tags["error"] = record.error.message[:5000]
         if record.callback_errors:
             tags["callback_errors"] = "; ".join(record.callback_errors)[:5000]
-        self.tracker.log(self.run_id, params=params_from_config(record.config), metrics=record.metrics, tags=tags)
+        series = record.info.get("series") or {}  # per-step curves (epochs): logged with their steps, not at step 0
+        plain = {k: v for k, v in record.metrics.items() if k not in series}
+        self.tracker.log(self.run_id, params=params_from_config(record.config), metrics=plain, tags=tags)
+        if series:
+            self.tracker.log_series(self.run_id, series)
         if self.config.tracking.log_artifacts:
             files = [self.job_dir / n for n in (records.JOB_FILE, records.TRACEBACK_FILE, "resources.csv")]
             files += [self.job_dir / "emissions.csv", self.job_dir / "git.patch", self.job_dir / ".hydra"]
             files += [self.job_dir / "artifacts"]  # what an experiment collected (a script's outputs)
             files += [p for pattern in LOG_FILES for p in sorted(self.job_dir.glob(pattern))]
             self.tracker.log_artifacts(self.run_id, files, self.job_dir)
+        wanted = record.info.get("register_model")
+        if wanted and self.config.tracking.log_artifacts:
+            version = self.tracker.register_model(self.run_id, wanted["name"], wanted["artifact_path"])
+            registered = {**record.tracking, "registered_model": {"name": wanted["name"], "version": version}}
+            records.write_job_record(self.job_dir, dataclasses.replace(record, tracking=registered))
         self.tracker.finish(self.run_id, failed=record.status != records.COMPLETED)

@@ -8,6 +8,7 @@ leaves their ids in ``<sweep dir>/tracking.json`` for the jobs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -93,7 +94,7 @@ class MlflowTracker:
         from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)  # registry in the same store
 
     def experiment_id(self, name: str) -> str:
         """The experiment's id, created (with the store itself on first use) when missing."""
@@ -150,6 +151,24 @@ class MlflowTracker:
                 params=param_list[i * _MAX_PARAMS : (i + 1) * _MAX_PARAMS],
                 tags=tag_list[i * _MAX_TAGS : (i + 1) * _MAX_TAGS],
             )
+
+    def log_series(self, run_id: str, series: Mapping[str, list[list[float]]]) -> None:
+        """Metric histories ``{name: [[step, value], ...]}`` (per-epoch curves), in as few requests as allowed."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        points = [Metric(name, float(v), now, int(step)) for name, pts in series.items() for step, v in pts]
+        for i in range(0, len(points), _MAX_METRICS):
+            self.client.log_batch(run_id, metrics=points[i : i + _MAX_METRICS])
+
+    def register_model(self, run_id: str, name: str, artifact_path: str) -> str:
+        """A new version of registered model ``name`` made of the run's artifact, linked to the run."""
+        from mlflow.exceptions import MlflowException
+
+        with contextlib.suppress(MlflowException):  # it exists already: add a version
+            self.client.create_registered_model(name)
+        source = f"{self.client.get_run(run_id).info.artifact_uri}/{artifact_path}"
+        return str(self.client.create_model_version(name, source=source, run_id=run_id).version)
 
     def log_artifacts(self, run_id: str, paths: Iterable[Path], base: Path) -> None:
         """Files and folders, kept at their place relative to ``base`` (the job folder)."""

@@ -16,6 +16,7 @@ MODULES = {
     "probe": "explaunch.experiments.probe",
     "fairness_tradeoff": "explaunch.experiments.fairness_tradeoff",
     "script": "explaunch.experiments.script",
+    "yolo_train": "explaunch.experiments.yolo_train",
 }
 
 
