@@ -344,6 +344,23 @@ def _check_value(key: str, value: Any, rules: Any) -> None:
         raise ConfigError(key, value, f"must be {_describe_type(value)} <= {high}")
 
 
+def _check_keys(node: DictConfig, schema: Any, prefix: str) -> None:
+    """Every key of ``node`` must be a field of its dataclass (a ``+key=...`` override can add any key)."""
+    if not (isinstance(schema, type) and is_dataclass(schema)):
+        return
+    known = [f.name for f in fields(schema)]
+    hints = typing.get_type_hints(schema)
+    for key in node:
+        name = str(key)
+        if name not in known:
+            given: Any = OmegaConf.to_container(node, resolve=False)
+            raise ConfigError(f"{prefix}{name}", given[name], "no such key; keys here: " + ", ".join(known))
+        child = node._get_node(name)
+        if isinstance(child, DictConfig):
+            child_schema = OmegaConf.get_type(child) if hints.get(name) is Any else hints.get(name)
+            _check_keys(child, child_schema, f"{prefix}{name}.")
+
+
 def validate(cfg: DictConfig) -> ExplaunchConfig:
     """Turn a composed job config into the typed :class:`ExplaunchConfig`, or raise the first :class:`ConfigError`.
 
@@ -361,11 +378,7 @@ def validate(cfg: DictConfig) -> ExplaunchConfig:
         raise ConfigError(str(ex.full_key), "???", "a value is required") from None
     except OmegaConfBaseException as ex:
         raise ConfigError(str(ex.full_key or "config"), getattr(ex, "value", "?"), ex.msg or str(ex)) from None
-    known = [f.name for f in fields(ExplaunchConfig)]
-    for key in task_cfg:
-        if key not in known:
-            value = OmegaConf.to_container(task_cfg, resolve=False)[key]  # type: ignore[index]
-            raise ConfigError(str(key), value, "no such key; keys here: " + ", ".join(known))
+    _check_keys(task_cfg, ExplaunchConfig, "")
     if not isinstance(obj, ExplaunchConfig):
         raise ConfigError("config", type(obj).__name__, "the primary config must use explaunch_schema")
     _check_fields(obj, "")

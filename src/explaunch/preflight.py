@@ -2,8 +2,8 @@
 
 Hydra's own reports of a composition error span several lines (search path, hints) and a value out of range would
 only surface inside a job. Here every override is composed the way Hydra will compose it and the result validated:
-each value of each swept key once (a sum over keys, not the product of the grid), so a grid of a thousand jobs
-costs a few dozen compositions.
+each value of each swept key once (a sum over keys, not the product of the grid), plain values without a new
+composition (see explaunch.composition). The sweeper then composes and validates every job of the grid.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from explaunch.composition import JobComposer
 from explaunch.config import schema_keys, validate
 from explaunch.errors import ConfigError
 
@@ -63,12 +64,15 @@ def check_overrides(config_dir: Path, config_name: str, overrides: Sequence[str]
             for o in from_config:
                 swept.setdefault(o.get_key_element(), o)
         validate(base)
+        compose_job = JobComposer(
+            lambda overrides: compose(config_name, overrides=[*fixed, *overrides]),
+            GlobalHydra.instance().config_loader(),
+        )
         for key, override in swept.items():
             if not override.is_discrete_sweep():
                 raise ConfigError(key, override.get_value_element_as_str(), "only lists, range() and glob() sweeps")
             for value in override.sweep_string_iterator():
-                job = [*fixed, f"{key}={value}"]
-                validate(_compose(config_name, job, [f"{key}={value}"], return_hydra_config=False))
+                validate(compose_job([f"{key}={value}"]))
 
 
 def _compose(config_name: str, overrides: list[str], suspects: list[str], *, return_hydra_config: bool) -> DictConfig:
@@ -79,7 +83,7 @@ def _compose(config_name: str, overrides: list[str], suspects: list[str], *, ret
         raise composition_error(ex, suspects) from None
 
 
-def composition_error(ex: HydraException, suspects: list[str]) -> ConfigError:
+def composition_error(ex: HydraException | OmegaConfBaseException, suspects: list[str]) -> ConfigError:
     """Hydra's composition error as one line: the key and value at fault (among ``suspects``) and what is allowed."""
     if isinstance(ex, MissingConfigException):
         if ex.missing_cfg_file and ex.options is not None:
@@ -87,7 +91,7 @@ def composition_error(ex: HydraException, suspects: list[str]) -> ConfigError:
             allowed = ", ".join(sorted(ex.options)) or "(none)"
             return ConfigError(group, option, f"no such option in group '{group}'; allowed: {allowed}")
         return ConfigError("config", ex.missing_cfg_file or "?", _first_line(ex))
-    cause = ex.__cause__
+    cause = ex if isinstance(ex, OmegaConfBaseException) else ex.__cause__
     if isinstance(cause, OmegaConfBaseException) and cause.full_key:
         key = str(cause.full_key)
         value = _value_of(key, suspects)

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from explaunch import jobguard, records
@@ -200,6 +199,9 @@ class SweepRunner:
         self.deadline = time.monotonic() + settings.max_duration_h * 3600 if settings.max_duration_h else None
         self.ran: list[Job] = []
         self.progress: Progress | None = None
+        # Jobs may share compositions only where nothing but the job number names a job's folder.
+        sweep_settings = OmegaConf.to_container(config.hydra.sweep, resolve=False)
+        self.fast_values = isinstance(sweep_settings, dict) and sweep_settings.get("subdir") == "${hydra.job.num}"
 
     # ---- planning --------------------------------------------------------------------------------------------
     def expand(self, arguments: Sequence[str], params: dict[str, str]) -> list[list[str]]:
@@ -212,14 +214,18 @@ class SweepRunner:
 
     def plan(self, grid: list[list[str]]) -> list[Job]:
         """Compose and validate every job before any starts; give each its ledger key and job number."""
+        from explaunch.composition import JobComposer
+
+        compose = JobComposer(
+            lambda overrides: self.loader.load_sweep_config(self.config, overrides),
+            self.loader,
+            share_compositions=self.fast_values,
+        )
         jobs = []
         for index, overrides in enumerate(grid):
-            try:
-                cfg = self.loader.load_sweep_config(self.config, list(overrides))
-            except HydraException as ex:
-                from explaunch.preflight import composition_error
-
-                raise composition_error(ex, list(overrides)) from None
+            cfg = compose(list(overrides))
+            with open_dict(cfg):
+                cfg.hydra.overrides.task = list(overrides)
             key = config_hash(validate(cfg))
             jobs.append(Job(index, list(overrides), key, cfg, overrides=list(overrides)))
         taken = {entry.job_num for entry in self.ledger.latest.values()}
@@ -252,9 +258,9 @@ class SweepRunner:
 
     # ---- running ---------------------------------------------------------------------------------------------
     def run(self, arguments: Sequence[str], params: dict[str, str]) -> int:
+        jobs = self.plan(self.expand(arguments, params))  # a bad job stops the sweep here, before anything is written
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
-        jobs = self.plan(self.expand(arguments, params))
         pending = sorted((j for j in jobs if self.to_run(j)), key=lambda j: j.num)
         skipped = len(jobs) - len(pending)
         if skipped:

@@ -26,6 +26,13 @@ def test_bad_single_run_stops_before_any_job(tmp_path: Path, override: str, mess
     assert list(tmp_path.iterdir()) == []  # no outputs/ folder, no job started
 
 
+def test_an_unknown_key_added_with_plus_is_refused(tmp_path: Path) -> None:
+    proc = run_main("-m", "+batching.foo=1,2", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[-1].startswith("error: batching.foo=1: no such key; keys here: strategy,")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(("override", "message"), BAD)
 def test_bad_value_anywhere_in_a_sweep_stops_it_before_any_job(tmp_path: Path, override: str, message: str) -> None:
     key, _, value = override.partition("=")

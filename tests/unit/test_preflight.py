@@ -46,6 +46,8 @@ def test_every_swept_value_is_checked_not_only_the_first() -> None:
         check("model=llama,mistral", "seed=0,1,2,-5", multirun=True)
     with pytest.raises(ConfigError, match=r"^model=gpt9: "):
         check("model=llama,gpt9", multirun=True)
+    with pytest.raises(ConfigError, match=r"^batching\.foo=1: no such key"):
+        check("+batching.foo=1,2", multirun=True)
 
 
 def test_a_list_without_multirun_is_refused() -> None:

@@ -1,0 +1,52 @@
+"""Composing many job configs fast: Hydra composes one in about 0.1 s, so jobs that differ only in plain values
+(``seed=3``, not a group choice such as ``model=mistral``) share one composition of their other overrides, and the
+values are applied to a copy the way Hydra applies them (``OmegaConf.update`` on the composed config)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import OverrideType
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class JobComposer:
+    def __init__(
+        self, compose: Callable[[list[str]], DictConfig], config_loader: Any, *, share_compositions: bool = True
+    ) -> None:
+        self._compose = compose
+        self._parser = OverridesParser.create(config_loader=config_loader)
+        self._repository = config_loader.repository
+        self._share = share_compositions
+        self._cache: dict[tuple[str, ...], DictConfig] = {}
+
+    def _plain(self, override: Any) -> bool:
+        key = override.get_key_element()
+        return bool(
+            self._share
+            and override.type == OverrideType.CHANGE
+            and override.package is None
+            and not key.startswith("hydra")
+            and not self._repository.group_exists(key.replace(".", "/"))
+        )
+
+    def __call__(self, overrides: list[str]) -> DictConfig:
+        """The job's config; a composition error becomes a one-line ConfigError about the override at fault."""
+        from explaunch.preflight import composition_error
+
+        try:
+            parsed = self._parser.parse_overrides(overrides)
+            structural = tuple(str(o.input_line) for o in parsed if not self._plain(o))
+            if structural not in self._cache:
+                self._cache[structural] = self._compose(list(structural))
+            cfg = copy.deepcopy(self._cache[structural])
+            for override in (o for o in parsed if self._plain(o)):
+                OmegaConf.update(cfg, override.get_key_element(), override.value(), merge=True)
+        except (HydraException, OmegaConfBaseException) as ex:
+            raise composition_error(ex, list(overrides)) from None
+        return cfg
