@@ -19,6 +19,17 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 register_configs(ROOT)
 
 
+# The bad inputs users make most (issue 3), with the one line each must get.
+BAD_INPUTS = [
+    ("batch=0", "batch=0: must be an integer >= 1"),
+    ("batch=abc", "batch=abc: Value 'abc' of type 'str' could not be converted to Integer"),
+    ("model=gpt9", "model=gpt9: no such option in group 'model'; allowed: llama, mistral"),
+    ("hardware=tpu", "hardware=tpu: no such option in group 'hardware'; allowed: auto, cpu, gpu"),
+    ("seed=-1", "seed=-1: must be an integer >= 0"),
+    ("batching.max_new_tokens=-1", "batching.max_new_tokens=-1: must be an integer >= 1"),
+]
+
+
 def compose_config(*overrides: str) -> DictConfig:
     """The job config Hydra would compose for these overrides (no ``hydra`` node)."""
     GlobalHydra.instance().clear()

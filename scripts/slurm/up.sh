@@ -122,21 +122,18 @@ SH
   chmod 755 /usr/local/bin/sacct
 fi
 
-# 5. daemons
-if ! running slurmctld >/dev/null; then
-  rm -f "$BASE/run/slurmctld.pid"
-  slurmctld || { tail -5 "$BASE/log/slurmctld.log" >&2; exit 1; }
-  for _ in $(seq 100); do [ -s "$BASE/run/slurmctld.pid" ] && break; sleep 0.1; done
-  remember slurmctld "$(cat "$BASE/run/slurmctld.pid")"
-  say "slurmctld started (pid $(cat "$BASE/run/slurmctld.pid"))"
-fi
-if ! running slurmd >/dev/null; then
-  rm -f "$BASE/run/slurmd.pid"
-  slurmd || { tail -5 "$BASE/log/slurmd.log" >&2; exit 1; }
-  for _ in $(seq 100); do [ -s "$BASE/run/slurmd.pid" ] && break; sleep 0.1; done
-  remember slurmd "$(cat "$BASE/run/slurmd.pid")"
-  say "slurmd started (pid $(cat "$BASE/run/slurmd.pid"))"
-fi
+# 5. daemons (each writes its pid file under $BASE/run, as slurm.conf says)
+start_daemon() {
+  local name=$1 pidfile=$BASE/run/$1.pid
+  running "$name" >/dev/null && return 0
+  rm -f "$pidfile"
+  "$name" || { tail -5 "$BASE/log/$name.log" >&2; exit 1; }
+  for _ in $(seq 100); do [ -s "$pidfile" ] && break; sleep 0.1; done
+  remember "$name" "$(cat "$pidfile")"
+  say "$name started (pid $(cat "$pidfile"))"
+}
+start_daemon slurmctld
+start_daemon slurmd
 
 # 6. wait until the node takes jobs
 for _ in $(seq 60); do

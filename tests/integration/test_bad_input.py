@@ -6,16 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import BAD_INPUTS
 from tests.integration.helpers import run_main
 
-BAD = [
-    ("batch=0", "batch=0: must be an integer >= 1"),
-    ("batch=abc", "batch=abc: Value 'abc' of type 'str' could not be converted to Integer"),
-    ("model=gpt9", "model=gpt9: no such option in group 'model'; allowed: llama, mistral"),
-    ("hardware=tpu", "hardware=tpu: no such option in group 'hardware'; allowed: auto, cpu, gpu"),
-    ("seed=-1", "seed=-1: must be an integer >= 0"),
-    ("batching.max_new_tokens=-1", "batching.max_new_tokens=-1: must be an integer >= 1"),
-]
+BAD = BAD_INPUTS
 
 
 @pytest.mark.parametrize(("override", "message"), BAD)

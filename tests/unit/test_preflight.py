@@ -4,7 +4,7 @@ import pytest
 
 from explaunch.errors import ConfigError
 from explaunch.preflight import check_overrides
-from tests.conftest import CONF_DIR
+from tests.conftest import BAD_INPUTS, CONF_DIR
 
 
 def check(*overrides: str, multirun: bool = False) -> None:
@@ -17,17 +17,7 @@ def test_good_command_lines_pass() -> None:
     check("model=glob(*)", "batch=range(1,4)", "seed=0,1", multirun=True)
 
 
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        ("batch=0", "batch=0: must be an integer >= 1"),
-        ("batch=abc", "batch=abc: Value 'abc' of type 'str' could not be converted to Integer"),
-        ("model=gpt9", "model=gpt9: no such option in group 'model'; allowed: llama, mistral"),
-        ("hardware=tpu", "hardware=tpu: no such option in group 'hardware'; allowed: auto, cpu, gpu"),
-        ("seed=-1", "seed=-1: must be an integer >= 0"),
-        ("batching.max_new_tokens=-1", "batching.max_new_tokens=-1: must be an integer >= 1"),
-    ],
-)
+@pytest.mark.parametrize(("override", "message"), BAD_INPUTS)
 @pytest.mark.parametrize("multirun", [False, True])
 def test_each_bad_input_gets_one_line_naming_key_value_and_allowed(override: str, message: str, multirun: bool) -> None:
     with pytest.raises(ConfigError) as info:
