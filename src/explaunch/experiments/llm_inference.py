@@ -44,12 +44,14 @@ class BatchTiming:
     new_tokens: int  # generation steps
 
 
-def resolve_device(hardware: HardwareConfig) -> torch.device:
+def resolve_device(hardware: HardwareConfig, rank: int = 0) -> torch.device:
+    """The device of process ``rank`` of a job: the CPU, or ``gpu_ids[rank]`` (all visible GPUs when none given)."""
     if hardware.device == "cpu" or (hardware.device == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise ConfigError("hardware.device", hardware.device, "no CUDA device is visible here; use cpu or auto")
-    return torch.device("cuda", hardware.gpu_ids[0] if hardware.gpu_ids else 0)
+    ids = hardware.gpu_ids or list(range(torch.cuda.device_count()))
+    return torch.device("cuda", ids[rank % len(ids)])
 
 
 def resolve_dtype(hardware: HardwareConfig) -> torch.dtype:

@@ -33,21 +33,13 @@ def _free_port() -> int:
         return port
 
 
-def _device(config: ExplaunchConfig, rank: int) -> torch.device:
-    hardware = config.hardware
-    if hardware.device == "cpu" or (hardware.device == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    ids = hardware.gpu_ids or list(range(torch.cuda.device_count()))
-    return torch.device("cuda", ids[rank % len(ids)])
-
-
 def rank_main(rank: int, world: int, port: int, config: ExplaunchConfig, job_dir: str) -> None:
     """One process of the group (the target of torch.multiprocessing; importable, so that spawn finds it)."""
-    from explaunch.experiments.llm_inference import measure
+    from explaunch.experiments.llm_inference import measure, resolve_device
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     os.environ["LOCAL_RANK"] = str(rank)
-    device = _device(config, rank)
+    device = resolve_device(config.hardware, rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
