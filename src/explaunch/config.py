@@ -102,16 +102,27 @@ class BatchingConfig:
 
 @dataclass
 class ShardingConfig:
-    """How many processes run one job: ``none`` (one), ``ddp`` (data parallel, ``num_processes`` of them)."""
+    """How many processes run one job: ``none`` (one), ``ddp`` (data parallel: each process holds the whole model),
+    ``fsdp`` (fully sharded: each process holds 1/N of the weights, gathered layer by layer for every forward)."""
 
-    strategy: str = spec("none", choices=("none", "ddp"))
+    strategy: str = spec("none", choices=("none", "ddp", "fsdp"))
     num_processes: int = spec(1, min=1)
+    cpu_offload: bool = spec(False, help="fsdp: keep the sharded weights in host memory between forwards")
+    launch: str = spec(
+        "auto",
+        choices=("auto", "spawn", "slurm_tasks"),
+        help="how the processes start: spawned by the job, or as the tasks of a SLURM job (auto: tasks when the "
+        "job runs as a SLURM job with num_processes tasks)",
+    )
+    init_timeout_s: float = spec(300.0, min=1, help="how long a process waits for the others to join the group")
 
     def check(self, key: str) -> None:
         if self.strategy == "none" and self.num_processes != 1:
             raise ConfigError(
-                f"{key}.num_processes", self.num_processes, "must be 1 with sharding=none; use sharding=ddp"
+                f"{key}.num_processes", self.num_processes, "must be 1 with sharding=none; use sharding=ddp or fsdp"
             )
+        if self.cpu_offload and self.strategy != "fsdp":
+            raise ConfigError(f"{key}.cpu_offload", self.cpu_offload, "only applies to sharding=fsdp")
 
 
 @dataclass
@@ -276,6 +287,17 @@ class ExplaunchConfig:
     deterministic: bool = spec(False, help="torch deterministic algorithms (slower)")
     params: dict[str, Any] = field(default_factory=dict)  # free knobs for scripts: +params.lr=0.1,0.01
 
+    def check(self, key: str) -> None:
+        name = getattr(self.experiment_type, "name", None)
+        if self.sharding.strategy != "none" and name != "llm_inference":
+            raise ConfigError(
+                "sharding", self.sharding.strategy, f"runs llm_inference jobs only (experiment_type={name}); use none"
+            )
+        if self.sharding.strategy == "fsdp" and not self.batching.fixed_length:
+            raise ConfigError(
+                "batching.fixed_length", False, "must be true with sharding=fsdp (every process runs the same forwards)"
+            )
+
 
 EXPERIMENT_SCHEMAS: dict[str, type] = {
     "llm_inference": LLMInferenceConfig,
@@ -284,6 +306,16 @@ EXPERIMENT_SCHEMAS: dict[str, type] = {
     "script": ScriptConfig,
     "yolo_train": YoloTrainConfig,
 }
+
+
+def slurm_tasks_per_node(num_processes: int, launch: str) -> int:
+    """Scheduler tasks of a job: one per process, unless the job spawns its processes itself."""
+    return 1 if launch == "spawn" else int(num_processes)
+
+
+def slurm_cpus_per_task(num_processes: int, launch: str, per_process: int) -> int:
+    """CPUs of each task: ``per_process``, times the processes when one task spawns them all."""
+    return int(per_process) * (int(num_processes) if launch == "spawn" else 1)
 
 
 def register_configs(code_dir: Path | None = None) -> None:
@@ -295,6 +327,8 @@ def register_configs(code_dir: Path | None = None) -> None:
     root = str((code_dir or Path.cwd()).resolve())
     OmegaConf.register_new_resolver("explaunch.python", lambda: sys.executable, replace=True)
     OmegaConf.register_new_resolver("explaunch.code_dir", lambda: root, replace=True)
+    OmegaConf.register_new_resolver("explaunch.tasks_per_node", slurm_tasks_per_node, replace=True)
+    OmegaConf.register_new_resolver("explaunch.cpus_per_task", slurm_cpus_per_task, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="explaunch_schema", node=ExplaunchConfig)
     for name, schema in EXPERIMENT_SCHEMAS.items():

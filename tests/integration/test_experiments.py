@@ -99,3 +99,39 @@ def test_ddp_llm_job_runs_two_processes_and_aggregates_them(tmp_path: Path) -> N
         p["memory_peak_rss_mb"] for p in processes
     )
     assert sorted(p.name for p in (tmp_path / "job" / "ranks").iterdir()) == ["rank-0.json", "rank-1.json"]
+
+
+def test_sharded_jobs_run_as_scheduler_tasks_and_fsdp_shards_the_weights(tmp_path: Path) -> None:
+    """On submitit (local here, SLURM in tests/slurm) a 2-process job is a job of 2 tasks; one sweep mixes
+    strategies, and each job gets its own task count. FSDP generates what DDP does, holding half the weights."""
+    sweep = tmp_path / "sweep"
+    proc = run_main(
+        "-m", "hydra/launcher=submitit_local", "sharding=none,ddp,fsdp", "hardware=cpu", "batching.num_prompts=16",
+        "batching.max_new_tokens=8", "batching.warmup_batches=1", "batch=4", "tracking=none",
+        f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    by_strategy = {r.config["sharding"]["strategy"]: r for _, r in records.iter_job_records(sweep)}
+    assert {r.status for r in by_strategy.values()} == {"completed"}
+    tasks = {d.name: list(d.glob("*_result.pkl")) for d in (sweep / ".submitit").iterdir() if d.name.isdigit()}
+    assert sorted(len(results) for results in tasks.values()) == [1, 2, 2]  # none: 1 task; ddp, fsdp: 2 each
+    ddp, fsdp = by_strategy["ddp"], by_strategy["fsdp"]
+    for record in (ddp, fsdp):
+        assert record.info["launch"].startswith("tasks of local job")
+        assert len({p["pid"] for p in record.info["processes"]}) == 2
+    assert [p["output_sha256"] for p in fsdp.info["processes"]] == [p["output_sha256"] for p in ddp.info["processes"]]
+    total = fsdp.metrics["model_parameters"]
+    assert ddp.metrics["model_parameters_per_process_max"] == total
+    assert fsdp.metrics["model_parameters_per_process_max"] <= total / 2 + 64  # each keeps half (dim-0 shards)
+
+    offload = run_main(
+        "sharding=fsdp", "sharding.cpu_offload=true", "hardware=cpu", "batching.num_prompts=16",
+        "batching.max_new_tokens=8", "batching.warmup_batches=1", "batch=4", "tracking=none",
+        f"hydra.run.dir={tmp_path / 'offload'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert offload.returncode == 0, offload.stderr[-3000:]
+    spawned = records.read_job_record(tmp_path / "offload")
+    assert spawned.info["launch"] == "spawn" and spawned.config["sharding"]["cpu_offload"] is True
+    assert [p["output_sha256"] for p in spawned.info["processes"]] == [
+        p["output_sha256"] for p in ddp.info["processes"]
+    ]

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from explaunch.config import ExplaunchConfig, LLMInferenceConfig, config_hash, schema_keys, validate
 from explaunch.errors import ConfigError
-from tests.conftest import compose_config
+from tests.conftest import CONF_DIR, compose_config
 
 
 def test_default_config_validates_to_typed_objects() -> None:
@@ -32,6 +34,10 @@ def test_batch_knob_feeds_batching_batch_size() -> None:
         (["hardware=cpu", "hardware.mixed_precision=fp16"], "hardware.mixed_precision", "fp16", "bf16"),
         (["model.num_attention_heads=3"], "model.num_attention_heads", "3", "divide model.hidden_size=128"),
         (["model.pretrained_path=/no/such/dir"], "model.pretrained_path", "/no/such/dir", "existing local"),
+        (["sharding=ddp", "sharding.cpu_offload=true"], "sharding.cpu_offload", "true", "sharding=fsdp"),
+        (["sharding=fsdp", "experiment_type=probe"], "sharding", "fsdp", "llm_inference jobs only"),
+        (["sharding=fsdp", "batching.fixed_length=false"], "batching.fixed_length", "false", "same forwards"),
+        (["sharding=ddp", "sharding.launch=mpi"], "sharding.launch", "mpi", "spawn, slurm_tasks"),
         (
             ["batching.min_prompt_tokens=300", "batching.max_prompt_tokens=200"],
             "batching.min_prompt_tokens",
@@ -97,3 +103,17 @@ def test_script_type_needs_a_command_and_a_usable_metrics_regex() -> None:
         )
     config = validate(compose_config("+experiment=legacy_regressor", "params.lr=0.5"))
     assert config.experiment_type.args[:2] == ["--lr", "0.5"]  # sweep values reach the script by interpolation
+
+
+@pytest.mark.parametrize(
+    ("sharding", "launch", "tasks", "cpus"),
+    [("none", "auto", 1, 1), ("ddp", "auto", 2, 1), ("fsdp", "slurm_tasks", 2, 1), ("ddp", "spawn", 1, 2)],
+)
+def test_slurm_preset_gives_a_multi_process_job_one_task_per_process(
+    sharding: str, launch: str, tasks: int, cpus: int
+) -> None:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        overrides = ["hydra/launcher=submitit_slurm", f"sharding={sharding}", f"sharding.launch={launch}"]
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    assert (cfg.hydra.launcher.tasks_per_node, cfg.hydra.launcher.cpus_per_task) == (tasks, cpus)

@@ -219,7 +219,7 @@ def count_flops(model: Any, batches: list[dict[str, torch.Tensor]], kwargs: dict
 
 
 def run(config: ExplaunchConfig, job_dir: Path) -> ExperimentResult:
-    if config.sharding.strategy == "ddp":
+    if config.sharding.strategy != "none":
         from explaunch.experiments.sharded import run_sharded
 
         return run_sharded(config, job_dir)
@@ -234,9 +234,23 @@ def measure(config: ExplaunchConfig, device: torch.device, rank: int = 0, world:
     dtype = resolve_dtype(config.hardware)
     tokenizer = load_tokenizer(config.model)
     model = build_model(config.model, tokenizer, device, dtype)
+    fsdp = config.sharding.strategy == "fsdp"
+    if fsdp:
+        from explaunch.experiments.sharded import shard_fsdp
+
+        model = shard_fsdp(model, config, device)
+    parameters = float(sum(p.numel() for p in model.parameters()))
+    parameters_local = parameters
+    if world > 1:
+        from explaunch.experiments.sharded import local_parameters
+
+        parameters_local = local_parameters(model)  # before any forward: the shards this process keeps
 
     prompts_path = Path(config.experiment_type.prompts_file or shipped_data("prompts.jsonl")).expanduser()
-    prompts = select_prompts(load_prompts(prompts_path), tokenizer, batching, config.seed)[rank::world]
+    prompts = select_prompts(load_prompts(prompts_path), tokenizer, batching, config.seed)
+    if fsdp:  # every process must run the same forwards (each gathers weights from all): equal shares
+        prompts = prompts[: len(prompts) - len(prompts) % world]
+    prompts = prompts[rank::world]
     size = batching.batch_size
     batches = [
         tokenizer(prompts[i : i + size], return_tensors="pt", padding=True).to(device)
@@ -264,7 +278,9 @@ def measure(config: ExplaunchConfig, device: torch.device, rank: int = 0, world:
 
     metrics = _speed_metrics(timings)
     info: dict[str, Any] = {}
-    metrics["model_parameters"] = float(sum(p.numel() for p in model.parameters()))
+    metrics["model_parameters"] = parameters
+    if world > 1:
+        metrics["model_parameters_local"] = parameters_local
     metrics["memory_peak_rss_mb"] = (memory.peak_rss_bytes or 0) / MB
     if memory.cuda_max_allocated_bytes is not None:
         metrics["memory_cuda_max_allocated_mb"] = memory.cuda_max_allocated_bytes / MB

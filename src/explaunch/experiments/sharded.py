@@ -1,18 +1,32 @@
-"""``sharding=ddp``: the LLM job as ``sharding.num_processes`` processes, data-parallel.
+"""``sharding=ddp`` / ``sharding=fsdp``: the LLM job as ``sharding.num_processes`` processes in one group.
 
-The job's process starts N processes (torch.multiprocessing, spawn) that join one torch.distributed process group
-(gloo on CPU, NCCL on GPUs; rank r on ``hardware.gpu_ids[r]``). Each builds the same model (same seed), takes every
-N-th prompt, warms up, and all start the timed region together; each writes its result to ``ranks/rank-<r>.json``.
-The job then aggregates: tokens summed, throughput = all tokens / the slowest process's time, memory as the largest
-process (and the sum), energy as the sum of each process's CPU and GPU share with RAM counted once (codecarbon
-models the machine's RAM, so summing it would count it N times).
+The processes join one torch.distributed process group (gloo on CPU, NCCL on GPUs; local rank r on
+``hardware.gpu_ids[r]``). They start in one of two ways (``sharding.launch``):
+
+* ``spawn``: the job's process starts them (torch.multiprocessing, spawn) on its own machine;
+* ``slurm_tasks``: they are the tasks of the job's SLURM job (``tasks_per_node = num_processes``, one ``srun``
+  step): task 0 runs the Hydra job (recording, MLflow), the other tasks run :func:`task_worker` only. Rank, world
+  size and local rank come from SLURM's variables (through submitit); rank 0 writes the rendezvous address into
+  the job folder, which all tasks share. ``auto`` takes this path when the job runs with ``num_processes`` tasks.
+
+ddp: each process builds the same model (same seed). fsdp: the same, then FSDP2 ``fully_shard`` per decoder layer
+and on the whole model, so each process keeps 1/N of the weights (``cpu_offload``: in host memory) and gathers a
+layer's weights for each forward; every process must run the same number of forwards, so prompts are cut to a
+multiple of N and lengths are fixed. Each process takes every N-th prompt, warms up, and all start the timed region
+together; each writes its result to ``ranks/rank-<r>.json``. The job then aggregates: tokens summed, throughput =
+all tokens / the slowest process's time, memory as the largest process (and the sum), energy as the sum of each
+process's CPU and GPU share with RAM counted once (codecarbon models the machine's RAM, so summing it would count it
+N times).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import socket
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,51 +38,186 @@ from explaunch.experiments.base import ExperimentResult
 from explaunch.seeding import seed_everything
 
 RANKS_DIR = "ranks"
+STRATEGY_NOTES = {
+    "ddp": "ddp (data parallel): whole model and every N-th prompt per process",
+    "fsdp": "fsdp (FSDP2 fully_shard per decoder layer): 1/N of the weights and every N-th prompt per process",
+}
+
+
+@dataclass(frozen=True)
+class TaskGroup:
+    """This process's place in a job that runs as several scheduler tasks (SLURM, or submitit's local executor)."""
+
+    scheduler: str  # "slurm" or "local" (submitit's executor)
+    job_id: str
+    rank: int
+    local_rank: int
+    world: int
+    num_nodes: int
+
+
+def task_group(world: int) -> TaskGroup | None:
+    """The group of tasks this process belongs to, when it runs as one of ``world`` tasks of a submitit job."""
+    try:
+        import submitit
+
+        env = submitit.JobEnvironment()
+    except (ImportError, RuntimeError):  # not inside a submitit job
+        return None
+    if env.num_tasks != world:
+        return None
+    return TaskGroup(
+        scheduler=env.name(),
+        job_id=str(env.raw_job_id),
+        rank=env.global_rank,
+        local_rank=env.local_rank,
+        world=env.num_tasks,
+        num_nodes=env.num_nodes,
+    )
+
+
+def uses_tasks(config: ExplaunchConfig) -> TaskGroup | None:
+    """The task group when this job's processes are its scheduler tasks; None when the job spawns them."""
+    sharding = config.sharding
+    if sharding.strategy == "none" or sharding.launch == "spawn":
+        return None
+    group = task_group(sharding.num_processes)
+    if group is None and sharding.launch == "slurm_tasks":
+        raise RuntimeError(
+            f"sharding.launch=slurm_tasks: this job does not run as {sharding.num_processes} tasks of a SLURM job "
+            f"(hydra/launcher=submitit_slurm sets tasks_per_node=sharding.num_processes); use launch=auto or spawn"
+        )
+    return group
 
 
 def _free_port() -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("", 0))
         port: int = sock.getsockname()[1]
         return port
 
 
-def rank_main(rank: int, world: int, port: int, config: ExplaunchConfig, job_dir: str) -> None:
+def _rendezvous_file(job_dir: Path, group: TaskGroup) -> Path:
+    return job_dir / RANKS_DIR / f"rendezvous-{group.job_id}.json"
+
+
+def _publish_rendezvous(job_dir: Path, group: TaskGroup) -> tuple[str, int]:
+    addr = "127.0.0.1" if group.num_nodes == 1 else socket.gethostname()
+    port = _free_port()
+    path = _rendezvous_file(job_dir, group)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"addr": addr, "port": port}))
+    tmp.replace(path)
+    return addr, port
+
+
+def _await_rendezvous(job_dir: Path, group: TaskGroup, timeout_s: float) -> tuple[str, int]:
+    path = _rendezvous_file(job_dir, group)
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"task {group.rank}: rank 0 did not publish {path} within {timeout_s:g} s")
+        time.sleep(0.2)
+    data = json.loads(path.read_text())
+    return str(data["addr"]), int(data["port"])
+
+
+def shard_fsdp(model: Any, config: ExplaunchConfig, device: torch.device) -> Any:
+    """FSDP2: one shard unit per decoder layer and one for the rest; this process keeps 1/N of every weight."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard
+
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    options: dict[str, Any] = {"mesh": mesh}
+    if config.sharding.cpu_offload:  # pinned host memory needs CUDA; on a CPU-only job the shards are in RAM anyway
+        options["offload_policy"] = CPUOffloadPolicy(pin_memory=device.type == "cuda")
+    for layer in model.model.layers:
+        fully_shard(layer, **options)
+    fully_shard(model, reshard_after_forward=True, **options)  # inference: free the gathered root weights too
+    return model
+
+
+def local_parameters(model: Any) -> float:
+    """Parameters this process holds (its shards under FSDP, everything otherwise)."""
+    return float(sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in model.parameters()))
+
+
+def rank_main(
+    rank: int, world: int, addr: str, port: int, config: ExplaunchConfig, job_dir: str, local_rank: int = -1
+) -> None:
     """One process of the group (the target of torch.multiprocessing; importable, so that spawn finds it)."""
     from explaunch.experiments.llm_inference import measure, resolve_device
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
-    os.environ["LOCAL_RANK"] = str(rank)
-    device = resolve_device(config.hardware, rank)
+    local_rank = rank if local_rank < 0 else local_rank
+    os.environ.update(MASTER_ADDR=addr, MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    os.environ["LOCAL_RANK"] = str(local_rank)
+    device = resolve_device(config.hardware, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
+    timeout = datetime.timedelta(seconds=config.sharding.init_timeout_s)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world, timeout=timeout)
     try:
         cores = len(os.sched_getaffinity(0))
-        torch.set_num_threads(config.hardware.num_threads or max(1, cores // world))
+        spawned = os.environ.get("EXPLAUNCH_SPAWNED") == "1"  # spawned processes share the job's CPUs
+        torch.set_num_threads(config.hardware.num_threads or max(1, cores // world if spawned else cores))
         seed_everything(config.seed, deterministic=config.deterministic)
         result = measure(config, device, rank=rank, world=world)
         tokens = torch.tensor([result.metrics["output_tokens"]], dtype=torch.float64)
         dist.all_reduce(tokens)  # every process learns the group's total: a check that the group really formed
-        info = {**result.info, "rank": rank, "pid": os.getpid(), "group_output_tokens": float(tokens.item())}
+        info = {
+            **result.info,
+            "rank": rank,
+            "local_rank": local_rank,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "group_output_tokens": float(tokens.item()),
+        }
         path = Path(job_dir) / RANKS_DIR / f"rank-{rank}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"metrics": result.metrics, "info": info}, default=str))
         dist.barrier()
     finally:
         dist.destroy_process_group()
 
 
+def _spawned_rank(rank: int, world: int, addr: str, port: int, config: ExplaunchConfig, job_dir: str) -> None:
+    os.environ["EXPLAUNCH_SPAWNED"] = "1"
+    rank_main(rank, world, addr, port, config, job_dir)
+
+
+def task_worker(config: ExplaunchConfig, job_dir: Path, group: TaskGroup) -> None:
+    """What a task other than 0 of a multi-task job runs: its process of the group, nothing else (task 0 records)."""
+    addr, port = _await_rendezvous(job_dir, group, config.sharding.init_timeout_s)
+    rank_main(group.rank, group.world, addr, port, config, str(job_dir), group.local_rank)
+
+
 def run_sharded(config: ExplaunchConfig, job_dir: Path) -> ExperimentResult:
     world = config.sharding.num_processes
     (job_dir / RANKS_DIR).mkdir(parents=True, exist_ok=True)
-    torch.multiprocessing.start_processes(  # type: ignore[attr-defined,no-untyped-call]
-        rank_main, args=(world, _free_port(), config, str(job_dir)), nprocs=world, join=True, start_method="spawn"
-    )
+    for stale in (job_dir / RANKS_DIR).glob("rank-*.json"):  # a requeued or resumed attempt starts clean
+        stale.unlink()
+    group = uses_tasks(config)
+    if group is None:
+        torch.multiprocessing.start_processes(  # type: ignore[attr-defined,no-untyped-call]
+            _spawned_rank,
+            args=(world, "127.0.0.1", _free_port(), config, str(job_dir)),
+            nprocs=world,
+            join=True,
+            start_method="spawn",
+        )
+        launch = "spawn"
+    else:  # this is task 0; the other tasks are already waiting for the address
+        addr, port = _publish_rendezvous(job_dir, group)
+        rank_main(0, world, addr, port, config, str(job_dir), group.local_rank)
+        launch = f"tasks of {group.scheduler} job {group.job_id} ({group.num_nodes} node(s))"
     ranks = [json.loads((job_dir / RANKS_DIR / f"rank-{r}.json").read_text()) for r in range(world)]
-    return aggregate(ranks)
+    result = aggregate(ranks, config.sharding.strategy)
+    result.info["launch"] = launch
+    return result
 
 
-def aggregate(ranks: list[dict[str, Any]]) -> ExperimentResult:
+def aggregate(ranks: list[dict[str, Any]], strategy: str = "ddp") -> ExperimentResult:
     metrics = [r["metrics"] for r in ranks]
 
     def total(name: str) -> float:
@@ -84,6 +233,9 @@ def aggregate(ranks: list[dict[str, Any]]) -> ExperimentResult:
         "throughput_tokens_per_s": total("output_tokens") / slowest,
         "throughput_total_tokens_per_s": (total("input_tokens") + total("output_tokens")) / slowest,
         "model_parameters": metrics[0]["model_parameters"],
+        "model_parameters_per_process_max": max(
+            m.get("model_parameters_local", m["model_parameters"]) for m in metrics
+        ),
         "memory_peak_rss_mb": max(m["memory_peak_rss_mb"] for m in metrics),
         "memory_peak_rss_total_mb": total("memory_peak_rss_mb"),
     }
@@ -107,6 +259,9 @@ def aggregate(ranks: list[dict[str, Any]]) -> ExperimentResult:
             "rank": r["info"]["rank"],
             "pid": r["info"]["pid"],
             "device": r["info"]["device"],
+            "host": r["info"].get("host"),
+            "model_parameters_local": r["metrics"].get("model_parameters_local"),
+            "output_sha256": r["info"].get("output_sha256"),
             "output_tokens": r["metrics"]["output_tokens"],
             "generate_time_s": r["metrics"]["generate_time_s"],
             "throughput_tokens_per_s": r["metrics"]["throughput_tokens_per_s"],
@@ -117,7 +272,7 @@ def aggregate(ranks: list[dict[str, Any]]) -> ExperimentResult:
         for r in ranks
     ]
     info = {
-        "sharding": "ddp (data parallel): every N-th prompt per process",
+        "sharding": STRATEGY_NOTES[strategy],
         "processes": processes,
         "energy_method": "sum of each process's CPU and GPU energy (codecarbon process mode), RAM counted once",
         "device": ranks[0]["info"]["device"],

@@ -6,10 +6,15 @@ the same way (one job array, bounded by ``array_parallelism``), then wait for ev
 (no busy-waiting), and return a failed ``JobReturn`` carrying submitit's error for a job that left no result, so the
 sweeper records it (``timeout`` for SLURM's TIMEOUT) and goes on. When the sweep is asked to stop (Ctrl-C, SIGTERM),
 jobs still waiting in the queue are cancelled (``scancel``); a second Ctrl-C cancels the running ones too.
+
+A job of ``sharding.num_processes`` = N > 1 runs as N tasks (``tasks_per_node``): task 0 runs the Hydra job as usual
+(callbacks, record, MLflow run) and the other tasks only their process of the torch.distributed group
+(:func:`explaunch.experiments.sharded.task_worker`); the job's result is task 0's.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -17,17 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides, setup_globals
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQueueConf, SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
-from omegaconf import II, OmegaConf
+from omegaconf import II, OmegaConf, open_dict
 
 from explaunch import jobguard
 from explaunch.errors import ConfigError, JobInterrupted
 
 log = logging.getLogger(__name__)
 _EXECUTOR_INIT_KEYS = {"max_num_timeout"}  # submitit takes these when the executor is built, the rest after
+_PARAM_SOURCES = {"sharding", "hardware", "experiment"}  # config groups the launcher presets take values from
 
 
 class _WaitForAll:
@@ -36,10 +43,52 @@ class _WaitForAll:
     _EXECUTOR: str
     params: dict[str, Any]
     config: Any
+    hydra_context: Any
     poll_s: float = 2.0
 
     def _take_own_params(self) -> None:
         self.poll_s = float(self.params.pop("poll_s", 2.0))
+
+    def __call__(
+        self,
+        sweep_overrides: list[str],
+        job_dir_key: str,
+        job_num: int,
+        job_id: str,
+        singleton_state: dict[type, Singleton],
+    ) -> JobReturn | None:
+        """Runs in every task of the job: task 0 is the Hydra job, the others a process of its group."""
+        import submitit
+
+        if submitit.JobEnvironment().global_rank == 0:
+            result: JobReturn = super().__call__(  # type: ignore[misc]
+                sweep_overrides, job_dir_key, job_num, job_id, singleton_state
+            )
+            return result
+        self._task_worker(sweep_overrides, job_dir_key, job_num, singleton_state)
+        return None
+
+    def _task_worker(
+        self, sweep_overrides: list[str], job_dir_key: str, job_num: int, singleton_state: dict[type, Singleton]
+    ) -> None:
+        from explaunch.config import validate
+        from explaunch.experiments.sharded import task_worker, uses_tasks
+
+        Singleton.set_state(singleton_state)
+        setup_globals()
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(sweep_overrides))
+        with open_dict(sweep_config.hydra.job):
+            sweep_config.hydra.job.num = job_num
+        HydraConfig.instance().set_config(sweep_config)
+        job_dir = Path(str(OmegaConf.select(sweep_config, job_dir_key))) / str(sweep_config.hydra.sweep.subdir)
+        config = validate(sweep_config)
+        group = uses_tasks(config)
+        if group is None:  # a one-process job given several tasks (or launch=spawn): nothing for this task to do
+            log.warning(
+                "task %s of job %d has no process to run (sharding.launch=%s)", job_num, job_num, config.sharding.launch
+            )
+            return
+        task_worker(config, job_dir, group)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """Called in the job by submitit on SLURM's time-limit warning (USR2). Requeue only when asked for
@@ -48,32 +97,60 @@ class _WaitForAll:
             return None
         return super().checkpoint(*args, **kwargs)  # type: ignore[misc]
 
-    def _executor(self) -> Any:
+    def _executor(self, params: dict[str, Any]) -> Any:
         import submitit
 
-        init = {"folder": self.params["submitit_folder"]}
-        init.update({f"{self._EXECUTOR}_{k}": v for k, v in self.params.items() if k in _EXECUTOR_INIT_KEYS})
+        init = {"folder": params["submitit_folder"]}
+        init.update({f"{self._EXECUTOR}_{k}": v for k, v in params.items() if k in _EXECUTOR_INIT_KEYS})
         executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init)
         generic = set(OmegaConf.structured(BaseQueueConf).keys())
         executor.update_parameters(
             **{
                 (k if k in generic else f"{self._EXECUTOR}_{k}"): v
-                for k, v in self.params.items()
+                for k, v in params.items()
                 if k not in _EXECUTOR_INIT_KEYS and k != "submitit_folder"
             }
         )
         return executor
 
+    def _job_params(self, job_overrides: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
+        """Each job's launcher parameters. Hydra resolves ``hydra.launcher`` once, from the sweep's config: when
+        jobs override what the parameters follow (``sharding``, ``hardware``, an ``experiment``, or
+        ``hydra.launcher`` itself), each job's are resolved from its own config, so that ``sharding=none,ddp``
+        gives the ddp jobs their tasks."""
+        keys = {o.split("=", 1)[0].lstrip("+~") for overrides in job_overrides for o in overrides}
+        if not any(k.split(".")[0] in _PARAM_SOURCES or k.startswith("hydra.launcher") for k in keys):
+            return [self.params] * len(job_overrides)
+        out = []
+        for overrides in job_overrides:
+            job_cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            launcher = OmegaConf.to_container(job_cfg.hydra.launcher, resolve=True)
+            assert isinstance(launcher, dict)
+            params = {str(k): v for k, v in launcher.items() if k in self.params}
+            out.append({**self.params, **params, "submitit_folder": self.params["submitit_folder"]})
+        return out
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.config is not None
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        arguments = []
-        for offset, overrides in enumerate(job_overrides):
-            num = initial_job_idx + offset
-            log.info("\t#%d : %s", num, " ".join(filter_overrides(overrides)))
-            arguments.append((list(overrides), "hydra.sweep.dir", num, f"job_id_for_{num}", Singleton.get_state()))
-        jobs = self._executor().map_array(self, *zip(*arguments, strict=True))
-        log.info("submitted %d jobs to %s (%s)", len(jobs), self._EXECUTOR, ", ".join(j.job_id for j in jobs))
+        groups: dict[str, list[int]] = {}  # one job array per distinct set of launcher parameters
+        job_params = self._job_params(job_overrides)
+        for index, params in enumerate(job_params):
+            groups.setdefault(json.dumps(params, sort_keys=True, default=str), []).append(index)
+        jobs: list[Any] = [None] * len(job_overrides)
+        for indices in groups.values():
+            arguments = []
+            for index in indices:
+                num = initial_job_idx + index
+                log.info("\t#%d : %s", num, " ".join(filter_overrides(job_overrides[index])))
+                state = Singleton.get_state()
+                arguments.append((list(job_overrides[index]), "hydra.sweep.dir", num, f"job_id_for_{num}", state))
+            submitted = self._executor(job_params[indices[0]]).map_array(self, *zip(*arguments, strict=True))
+            for index, job in zip(indices, submitted, strict=True):
+                jobs[index] = job
+            log.info(
+                "submitted %d jobs to %s (%s)", len(submitted), self._EXECUTOR, ", ".join(j.job_id for j in submitted)
+            )
         cancelled = self._wait(jobs)
         return [
             self._result(job, overrides, job.job_id in cancelled)
@@ -107,7 +184,7 @@ class _WaitForAll:
             error = JobInterrupted(f"SLURM job {job.job_id} cancelled in the queue when the sweep was interrupted")
             return JobReturn(overrides=list(overrides), status=JobStatus.FAILED, _return_value=error)
         try:
-            result: JobReturn = job.results()[0]
+            result: JobReturn = job.task(0).results()[0]  # task 0 ran the Hydra job; the others return None
             return result
         except Exception as ex:  # timed out, killed, node lost: the job left no result
             return JobReturn(overrides=list(overrides), status=JobStatus.FAILED, _return_value=ex)
@@ -138,7 +215,8 @@ class ExplaunchSlurmConf(SlurmQueueConf):
 
     Site settings come from the environment (EXPLAUNCH_SLURM_PARTITION, _ACCOUNT, _QOS, _CONSTRAINT) or from a
     file of your own, conf/hydra/launcher/mycluster.yaml with ``defaults: [submitit_slurm, _self_]``. CPUs per
-    task and GPUs follow the ``sharding`` and ``hardware`` groups (a ddp job starts its processes in its one task).
+    GPUs follow the ``hardware`` group; a job of ``sharding.num_processes`` N gets N tasks of ``cpus_per_task`` CPUs
+    each (with ``sharding.launch=spawn``: one task of N CPUs, the job spawns its processes).
     """
 
     _target_: str = "hydra_plugins.explaunch_plugins.launchers.ExplaunchSlurmLauncher"
@@ -148,8 +226,8 @@ class ExplaunchSlurmConf(SlurmQueueConf):
     constraint: Optional[str] = "${oc.env:EXPLAUNCH_SLURM_CONSTRAINT,null}"
     timeout_min: int = 60
     signal_delay_s: int = 120  # USR2 this long before the limit; signal_delay_s + 30 < timeout_min * 60
-    cpus_per_task: Optional[int] = II("sharding.num_processes")  # a ddp job starts its processes in its one task
-    tasks_per_node: int = 1
+    cpus_per_task: Optional[int] = "${explaunch.cpus_per_task:${sharding.num_processes},${sharding.launch},1}"  # type: ignore[assignment]
+    tasks_per_node: int = "${explaunch.tasks_per_node:${sharding.num_processes},${sharding.launch}}"  # type: ignore[assignment]
     gpus_per_node: Optional[int] = II("hardware.num_gpus")
     mem_gb: Optional[int] = 4
     array_parallelism: int = 64
@@ -161,8 +239,8 @@ class ExplaunchLocalConf(LocalQueueConf):
     """``hydra/launcher=submitit_local``: the same submission and waiting as local processes (no SLURM)."""
 
     _target_: str = "hydra_plugins.explaunch_plugins.launchers.ExplaunchLocalLauncher"
-    cpus_per_task: Optional[int] = II("sharding.num_processes")
-    tasks_per_node: int = 1
+    cpus_per_task: Optional[int] = "${explaunch.cpus_per_task:${sharding.num_processes},${sharding.launch},1}"  # type: ignore[assignment]
+    tasks_per_node: int = "${explaunch.tasks_per_node:${sharding.num_processes},${sharding.launch}}"  # type: ignore[assignment]
     gpus_per_node: Optional[int] = II("hardware.num_gpus")
     poll_s: float = 1.0
 
