@@ -120,6 +120,8 @@ class Snapshot:
     environment: dict[str, str]
     slurm: dict[str, str] = field(default_factory=dict)
     env_hash: str = ""
+    code_dir: str = ""  # the folder holding the entry script and conf/: where `explaunch reproduce` reruns it
+    entry: str = "main.py"  # the entry script, relative to code_dir
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -268,6 +270,8 @@ def take_snapshot(
         command=" ".join(["python", entry, *(_shell_quote(o) for o in overrides)]),
         environment=environment,
         slurm={k: v for k, v in environment.items() if k.startswith(("SLURM_", "SLURMD_"))},
+        code_dir=str(code_dir.resolve()),
+        entry=entry,
     )
     return dataclasses.replace(snapshot, env_hash=compute_env_hash(snapshot))
 
