@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the Debian packages explaunch needs, only those missing: opencv (pulled by ultralytics) needs libGL and glib.
+# Installs the Debian packages explaunch needs, only those missing: opencv (pulled by ultralytics) needs libGL and glib;
+# the dashboard's browser test drives headless chromium through chromium-driver.
 set -euo pipefail
-packages=(libgl1 libglib2.0-0)
+packages=(libgl1 libglib2.0-0 chromium chromium-driver)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

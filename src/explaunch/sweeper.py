@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
+import socket
 import sys
 import threading
 import time
@@ -51,6 +53,7 @@ ATTEMPT_FILES = (
     "artifacts",
 )
 EXIT_INTERRUPTED = 130
+PLAN_FILE = "plan.json"  # what this run of the sweep means to do, for the dashboard: rewritten at each (re)start
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ class SweeperSettings:
     job_timeout_s: float | None = None
     max_duration_h: float | None = None
     progress: bool = True
+    dashboard: bool = False
+    dashboard_port: int | None = None
 
     @classmethod
     def from_config(cls, sweeper: DictConfig) -> SweeperSettings:
@@ -268,6 +273,8 @@ class SweepRunner:
                 "resuming %s: %d of %d jobs already done, %d to run", self.sweep_dir, skipped, len(jobs), len(pending)
             )
         self.progress = Progress(len(jobs), skipped, self.settings.progress)
+        self.write_plan(jobs, pending)
+        dashboard = self.start_dashboard() if self.settings.dashboard else None
         try:
             with jobguard.SweepSignals():
                 self.launch_all(pending)
@@ -277,11 +284,43 @@ class SweepRunner:
         self.finish_records(jobs)
         records.write_sweep_record(self.sweep_dir, self.stop_reason, [j.overrides for j in not_run])
         self.print_summary(jobs, not_run, skipped)
+        if dashboard is not None:
+            dashboard.stop()
         outcomes = [j.status or self.ledger.status(j.key) for j in jobs if j not in not_run]
         if not not_run and all(status == records.COMPLETED for status in outcomes):
             return 0
         interrupted = records.INTERRUPTED in outcomes or self.stop_reason == "interrupted"
         return EXIT_INTERRUPTED if interrupted else 1
+
+    def write_plan(self, jobs: list[Job], pending: list[Job]) -> None:
+        """``plan.json``: every job of the grid (those done before are ``skipped``), the parallelism and this
+        process, so that a dashboard can tell pending from running jobs and whether the sweep still runs."""
+        from explaunch.snapshot import redact_override
+
+        to_run = {id(job) for job in pending}
+        plan = {
+            "started": time.time(),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "parallelism": self.batch_size(),
+            "jobs": [
+                {
+                    "num": job.num,
+                    "job_dir": str(self.job_dir(job).relative_to(self.sweep_dir)),
+                    "overrides": [redact_override(o) for o in job.overrides],
+                    "skipped": id(job) not in to_run,
+                }
+                for job in jobs
+            ],
+        }
+        records.write_json_atomic(self.sweep_dir / PLAN_FILE, plan)
+
+    def start_dashboard(self) -> Any:
+        from explaunch.dashboard.server import start_in_thread
+
+        dashboard = start_in_thread(self.sweep_dir, self.settings.dashboard_port, "hydra.sweeper.dashboard_port")
+        print(f"dashboard: {dashboard.url} (while the sweep runs)", file=sys.stderr, flush=True)
+        return dashboard
 
     def should_stop(self) -> bool:
         if self.stop_reason is not None:
@@ -309,8 +348,6 @@ class SweepRunner:
         launcher = self.config.hydra.launcher
         n_jobs = OmegaConf.select(launcher, "n_jobs", default=None)
         if n_jobs is not None:  # joblib: -1 is every core, -2 all but one, ...
-            import os
-
             cores = os.cpu_count() or 1
             return max(1, int(n_jobs) if int(n_jobs) > 0 else cores + 1 + int(n_jobs))
         parallel = OmegaConf.select(launcher, "array_parallelism", default=None)  # submitit

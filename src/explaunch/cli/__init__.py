@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from explaunch import __version__
-from explaunch.cli import report
+from explaunch.cli import dashboard, report
 from explaunch.cli import reproduce as reproduce_cli
 from explaunch.cli import runs as runs_cli
 from explaunch.errors import ExplaunchError
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"explaunch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     report.add_parser(commands)
+    dashboard.add_parser(commands)
     runs_cli.add_parser(commands)
     reproduce_cli.add_parser(commands)
     return parser

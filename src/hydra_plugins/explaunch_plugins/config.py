@@ -31,6 +31,9 @@ class ExplaunchSweeperConf:
     max_duration_h: Optional[float] = None
     # A live progress line on a terminal (plain log lines otherwise).
     progress: bool = True
+    # The live web dashboard (explaunch dashboard) served on 127.0.0.1 while the sweep runs; its address is printed.
+    dashboard: bool = False
+    dashboard_port: Optional[int] = None  # null: a free port
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="explaunch", node=ExplaunchSweeperConf, provider="explaunch")

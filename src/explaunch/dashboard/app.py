@@ -1,0 +1,122 @@
+"""The dashboard's web app (FastAPI, which MLflow already brings): the page, its JSON API and the sweep's files.
+
+Read-only: every route is GET. ``/files/<path>`` serves only regular files inside the served folder, found by
+resolving the path (symlinks included) and checking it is still inside; ``..``, absolute paths, hidden entries
+(``.hydra/`` keeps the overrides unredacted) and anything that resolves outside answer 404. Files are sent as plain
+text (images as images) under a sandboxing Content-Security-Policy, so an HTML file in a job folder cannot run on
+the dashboard's origin. The page's own CSP allows only its own script and styles.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from explaunch.dashboard.state import SweepReader, find_sweeps, is_sweep
+
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+FILE_CSP = "default-src 'none'; sandbox"
+STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
+FILE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".json": "application/json"}
+LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON with ``<``, ``>`` and ``&`` written as ``\\u003c``...: inert even if something renders it as HTML."""
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").encode("utf-8")
+
+
+def static_text(name: str) -> str:
+    return resources.files("explaunch.dashboard").joinpath("static", name).read_text(encoding="utf-8")
+
+
+def safe_file(root: Path, relative: str) -> Path | None:
+    """The regular file ``relative`` names inside ``root`` (already resolved), or None: never a path outside."""
+    if not relative or "\x00" in relative or "\\" in relative or relative.startswith("/"):
+        return None
+    parts = relative.split("/")
+    if any(part in ("", ".", "..") or part.startswith(".") for part in parts):
+        return None
+    try:
+        target = root.joinpath(*parts).resolve(strict=True)
+    except (OSError, RuntimeError, ValueError):
+        return None
+    if not target.is_relative_to(root) or not target.is_file():
+        return None
+    return target
+
+
+def create_app(root: Path, allowed_hosts: list[str] | None = None) -> FastAPI:
+    """The app serving ``root``: one sweep folder, or a folder of sweeps (``multirun/``) to choose from.
+
+    ``allowed_hosts``: the Host headers accepted (loopback names by default), against DNS rebinding."""
+    root = root.resolve()
+    reader = SweepReader(root)
+    app = FastAPI(title="explaunch dashboard", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or LOOPBACK_NAMES)
+
+    @app.middleware("http")
+    async def headers(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    def sweep_dir(sweep: str | None) -> Path:
+        path = root if sweep in (None, "", ".") else safe_dir(root, sweep)
+        if path is None or not is_sweep(path):
+            raise HTTPException(404, "no such sweep")
+        return path
+
+    @app.get("/")
+    def page() -> Response:
+        return Response(static_text("index.html"), media_type="text/html; charset=utf-8")
+
+    @app.get("/static/{name}")
+    def static(name: str) -> Response:
+        if name not in STATIC_FILES:
+            raise HTTPException(404, "not found")
+        return Response(static_text(name), media_type=f"{STATIC_FILES[name]}; charset=utf-8")
+
+    @app.get("/api/sweeps")
+    def sweeps() -> Response:
+        return SafeJSONResponse({"root": str(root), "sweeps": find_sweeps(root)})
+
+    @app.get("/api/sweep")
+    def sweep(sweep: str | None = None, metric: str | None = None, param: str | None = None) -> Response:
+        return SafeJSONResponse(reader.state(sweep_dir(sweep), metric, param))
+
+    @app.get("/files/{path:path}")
+    def files(path: str) -> Response:
+        target = safe_file(root, path)
+        if target is None:
+            raise HTTPException(404, "not found")
+        media_type = FILE_TYPES.get(target.suffix.lower(), "text/plain; charset=utf-8")
+        return FileResponse(target, media_type=media_type, headers={"Content-Security-Policy": FILE_CSP})
+
+    return app
+
+
+def safe_dir(root: Path, relative: str) -> Path | None:
+    parts = relative.split("/")
+    if "\x00" in relative or any(part in ("", ".", "..") or part.startswith(".") for part in parts):
+        return None
+    try:
+        target = root.joinpath(*parts).resolve(strict=True)
+    except (OSError, RuntimeError, ValueError):
+        return None
+    return target if target.is_relative_to(root) and target.is_dir() else None
