@@ -52,7 +52,13 @@ JOB_COLUMNS = ("cpu_percent", "rss_mb")
 
 # ---- sweeps below a folder ------------------------------------------------------------------------------------
 def is_sweep(path: Path) -> bool:
-    return any((path / name).is_file() for name in SWEEP_MARKERS)
+    """A folder the sweeper wrote into, or one with job folders right below it (as ``explaunch report`` takes)."""
+    if any((path / name).is_file() for name in SWEEP_MARKERS):
+        return True
+    try:
+        return any((child / records.JOB_FILE).is_file() for child in path.iterdir() if child.is_dir())
+    except OSError:
+        return False
 
 
 def find_sweeps(root: Path, max_depth: int = 3) -> list[dict[str, Any]]:
