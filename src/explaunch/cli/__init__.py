@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from explaunch import __version__
+from explaunch.cli import clean as clean_cli
 from explaunch.cli import dashboard, report
 from explaunch.cli import reproduce as reproduce_cli
 from explaunch.cli import runs as runs_cli
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_parser(commands)
     runs_cli.add_parser(commands)
     reproduce_cli.add_parser(commands)
+    clean_cli.add_parser(commands)
     return parser
 
 
