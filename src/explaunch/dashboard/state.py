@@ -149,15 +149,19 @@ def parse_override(override: str) -> tuple[str, str] | None:
     return (key.lstrip("+~"), value) if sep else None
 
 
-def swept_params(jobs: Iterable[JobView]) -> list[str]:
-    """Override keys that take more than one value across the jobs, in the order they first appear."""
+def swept_values(jobs: Iterable[JobView]) -> dict[str, set[str]]:
+    """Override keys that take more than one value across the jobs (in the order they first appear): their values."""
     values: dict[str, set[str]] = {}
     for job in jobs:
         for override in job.overrides:
             parsed = parse_override(override)
             if parsed is not None:
                 values.setdefault(parsed[0], set()).add(parsed[1])
-    return [key for key, seen in values.items() if len(seen) > 1]
+    return {key: seen for key, seen in values.items() if len(seen) > 1}
+
+
+def swept_params(jobs: Iterable[JobView]) -> list[str]:
+    return list(swept_values(jobs))
 
 
 def is_own_metric(name: str) -> bool:
@@ -308,10 +312,11 @@ class SweepReader:
         for job in jobs:
             counts[COUNTED_AS.get(job.status, "failed")] += 1
         summary = read_json(sweep_dir / records.SWEEP_FILE) if not live else None
-        params = swept_params(jobs)
+        values = swept_values(jobs)
+        params = list(values)
         metric_names = metric_choices(jobs)
         metric = metric if metric in metric_names else (metric_names[0] if metric_names else None)
-        param = param if param in params else default_param(params)
+        param = param if param in params else default_param(values)
         shown_metrics = table_metrics(jobs)
         started = plan.get("started") if plan and isinstance(plan.get("started"), int | float) else None
         return {
@@ -474,8 +479,11 @@ def table_metrics(jobs: list[JobView]) -> list[str]:
     return [m for m in metric_choices(jobs) if is_own_metric(m)][:TABLE_METRICS]
 
 
-def default_param(params: list[str]) -> str | None:
-    return next((p for p in params if p != "seed"), params[0] if params else None)
+def default_param(values: dict[str, set[str]]) -> str | None:
+    """A swept parameter with numbers for values (batch, lam), else any, seed last."""
+    params = [p for p in values if p != "seed"]
+    numeric = [p for p in params if all(as_float(v) is not None for v in values[p])]
+    return next(iter(numeric + params + list(values)), None)
 
 
 def job_row(job: JobView, now: float, metrics: list[str]) -> dict[str, Any]:

@@ -123,6 +123,8 @@ function render(data) {
   const badge = byId("live");
   badge.textContent = data.live ? "live" : "finished";
   badge.className = "badge " + (data.live ? "live" : "finished");
+  const option = Array.from(byId("sweep-select").options).find((o) => o.value === data.sweep);
+  if (option) option.textContent = data.sweep + (data.live ? "  (running)" : "");
   for (const name of COUNT_NAMES) byId("count-" + name).textContent = String(data.counts[name]);
   renderProgress(data);
   const stop = byId("stop-reason");
