@@ -272,9 +272,9 @@ class SweepRunner:
             log.info(
                 "resuming %s: %d of %d jobs already done, %d to run", self.sweep_dir, skipped, len(jobs), len(pending)
             )
-        self.progress = Progress(len(jobs), skipped, self.settings.progress)
         self.write_plan(jobs, pending)
         dashboard = self.start_dashboard() if self.settings.dashboard else None
+        self.progress = Progress(len(jobs), skipped, self.settings.progress)
         try:
             with jobguard.SweepSignals():
                 self.launch_all(pending)

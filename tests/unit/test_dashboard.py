@@ -297,6 +297,18 @@ def test_after_the_sweep_unfinished_jobs_show_as_lost_and_not_run(tmp_path: Path
     assert data["counts"] == {"completed": 3, "running": 0, "failed": 2, "pending": 1, "skipped": 0}
 
 
+def test_jobs_done_before_a_resume_count_as_skipped_not_completed(tmp_path: Path) -> None:
+    sweep_dir = make_live_sweep(tmp_path / "sweep")
+    plan = json.loads((sweep_dir / state.PLAN_FILE).read_text())
+    for entry in plan["jobs"][:2]:  # jobs 0 and 1 completed in the earlier run
+        entry["skipped"] = True
+    records.write_json_atomic(sweep_dir / state.PLAN_FILE, plan)
+    data = state.SweepReader(tmp_path).state(sweep_dir)
+    assert data["counts"] == {"completed": 1, "running": 1, "failed": 1, "pending": 1, "skipped": 2}
+    assert data["progress"]["done"] == 4
+    assert data["chart"]["series"][0]["points"][0]["n"] == 2  # their results still count in the chart
+
+
 def test_a_dead_sweep_parent_means_the_sweep_is_not_live(tmp_path: Path) -> None:
     sweep_dir = make_live_sweep(tmp_path / "sweep")
     plan = json.loads((sweep_dir / state.PLAN_FILE).read_text())
