@@ -10,7 +10,7 @@ What goes:
 - **sweep folders** under ``multirun/`` with no completed job, unless written to in the last
   :data:`ACTIVE_WINDOW_S` seconds (such a sweep may still be running).
 
-Store entries are removed the way ``mlflow gc`` removes them (it is called, in-process, with exactly the runs and
+Store entries are removed the way ``mlflow gc`` removes them (it is run with exactly the runs and
 experiments listed; old runs are first marked deleted), so that the store's own bookkeeping and the runs' artifacts
 go too; an orphaned folder, which MLflow cannot read, is removed as a folder. A backup copies, before anything is
 removed, each folder that goes and, for a sqlite store, the database file (with SQLite's backup API) and the
@@ -20,10 +20,11 @@ artifact folders of the runs that go.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -399,9 +400,15 @@ def _gc(uri: str, candidates: list[Candidate]) -> list[str]:
         args += ["--run-ids", ",".join(runs)]
     if experiments:
         args += ["--experiment-ids", ",".join(experiments)]
-    from mlflow.cli import gc
-
-    output = io.StringIO()
-    with quiet_mlflow(), contextlib.redirect_stdout(output):
-        gc.main(args=args, prog_name="mlflow gc", standalone_mode=False)
+    # In a process of its own: `mlflow gc` sets the process's global tracking URI (and MLFLOW_TRACKING_URI).
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlflow", "gc", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+        check=False,
+    )
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.splitlines() if line.strip()] or [f"exit code {proc.returncode}"]
+        raise ExplaunchError(f"mlflow gc on {uri} failed: {lines[-1]}")
     return [f"removed {c.kind} {c.target} ({c.name})" for c in candidates]

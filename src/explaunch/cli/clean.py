@@ -4,8 +4,9 @@
     explaunch clean --days-old 90                     runs started more than 90 days ago go too
     explaunch clean --force --backup backups/today    copy what goes, then remove it
 
-Stores: each ``--tracking-uri`` (sqlite:///..., a file store folder such as ./mlruns); by default ``./mlflow.db`` (or
-``MLFLOW_TRACKING_URI``) and ``./mlruns`` where they exist. Sweeps: each ``--multirun DIR``; by default ``./multirun``.
+Stores: each ``--tracking-uri`` (sqlite:///..., a file store folder such as ./mlruns); sweeps: each ``--multirun
+DIR``. When neither is given: ``./mlflow.db`` (or ``MLFLOW_TRACKING_URI``), ``./mlruns`` and ``./multirun``, where
+they exist.
 What counts as removable: see :mod:`explaunch.cleaning`.
 """
 
@@ -29,7 +30,7 @@ def add_parser(commands: Any) -> None:
         action="append",
         default=[],
         metavar="URI",
-        help="a store to clean (repeatable; default: ./mlflow.db or MLFLOW_TRACKING_URI, and ./mlruns)",
+        help="a store to clean (repeatable); with neither this nor --multirun: ./mlflow.db, ./mlruns, ./multirun",
     )
     parser.add_argument(
         "--multirun",
@@ -37,7 +38,7 @@ def add_parser(commands: Any) -> None:
         default=[],
         type=Path,
         metavar="DIR",
-        help="a folder of sweeps (repeatable; default: ./multirun)",
+        help="a folder of sweeps (repeatable)",
     )
     parser.add_argument("--days-old", type=positive_days, metavar="N", help="also runs that started over N days ago")
     parser.add_argument("--backup", type=Path, metavar="DIR", help="copy what goes into DIR (new or empty) first")
@@ -60,8 +61,10 @@ def run(args: argparse.Namespace) -> int:
     from explaunch import cleaning
 
     cwd = Path.cwd()
-    stores = args.tracking_uri or cleaning.default_stores(cwd)
-    multirun = args.multirun or ([cwd / "multirun"] if (cwd / "multirun").is_dir() else [])
+    stores, multirun = list(args.tracking_uri), list(args.multirun)
+    if not stores and not multirun:  # the defaults only when nothing is named
+        stores = cleaning.default_stores(cwd)
+        multirun = [cwd / "multirun"] if (cwd / "multirun").is_dir() else []
     if not stores and not multirun:
         raise ExplaunchError(
             "nothing to clean here: no ./mlflow.db, ./mlruns or ./multirun; give --tracking-uri URI or --multirun DIR"
