@@ -195,6 +195,11 @@ class ProbeConfig:
     fail_seeds: list[int] = spec([])
     fail_attempts: int = spec(0, min=0, help="misbehave on the first N attempts of a job only (0: on every one)")
     oom_above_batch: int = spec(16, min=0, help="oom: MemoryError while batch > this")
+    checkpoint: bool = spec(
+        False,
+        help="sleep in steps and keep the progress in the job folder: a requeued attempt (SLURM time limit with "
+        "hydra.launcher.max_num_timeout > 0) goes on where the last one stopped, as a checkpointing job does",
+    )
 
 
 @dataclass

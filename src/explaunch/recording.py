@@ -30,6 +30,7 @@ from explaunch.snapshot import redact_override, redact_tree
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 LOG_FILES = ("*.log", "stdout.txt", "stderr.txt")
+RUN_ID_FILE = "mlflow_run_id"  # the job's MLflow run, for a requeued attempt to go on with
 
 
 def now_iso() -> str:
@@ -177,7 +178,15 @@ class JobRecorder:
             tags["sweep_dir"] = str(self.sweep_dir)
             tags["job_num"] = str(self.job_num)
         name = ",".join(self.overrides) or "default"
-        self.run_id = self.tracker.start_run(experiment_id, name, tags, sweep.parent_run_id if sweep else None)
+        previous = self.job_dir / RUN_ID_FILE
+        earlier = previous.read_text().strip() if previous.exists() else ""
+        if earlier and self.tracker.running(earlier):  # requeued (SLURM time limit, preemption): one run per job
+            self.run_id = earlier
+            self.tracker.log(earlier, tags={"requeued": os.environ.get("SLURM_RESTART_COUNT", "1")})
+        else:
+            self.run_id = self.tracker.start_run(experiment_id, name, tags, sweep.parent_run_id if sweep else None)
+        self.job_dir.mkdir(parents=True, exist_ok=True)
+        records.write_text_atomic(previous, self.run_id)
         if tracking.system_metrics:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 

@@ -120,6 +120,13 @@ class MlflowTracker:
         run = self.client.create_run(experiment_id, run_name=run_name, tags=all_tags)
         return str(run.info.run_id)
 
+    def running(self, run_id: str) -> bool:
+        """Whether ``run_id`` exists here and is still RUNNING (an attempt that was stopped and requeued)."""
+        try:
+            return str(self.client.get_run(run_id).info.status) == "RUNNING"
+        except Exception:  # deleted, another store: start a new run
+            return False
+
     def log(
         self,
         run_id: str,

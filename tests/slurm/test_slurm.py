@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -103,3 +104,64 @@ def test_interrupt_cancels_queued_jobs_and_resume_completes_each_once(tmp_path: 
     runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
     done = sorted(r.data.tags["job_num"] for r in runs if r.data.tags.get("status") == "COMPLETED")
     assert done == ["0", "1", "2", "3"]  # each job completed exactly once
+
+
+def test_a_two_process_job_runs_as_two_slurm_tasks_of_one_job(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = run_main(
+        "-m", "hydra/launcher=submitit_slurm", "sharding=ddp,fsdp", "hardware=cpu", "batch=4",
+        "batching.num_prompts=16", "batching.max_new_tokens=8", "batching.warmup_batches=1", "tracking=none",
+        f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = [r for _, r in records.iter_job_records(sweep)]
+    assert [r.status for r in found] == ["completed", "completed"]
+    for record in found:
+        assert record.snapshot["slurm"]["SLURM_NTASKS"] == "2"  # one job, two tasks (srun steps)
+        assert record.info["launch"].startswith("tasks of slurm job")
+        processes = record.info["processes"]
+        assert [p["rank"] for p in processes] == [0, 1] and len({p["pid"] for p in processes}) == 2
+        assert record.metrics["output_tokens"] == 128 == processes[1]["group_output_tokens"]
+    assert found[0].info["processes"][1]["output_sha256"] == found[1].info["processes"][1]["output_sha256"]
+
+
+def release_requeued_jobs(stop: threading.Event) -> None:
+    """SLURM holds a requeued job about two minutes (pending, reason BeginTime); an operator's ``scontrol update
+    StartTime=now`` lets it start at once, which is all this does, to keep the test short."""
+    while not stop.wait(1.0):
+        queue = subprocess.run(["squeue", "-h", "-t", "PENDING", "-o", "%i %r"], capture_output=True, text=True)
+        for line in queue.stdout.splitlines():
+            job_id, _, reason = line.partition(" ")
+            if reason.strip() != "BeginTime":
+                continue
+            shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+            if "JobState=PENDING" in shown and "Restarts=0" not in shown:  # requeued, not a job just submitted
+                subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
+
+
+def test_a_checkpointing_job_past_its_time_limit_is_requeued_and_completes_in_one_run(tmp_path: Path) -> None:
+    """Opting in (max_num_timeout > 0): at the time-limit warning submitit requeues the job; the probe keeps its
+    progress in the job folder, so the next attempt finishes it. One record, one MLflow run."""
+    sweep = tmp_path / "sweep"
+    stop = threading.Event()
+    releaser = threading.Thread(target=release_requeued_jobs, args=(stop,), daemon=True)
+    releaser.start()
+    try:
+        proc = run_main(
+            "-m", "experiment_type=probe", "experiment_type.checkpoint=true", "experiment_type.duration_s=40",
+            "hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=20",
+            "hydra.launcher.max_num_timeout=3", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=900,
+        )  # fmt: skip
+    finally:
+        stop.set()
+        releaser.join()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = records.read_job_record(sweep / "0")
+    assert record.status == "completed" and record.metrics["attempt"] >= 2
+    assert 0 < record.metrics["resumed_at_s"] < 40  # the last attempt went on from saved progress
+    assert int(record.snapshot["slurm"]["SLURM_RESTART_COUNT"]) >= 1
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 1 and children[0].info.status == "FINISHED"
+    assert children[0].data.tags["status"] == "COMPLETED" and "requeued" in children[0].data.tags

@@ -11,6 +11,7 @@ from explaunch.config import ExplaunchConfig
 from explaunch.experiments.base import ExperimentResult
 
 ATTEMPTS_FILE = "probe_attempts"  # survives retries into the same job folder: how `flaky` knows its attempt
+PROGRESS_FILE = "probe_progress"  # checkpoint=true: seconds slept by earlier attempts
 
 
 def run(config: ExplaunchConfig, job_dir: Path) -> ExperimentResult:
@@ -19,7 +20,11 @@ def run(config: ExplaunchConfig, job_dir: Path) -> ExperimentResult:
     attempt = int(counter.read_text()) + 1 if counter.exists() else 1
     counter.write_text(str(attempt))
     start = time.perf_counter()
-    time.sleep(probe.duration_s)
+    resumed_at = 0.0
+    if probe.checkpoint:
+        resumed_at = _sleep_with_progress(probe.duration_s, job_dir / PROGRESS_FILE)
+    else:
+        time.sleep(probe.duration_s)
     chosen = not probe.fail_seeds or config.seed in probe.fail_seeds
     chosen = chosen and (probe.fail_attempts == 0 or attempt <= probe.fail_attempts)
     if chosen and probe.fail == "raise":
@@ -31,4 +36,21 @@ def run(config: ExplaunchConfig, job_dir: Path) -> ExperimentResult:
     if chosen and probe.fail == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     metrics = {"slept_s": time.perf_counter() - start, "batch_size": float(config.batch), "attempt": float(attempt)}
+    if probe.checkpoint:
+        metrics["resumed_at_s"] = resumed_at
     return ExperimentResult(metrics=metrics, info={"pid": os.getpid()})
+
+
+def _sleep_with_progress(total_s: float, progress: Path, step_s: float = 0.5) -> float:
+    """Sleep until ``total_s`` seconds were slept over all attempts, saving progress every step; returns where this
+    attempt started."""
+    done = float(progress.read_text()) if progress.exists() else 0.0
+    started_at = done
+    while done < total_s:
+        nap = min(step_s, total_s - done)
+        time.sleep(nap)
+        done += nap
+        tmp = progress.with_suffix(".tmp")
+        tmp.write_text(repr(done))
+        tmp.replace(progress)
+    return started_at
