@@ -1,8 +1,9 @@
 """Rerun a job from its folder and say whether its results came out the same.
 
-The rerun is ``python <code_dir>/<entry> <recorded overrides> seed=<recorded seed> hydra.run.dir=<new folder>``, run
-from the code folder the job's snapshot names, with the thread-count and hash-seed variables the job ran with
-(:data:`RESTORED_ENV`). Its own ``job.json`` is then compared with the original's:
+The rerun is ``python <code_dir>/<entry> <recorded overrides> seed=<recorded seed> hydra.run.dir=<new folder>``, with
+the code folder the job's snapshot names, the Python it ran with (where that still exists, else this one), and the
+thread-count and hash-seed variables it ran with (:data:`RESTORED_ENV`); not logged to MLflow unless ``track``.
+Its own ``job.json`` is then compared with the original's:
 
 - **results that must be equal** (the verdict): the status, every metric that is not a measurement of time, energy,
   memory or resources (token counts, FLOPs, accuracy, losses...), every output hash in ``info`` (``output_sha256``:
@@ -218,10 +219,12 @@ def plan(
     if (out / records.JOB_FILE).exists():
         raise ExplaunchError(f"--out {out}: holds a job record already; choose a new folder")
     merged = merge_overrides(recorded_overrides(job_dir, record), overrides, record.snapshot.get("seed"))
-    if not track:
+    if not track and "tracking=none" not in merged:
         merged = [o for o in merged if not override_key(o).startswith("tracking.backend")]
         merged.append("tracking.backend=none")
-    command = [python or sys.executable, str(folder / entry), *merged, f"hydra.run.dir={hydra_value(str(out))}"]
+    recorded_python = str(record.snapshot.get("executable") or "")
+    interpreter = python or (recorded_python if Path(recorded_python).is_file() else sys.executable)
+    command = [interpreter, str(folder / entry), *merged, f"hydra.run.dir={hydra_value(str(out))}"]
     recorded_env = record.snapshot.get("environment") or {}
     env = {k: str(recorded_env[k]) for k in RESTORED_ENV if k in recorded_env and recorded_env[k] != REDACTED}
     return Rerun(command, env, out, folder)
