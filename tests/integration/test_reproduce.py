@@ -3,6 +3,7 @@ their own (main.py + conf/ + a scored script) whose code the tests change betwee
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -110,6 +111,14 @@ def test_job_after_a_code_change_differs_naming_the_commit(tmp_path: Path, capsy
     commit_row = next(line for line in lines if "git commit" in line)
     assert commit_row.split()[:5] == ["~", "environment", "git", "commit", before[:12]]
     assert commit_row.endswith("files: score.py")
+
+    # --against compares two folders, rerunning nothing: the first rerun matches the job, the second does not
+    assert main(["reproduce", str(tmp_path / "job"), "--against", str(tmp_path / "same")]) == 0
+    assert "REPRODUCED" in capsys.readouterr().out
+    assert main(["reproduce", str(tmp_path / "job"), "--against", str(tmp_path / "changed"), "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["verdict"] == "DIFFERS"
+    assert [r["name"] for r in data["rows"] if r["status"] == "differs"] == ["score"]
 
 
 def test_archive_holds_the_job_and_its_script_reruns_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
