@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,21 @@ from explaunch import records
 from explaunch.snapshot import redact_override
 
 log = logging.getLogger(__name__)
+
+
+class _Deferred:
+    """What the sweep's parent has put off until a job is about to run (so that a resumed sweep with nothing left
+    to do never opens the MLflow store)."""
+
+    sweep_start: Callable[[], None] | None = None
+
+    def start_sweep(self) -> None:
+        start, self.sweep_start = self.sweep_start, None
+        if start is not None:
+            start()
+
+
+deferred = _Deferred()
 
 
 class RecordingCallback(Callback):
@@ -42,17 +58,25 @@ class RecordingCallback(Callback):
             tracker.experiment_id(config.tracking.experiment)  # creates the store before the job opens it
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.tracking.backend == "mlflow":
+        if config.tracking.backend != "mlflow":
+            return
+        sweep_dir = Path(config.hydra.sweep.dir)
+        command = shlex.join(redact_override(arg) for arg in sys.argv)
+        uri = None if config.tracking.uri is None else str(config.tracking.uri)
+        experiment, cwd = str(config.tracking.experiment), Path.cwd()
+
+        def start() -> None:
             from explaunch.tracking import resolve_uri, start_sweep
 
-            sweep_dir = Path(config.hydra.sweep.dir)
             sweep_dir.mkdir(parents=True, exist_ok=True)
-            command = shlex.join(redact_override(arg) for arg in sys.argv)
             tags = {"sweep_dir": str(sweep_dir.resolve()), "command": command}
-            sweep = start_sweep(
-                resolve_uri(config.tracking.uri, Path.cwd()), config.tracking.experiment, sweep_dir, tags
-            )
+            sweep = start_sweep(resolve_uri(uri, cwd), experiment, sweep_dir, tags)
             log.info("MLflow: sweep run %s in %s", sweep.parent_run_id, sweep.tracking_uri)
+
+        if _explaunch_sweeper(config):  # it starts the sweep run before its first job: none when all are done
+            deferred.sweep_start = start
+        else:
+            start()
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         from explaunch.recording import JobRecorder
@@ -71,15 +95,20 @@ class RecordingCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if str(config.hydra.sweeper._target_).endswith(".ExplaunchSweeper"):
+        if _explaunch_sweeper(config):
             sweep = records.read_sweep_record(sweep_dir)  # explaunch's sweeper wrote it, with why it stopped
         else:
             sweep = records.write_sweep_record(sweep_dir)
         log.info("sweep: %s -> %s", sweep.counts, sweep_dir / records.SWEEP_FILE)
-        if config.tracking.backend == "mlflow":
+        if config.tracking.backend == "mlflow" and not deferred.sweep_start:  # the sweep run was started
             from explaunch.tracking import finish_sweep
 
             finish_sweep(sweep_dir, sweep)
+        deferred.sweep_start = None
+
+
+def _explaunch_sweeper(config: DictConfig) -> bool:
+    return str(config.hydra.sweeper._target_).endswith(".ExplaunchSweeper")
 
 
 class JobGuardCallback(Callback):

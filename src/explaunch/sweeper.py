@@ -275,6 +275,13 @@ class SweepRunner:
         self.write_plan(jobs, pending)
         dashboard = self.start_dashboard() if self.settings.dashboard else None
         self.progress = Progress(len(jobs), skipped, self.settings.progress)
+        if pending:  # the MLflow sweep run (explaunch.callbacks), only when there is something to run
+            from explaunch.callbacks import deferred
+
+            try:
+                deferred.start_sweep()
+            except Exception as ex:  # as Hydra treats a failing callback: the jobs run and record it
+                log.warning("MLflow sweep run not started: %s: %s", type(ex).__name__, ex)
         try:
             with jobguard.SweepSignals():
                 self.launch_all(pending)

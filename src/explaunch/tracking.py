@@ -9,6 +9,7 @@ leaves their ids in ``<sweep dir>/tracking.json`` for the jobs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -87,14 +88,21 @@ def params_from_config(config: Mapping[str, Any]) -> dict[str, str]:
     return params
 
 
+@functools.lru_cache(maxsize=8)
+def _client(tracking_uri: str, pid: int) -> Any:
+    """One client per store and process: building one opens the store (for sqlite: an engine and a schema check,
+    ~0.1 s), which a worker running many jobs should pay once. ``pid`` keeps a forked child from sharing it."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)  # registry in the same store
+
+
 class MlflowTracker:
     def __init__(self, tracking_uri: str) -> None:
         for key, value in _HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
-        from mlflow import MlflowClient
-
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)  # registry in the same store
+        self.client = _client(tracking_uri, os.getpid())
 
     def experiment_id(self, name: str) -> str:
         """The experiment's id, created (with the store itself on first use) when missing."""
