@@ -108,7 +108,8 @@ def varying_params(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def metric_names(rows: Iterable[dict[str, Any]]) -> list[str]:
-    """Numeric metric columns: headline ones first, then the experiment's own, then those recording adds."""
+    """Numeric metric columns: headline ones first, then the experiment's own, then those recording adds, then the
+    job's ``duration_s`` (a column of every row, named here so that it can be sorted, grouped and plotted too)."""
     rows = list(rows)
     params = set(param_names(rows))
     names: dict[str, None] = {}
@@ -119,17 +120,20 @@ def metric_names(rows: Iterable[dict[str, Any]]) -> list[str]:
     headline = [m for m in records.HEADLINE_METRICS if m in names]
     own = [m for m in names if state.is_own_metric(m) and m not in headline]
     rest = sorted(m for m in names if not state.is_own_metric(m))
-    return headline + own + rest
+    timing = ["duration_s"] if any(is_number(row.get("duration_s")) for row in rows) else []
+    return headline + own + rest + timing
 
 
 def default_metrics(rows: Sequence[dict[str, Any]]) -> list[str]:
     """The metrics a report shows unless told: the headline ones present (speed, latency, memory, energy), or the
-    experiment's own first few where it has no speed figures; and the whole job's energy."""
+    experiment's own first few where it has no speed figures (summaries before per-group breakdowns such as
+    ``accuracy_group0``); and the whole job's energy."""
     available = metric_names(rows)
     headline = [m for m in records.HEADLINE_METRICS if m in available]
     shown = headline
     if not [m for m in headline if m not in ENERGY_METRICS]:
-        own = [m for m in available if state.is_own_metric(m) and m not in records.HEADLINE_METRICS]
+        own = [m for m in available if state.is_own_metric(m) and m not in (*records.HEADLINE_METRICS, "duration_s")]
+        own.sort(key=lambda m: m[-1].isdigit())  # breakdowns (accuracy_group0, ...) after the summaries
         shown = own[:OWN_METRICS_SHOWN] + headline
     shown += [m for m in ENERGY_METRICS if m in available and m not in shown]
     return shown
@@ -323,8 +327,11 @@ def plot_metric(
         ax.set_xlabel(x)
         ax.set_ylabel(metric)
         counts = sorted({p["n"] for points in series.values() for p in points})
-        n_text = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
-        ax.set_title(f"{metric} vs {x}: mean ± std over n={n_text} jobs per point")
+        if counts == [1]:
+            ax.set_title(f"{metric} vs {x}: one job per point (no spread to show)", fontsize=10)
+        else:
+            n_text = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+            ax.set_title(f"{metric} vs {x}: mean ± std over n={n_text} jobs per point", fontsize=10)
         ax.grid(alpha=0.3)
         if hue:
             ax.legend(title=None)

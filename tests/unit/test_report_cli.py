@@ -59,19 +59,20 @@ def test_report_table_has_a_header_and_one_line_per_job(
     out = capsys.readouterr().out
 
     lines = out.splitlines()
-    assert len(lines) == 4
+    assert len(lines) == 5
     header = lines[0].split()
-    assert header[:4] == ["job", "status", "overrides", "duration_s"]
+    assert header[:4] == ["job", "status", "batch_size", "duration_s"]  # the swept override as its own column
     assert "throughput_tokens_per_s" in header
     assert "latency_batch_p50_s" in header
     assert "flops_total" not in header  # only headline metrics
-    assert [line.split()[:2] for line in lines[1:]] == [
-        ["0", records.COMPLETED],
-        ["1", records.COMPLETED],
-        ["2", records.FAILED],
+    assert [line.split()[:3] for line in lines[1:4]] == [
+        ["0", records.COMPLETED, "1"],
+        ["1", records.COMPLETED, "2"],
+        ["2", records.FAILED, "4"],
     ]
-    assert "model=tiny batch_size=2" in lines[2]
     assert "180" in lines[2]
+    assert "RuntimeError: CUDA out of memory" in lines[3]
+    assert lines[4] == "same in every job: model=tiny"  # an override no job varies: said once
 
 
 def test_report_json_lists_every_job_with_overrides_and_metrics(

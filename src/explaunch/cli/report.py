@@ -1,4 +1,5 @@
-"""``explaunch report SWEEP_DIR``: one row per job, read from the job folders (no tracking server needed)."""
+"""``explaunch report PATH``: a sweep's jobs as a table (or the sweeps below a folder such as ``multirun/``), read
+from the job folders alone; sort, filter, group over seeds, write CSV, plot. The data work is in explaunch.review."""
 
 from __future__ import annotations
 
@@ -7,40 +8,160 @@ import json
 from pathlib import Path
 from typing import Any
 
-from explaunch import records
-from explaunch.errors import EXIT_FAILED, ExplaunchError
-from explaunch.table import format_table
+from explaunch import review
+from explaunch.errors import EXIT_FAILED, ConfigError, RecordError
+from explaunch.table import cell, format_table
 
-COLUMNS = ("job", "status", "overrides", "duration_s", *records.HEADLINE_METRICS)
+SWEEP_COLUMNS = ("path", "date", "jobs", *review.COUNT_NAMES)
+SINGLE_SWEEP_OPTIONS = ("sort", "where", "group_by", "csv", "plot", "metrics")
 
 
 def add_parser(commands: Any) -> None:
-    parser = commands.add_parser("report", help="table of a sweep's jobs and their headline metrics")
-    parser.add_argument("sweep_dir", type=Path, help="a multirun/<date>/<time> folder (or a single run's folder)")
-    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    parser = commands.add_parser(
+        "report",
+        help="table of a sweep's jobs and their metrics (or of the sweeps below a folder)",
+        description="A table of a sweep's jobs: swept overrides as columns, status, headline metrics and energy. "
+        "Given a folder of sweeps (multirun/), lists the sweeps instead.",
+    )
+    parser.add_argument("sweep_dir", type=Path, help="a multirun/<date>/<time> folder, one run's folder, or multirun/")
+    parser.add_argument("--json", action="store_true", help="print the rows as a JSON list")
+    parser.add_argument("--sort", metavar="METRIC", help="sort by this metric (or column), largest first")
+    parser.add_argument("--asc", action="store_true", help="with --sort: smallest first")
+    parser.add_argument(
+        "--where",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="keep jobs whose override (or status) has this value; repeat for more keys, or for either value",
+    )
+    parser.add_argument(
+        "--group-by",
+        metavar="PARAM",
+        action="append",
+        default=[],
+        help="one row per value of this swept parameter (repeatable): mean ± std and n over the rest (seeds)",
+    )
+    parser.add_argument("--metrics", metavar="M1,M2|all", help="metric columns to show (default: headline ones)")
+    parser.add_argument("--csv", metavar="FILE", type=Path, help="also write the rows shown to this CSV file")
+    parser.add_argument("--plot", metavar="METRIC", help="write a PNG of METRIC against --x (error bars: std)")
+    parser.add_argument("--x", metavar="PARAM", help="with --plot: the swept parameter on the x axis")
+    parser.add_argument("--hue", metavar="PARAM", help="with --plot: one line per value of this parameter")
+    parser.add_argument("--out", metavar="FILE.png", type=Path, help="with --plot: where to write the PNG")
     parser.set_defaults(handler=run)
 
 
-def rows(sweep_dir: Path) -> list[dict[str, Any]]:
-    if not sweep_dir.is_dir():
-        raise ExplaunchError(f"{sweep_dir}: no such folder")
-    sweep = records.summarize_sweep(sweep_dir)
-    if not sweep.jobs:
-        raise ExplaunchError(f"{sweep_dir}: no job records (job.json) below this folder")
-    return [
-        {
-            "job": row.job_dir,
-            "status": row.status,
-            "overrides": " ".join(row.overrides),
-            "duration_s": row.duration_s,
-            **row.metrics,
-            **({"error": row.error} if row.error else {}),
-        }
-        for row in sweep.jobs
-    ]
-
-
 def run(args: argparse.Namespace) -> int:
-    table = rows(args.sweep_dir)
-    print(json.dumps(table, indent=2) if args.json else format_table(table, COLUMNS))
-    return EXIT_FAILED if any(row["status"] != records.COMPLETED for row in table) else 0
+    root: Path = args.sweep_dir
+    if not root.is_dir():
+        raise RecordError(f"{root}: no such folder")
+    if not review.is_sweep_dir(root):
+        sweeps = review.list_sweeps(root)
+        if sweeps:
+            return report_sweeps(args, sweeps)
+    every_row = review.load_rows(root)
+    check_plot_options(args, every_row)
+    metrics = chosen_metrics(args.metrics, every_row)
+    group_by = [review.check_param("--group-by", p, every_row, extra=("status",)) for p in args.group_by]
+    if args.sort:
+        check_sort(args.sort, every_row, group_by)
+        if args.sort not in metrics and args.sort in review.metric_names(every_row):
+            metrics.append(args.sort)
+    rows = review.filter_rows(every_row, [review.parse_where(w) for w in args.where])
+    params = review.varying_params(rows) or review.param_names(rows)
+
+    if group_by:
+        table = review.group_rows(rows, group_by, metrics)
+        if args.sort:
+            key = args.sort if args.sort in group_by or args.sort == "n" else f"{args.sort}_mean"
+            table = review.sort_rows(table, key, descending=not args.asc)
+        columns = [*group_by, "n", *metrics]
+        csv_columns = [*group_by, "n", *(f"{m}_{s}" for m in metrics for s in ("mean", "std", "n"))]
+        shown = [grouped_cells(g, group_by, metrics) for g in table]
+    else:
+        table = review.sort_rows(rows, args.sort, descending=not args.asc) if args.sort else rows
+        metrics = [m for m in metrics if m != "duration_s"]  # a column of its own here
+        columns = ["job", "status", *params, "duration_s", *metrics, "error"]
+        keep = ["job", "job_num", "status", "overrides", *columns[2:]]
+        table = [{c: row[c] for c in keep if c in row} for row in table]
+        csv_columns = ["job", "job_num", "status", "overrides", *params, "duration_s", *metrics, "error"]
+        shown = table
+
+    if args.csv:
+        review.write_csv(table, csv_columns, args.csv)
+    if args.plot:
+        review.plot_metric(rows, args.plot, args.x, args.out, hue=args.hue)
+
+    if args.json:
+        print(json.dumps(table, indent=2))
+    else:
+        print(format_table(shown, columns) if shown else "no job matches")
+        constant = [p for p in review.param_names(rows) if p not in params and rows]
+        if constant and not group_by:
+            print("same in every job: " + " ".join(f"{p}={rows[0].get(p)}" for p in constant))
+        if args.plot:
+            print(f"plot: {args.out}")
+        if args.csv:
+            print(f"csv: {args.csv}")
+    failed = any(row["status"] in review.FAILED_STATUSES for row in rows)
+    return EXIT_FAILED if failed else 0
+
+
+def report_sweeps(args: argparse.Namespace, sweeps: list[dict[str, Any]]) -> int:
+    given = [f"--{name.replace('_', '-')}" for name in SINGLE_SWEEP_OPTIONS if getattr(args, name)]
+    if given:
+        raise ConfigError(
+            given[0],
+            getattr(args, given[0][2:].replace("-", "_")),
+            f"applies to one sweep; {args.sweep_dir} holds {len(sweeps)} sweeps (report one of the paths it lists)",
+        )
+    if args.json:
+        print(json.dumps(sweeps, indent=2))
+    else:
+        shown = [{**s, "path": s["path"] + (" (running)" if s["live"] else "")} for s in sweeps]
+        print(format_table(shown, SWEEP_COLUMNS))
+    return 0
+
+
+def chosen_metrics(option: str | None, rows: list[dict[str, Any]]) -> list[str]:
+    if option is None:
+        return review.default_metrics(rows)
+    if option == "all":
+        return review.metric_names(rows)
+    return [review.check_metric("--metrics", m.strip(), rows) for m in option.split(",") if m.strip()]
+
+
+def check_sort(column: str, rows: list[dict[str, Any]], group_by: list[str]) -> None:
+    allowed = [*group_by, "n"] if group_by else [*review.param_names(rows), "duration_s", "job_num", "status"]
+    if column in allowed:
+        return
+    review.check_metric("--sort", column, rows)
+
+
+def check_plot_options(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    if args.plot is None:
+        for name in ("x", "hue", "out"):
+            if getattr(args, name) is not None:
+                raise ConfigError(f"--{name}", getattr(args, name), "only goes with --plot METRIC")
+        return
+    if args.x is None:
+        raise ConfigError("--plot", args.plot, "needs --x PARAM (the swept parameter on the x axis)")
+    if args.out is None:
+        raise ConfigError("--plot", args.plot, "needs --out FILE.png")
+    if args.out.suffix.lower() != ".png":
+        raise ConfigError("--out", args.out, "must name a .png file")
+    review.check_metric("--plot", args.plot, rows)
+    review.check_param("--x", args.x, rows)
+    if args.hue is not None:
+        review.check_param("--hue", args.hue, rows)
+
+
+def grouped_cells(group: dict[str, Any], group_by: list[str], metrics: list[str]) -> dict[str, Any]:
+    """``0.812 ± 0.004`` per metric (the mean alone for one value; ``(n=2)`` where fewer jobs had it)."""
+    out = {k: group[k] for k in [*group_by, "n"]}
+    for metric in metrics:
+        mean, std, n = group[f"{metric}_mean"], group[f"{metric}_std"], group[f"{metric}_n"]
+        if mean is None:
+            continue
+        text = cell(mean) if std is None else f"{cell(mean)} ± {cell(std)}"
+        out[metric] = text if n == group["n"] else f"{text} (n={n})"
+    return out
