@@ -191,8 +191,11 @@ def filter_rows(rows: Sequence[dict[str, Any]], where: Sequence[tuple[str, str]]
     """Rows matching every key; several values of one key match any of them (``status=failed status=timeout``).
     Keys: override columns, ``status`` and ``job``."""
     wanted: dict[str, list[str]] = {}
+    available = [*param_names(rows), "status", "job"]
     for key, value in where:
-        check_param("--where", key, rows, extra=("status", "job"))
+        if key not in available:
+            allowed = f"no such swept parameter in this sweep; available: {', '.join(available)}"
+            raise ConfigError("--where", f"{key}={value}", allowed)
         wanted.setdefault(key, []).append(value)
     return [
         row for row in rows if all(any(value_matches(row.get(k), v) for v in values) for k, values in wanted.items())

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -212,3 +215,256 @@ def test_running_a_report_does_not_import_torch(sweep_with_a_failure: Path) -> N
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "False 1"
+
+
+# ---- a sweep over lam x seed, with a failed job -----------------------------------------------------------------
+ACCURACY = {("0.0", 0): 0.80, ("0.0", 1): 0.84, ("0.0", 2): 0.83, ("0.5", 0): 0.71, ("0.5", 1): 0.75, ("0.5", 2): None}
+GAP = {("0.0", 0): 0.30, ("0.0", 1): 0.36, ("0.0", 2): 0.33, ("0.5", 0): 0.10, ("0.5", 1): 0.12, ("0.5", 2): None}
+
+
+def seeded_job(num: int, lam: str, seed: int) -> JobRecord:
+    accuracy, gap = ACCURACY[(lam, seed)], GAP[(lam, seed)]
+    failed = accuracy is None or gap is None
+    return JobRecord(
+        status=records.FAILED if failed else records.COMPLETED,
+        overrides=["experiment_type=fairness_tradeoff", f"lam={lam}", f"seed={seed}"],
+        config={"lam": float(lam), "seed": seed},
+        config_hash=f"h{num}",
+        start_time="2025-02-03T04:05:06+00:00",
+        end_time="2025-02-03T04:05:08+00:00",
+        duration_s=1.0 + num,
+        job_num=num,
+        metrics={}
+        if accuracy is None or gap is None
+        else {"accuracy": accuracy, "dp_gap": gap, "job_energy_joules": 10.0 + num},
+        error=JobError(type="ValueError", message="diverged") if failed else None,
+    )
+
+
+@pytest.fixture
+def lam_sweep(tmp_path: Path) -> Path:
+    sweep_dir = tmp_path / "multirun" / "2025-02-03" / "04-05-06"
+    for num, (lam, seed) in enumerate(ACCURACY):
+        records.write_job_record(sweep_dir / str(num), seeded_job(num, lam, seed))
+    return sweep_dir
+
+
+def report_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[dict[str, object]]]:
+    code = main(["report", *args, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_swept_overrides_are_columns_named_by_their_key(lam_sweep: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, rows = report_json(capsys, str(lam_sweep))
+
+    assert code == 1  # job 5 failed
+    assert [(r["lam"], r["seed"], r["status"]) for r in rows] == [
+        ("0.0", "0", "completed"),
+        ("0.0", "1", "completed"),
+        ("0.0", "2", "completed"),
+        ("0.5", "0", "completed"),
+        ("0.5", "1", "completed"),
+        ("0.5", "2", "failed"),
+    ]
+    assert [r.get("accuracy") for r in rows] == [*list(ACCURACY.values())[:5], None]
+    assert rows[5]["error"] == "ValueError: diverged"
+    assert rows[0]["job_energy_joules"] == 10.0
+    assert rows[0]["experiment_type"] == "fairness_tradeoff"  # the same in every job: in the JSON, not the table
+
+
+def test_group_by_gives_mean_std_and_n_over_seeds(lam_sweep: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, groups = report_json(capsys, str(lam_sweep), "--group-by", "lam", "--metrics", "accuracy,dp_gap")
+
+    assert code == 1
+    assert [(g["lam"], g["n"]) for g in groups] == [("0.0", 3), ("0.5", 3)]
+    low, high = groups
+    # by hand: mean of 0.80, 0.84, 0.83; sample std (n - 1)
+    mean = (0.80 + 0.84 + 0.83) / 3
+    std = (((0.80 - mean) ** 2 + (0.84 - mean) ** 2 + (0.83 - mean) ** 2) / 2) ** 0.5
+    assert low["accuracy_mean"] == pytest.approx(mean)
+    assert low["accuracy_std"] == pytest.approx(std)
+    assert low["accuracy_n"] == 3
+    # the failed job counts in n but has no accuracy
+    assert high["accuracy_mean"] == pytest.approx((0.71 + 0.75) / 2)
+    assert high["accuracy_std"] == pytest.approx(((0.02**2 + 0.02**2) / 1) ** 0.5)
+    assert high["accuracy_n"] == 2
+    assert high["dp_gap_mean"] == pytest.approx(0.11)
+
+
+def test_group_by_table_shows_mean_plus_minus_std(lam_sweep: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["report", str(lam_sweep), "--group-by", "lam", "--metrics", "accuracy"])
+    lines = capsys.readouterr().out.splitlines()
+
+    assert lines[0].split() == ["lam", "n", "accuracy"]
+    assert lines[1].split() == ["0.0", "3", "0.8233", "±", "0.02082"]
+    assert lines[2].split() == ["0.5", "3", "0.73", "±", "0.02828", "(n=2)"]
+
+
+def test_where_filters_on_overrides_and_status_and_sort_orders(
+    lam_sweep: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, rows = report_json(capsys, str(lam_sweep), "--where", "lam=0", "--sort", "accuracy")
+    assert code == 0  # the failed job is filtered out
+    assert [r["accuracy"] for r in rows] == [0.84, 0.83, 0.80]  # lam=0 matches 0.0; largest first
+
+    _, rows = report_json(capsys, str(lam_sweep), "--where", "lam=0.0", "--sort", "accuracy", "--asc")
+    assert [r["accuracy"] for r in rows] == [0.80, 0.83, 0.84]
+
+    # one key given twice: either value; two keys: both
+    _, rows = report_json(capsys, str(lam_sweep), "--where", "seed=0", "--where", "seed=2", "--where", "lam=0.5")
+    assert [(r["lam"], r["seed"]) for r in rows] == [("0.5", "0"), ("0.5", "2")]
+
+    code, rows = report_json(capsys, str(lam_sweep), "--where", "status=failed")
+    assert code == 1
+    assert [r["job"] for r in rows] == ["5"]
+
+    # a sort by metric puts jobs without it (the failed one) last
+    _, rows = report_json(capsys, str(lam_sweep), "--sort", "dp_gap", "--asc")
+    assert [r["job"] for r in rows] == ["3", "4", "0", "2", "1", "5"]
+
+
+def test_csv_holds_the_rows_shown(lam_sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out" / "jobs.csv"
+
+    main(["report", str(lam_sweep), "--where", "lam=0.5", "--metrics", "accuracy", "--csv", str(out)])
+
+    assert f"csv: {out}" in capsys.readouterr().out
+    with out.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["job"], r["lam"], r["seed"], r["status"], r["accuracy"]) for r in rows] == [
+        ("3", "0.5", "0", "completed", "0.71"),
+        ("4", "0.5", "1", "completed", "0.75"),
+        ("5", "0.5", "2", "failed", ""),
+    ]
+    assert rows[2]["error"] == "ValueError: diverged"
+
+
+def test_grouped_csv_has_mean_std_and_n_columns(
+    lam_sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "groups.csv"
+
+    main(["report", str(lam_sweep), "--group-by", "lam", "--metrics", "accuracy", "--csv", str(out)])
+
+    capsys.readouterr()
+    with out.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["lam", "n", "accuracy_mean", "accuracy_std", "accuracy_n"]
+    assert float(rows[1]["accuracy_mean"]) == pytest.approx(0.73)
+    assert rows[1]["accuracy_n"] == "2"
+
+
+def test_plot_writes_a_png_of_metric_against_a_parameter(
+    lam_sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import matplotlib.image
+
+    out = tmp_path / "plots" / "accuracy.png"
+
+    code = main(["report", str(lam_sweep), "--plot", "accuracy", "--x", "lam", "--hue", "seed", "--out", str(out)])
+
+    assert code == 1  # the table is still printed, and the failed job still counts
+    assert f"plot: {out}" in capsys.readouterr().out
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = matplotlib.image.imread(out)
+    assert image.shape[0] > 100
+    assert image.shape[1] > 100
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--sort", "acuracy"], "error: --sort=acuracy: no such metric in this sweep; available: accuracy, dp_gap"),
+        (["--group-by", "lamda"], "error: --group-by=lamda: no such swept parameter in this sweep; available: "),
+        (["--where", "modle=x"], "error: --where=modle=x: no such swept parameter in this sweep; available: "),
+        (["--where", "lam"], "error: --where=lam: expected KEY=VALUE"),
+        (["--metrics", "accuracy,nope"], "error: --metrics=nope: no such metric in this sweep; available: "),
+        (["--plot", "accuracy"], "error: --plot=accuracy: needs --x PARAM"),
+        (["--plot", "accuracy", "--x", "lam"], "error: --plot=accuracy: needs --out FILE.png"),
+        (["--plot", "nope", "--x", "lam", "--out", "p.png"], "error: --plot=nope: no such metric in this sweep"),
+        (["--plot", "accuracy", "--x", "lr", "--out", "p.png"], "error: --x=lr: no such swept parameter"),
+        (["--plot", "accuracy", "--x", "lam", "--out", "p.jpg"], "error: --out=p.jpg: must name a .png file"),
+        (["--x", "lam"], "error: --x=lam: only goes with --plot METRIC"),
+    ],
+)
+def test_unknown_metric_or_parameter_is_one_error_line_exit_2(
+    lam_sweep: Path, capsys: pytest.CaptureFixture[str], args: list[str], expected: str
+) -> None:
+    code = main(["report", str(lam_sweep), *args])
+
+    assert code == 2
+    line = one_error_line(capsys)
+    assert line.startswith(expected)
+    if "swept parameter" in expected:
+        assert "available: experiment_type, lam, seed" in line
+
+
+def test_a_folder_of_sweeps_lists_the_sweeps(
+    lam_sweep: Path, sweep_with_a_failure: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    multirun = lam_sweep.parents[1]
+    assert sweep_with_a_failure.parents[1] == multirun
+
+    code, sweeps = report_json(capsys, str(multirun))
+
+    assert code == 0
+    by_path = {s["path"]: s for s in sweeps}
+    assert set(by_path) == {"2025-02-03/04-05-06", "2025-01-01/00-00-00"}
+    lam = by_path["2025-02-03/04-05-06"]
+    assert (lam["jobs"], lam["completed"], lam["failed"], lam["running"]) == (6, 5, 1, 0)
+    assert lam["date"] == "2025-02-03 04:05" or str(lam["date"]).startswith("2025-02-03")
+    other = by_path["2025-01-01/00-00-00"]
+    assert (other["jobs"], other["completed"], other["failed"]) == (3, 2, 1)
+
+    main(["report", str(multirun)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:5] == ["path", "date", "jobs", "completed", "running"]
+    assert len(lines) == 3
+
+
+def test_options_for_one_sweep_on_a_folder_of_sweeps_are_refused(
+    lam_sweep: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["report", str(lam_sweep.parents[1]), "--group-by", "lam"])
+
+    assert code == 2
+    assert "--group-by=lam: applies to one sweep" in one_error_line(capsys)
+
+
+def test_a_running_sweep_shows_running_and_pending_jobs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """As the sweeper leaves a live sweep: plan.json naming this (live) process, a finished job, a started job
+    (Hydra's .hydra/ but no job.json yet) and a job not started."""
+    sweep_dir = tmp_path / "live"
+    records.write_job_record(sweep_dir / "0", seeded_job(0, "0.0", 0))
+    (sweep_dir / "1" / ".hydra").mkdir(parents=True)
+    (sweep_dir / "1" / ".hydra" / "overrides.yaml").write_text("- lam=0.0\n- seed=1\n", encoding="utf-8")
+    plan = {
+        "started": 0,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "parallelism": 1,
+        "jobs": [
+            {"num": n, "job_dir": str(n), "overrides": ["lam=0.0", f"seed={n}"], "skipped": False} for n in range(3)
+        ],
+    }
+    records.write_json_atomic(sweep_dir / "plan.json", plan)
+
+    code, rows = report_json(capsys, str(sweep_dir))
+
+    assert code == 0  # nothing failed (yet)
+    assert [(r["job"], r["status"], r["seed"]) for r in rows] == [
+        ("0", "completed", "0"),
+        ("1", "running", "1"),
+        ("2", "pending", "2"),
+    ]
+    assert rows[0]["accuracy"] == 0.80
+    assert rows[1]["duration_s"] is not None  # so far

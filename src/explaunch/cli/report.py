@@ -81,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
         table = review.sort_rows(rows, args.sort, descending=not args.asc) if args.sort else rows
         metrics = [m for m in metrics if m != "duration_s"]  # a column of its own here
         columns = ["job", "status", *params, "duration_s", *metrics, "error"]
-        keep = ["job", "job_num", "status", "overrides", *columns[2:]]
-        table = [{c: row[c] for c in keep if c in row} for row in table]
-        csv_columns = ["job", "job_num", "status", "overrides", *params, "duration_s", *metrics, "error"]
+        every_param = review.param_names(rows)  # JSON and CSV keep the constant ones too, for scripts
+        csv_columns = ["job", "job_num", "status", "overrides", *every_param, "duration_s", *metrics, "error"]
+        table = [{c: row[c] for c in csv_columns if c in row} for row in table]
         shown = table
 
     if args.csv:
@@ -109,9 +109,10 @@ def run(args: argparse.Namespace) -> int:
 def report_sweeps(args: argparse.Namespace, sweeps: list[dict[str, Any]]) -> int:
     given = [f"--{name.replace('_', '-')}" for name in SINGLE_SWEEP_OPTIONS if getattr(args, name)]
     if given:
+        value = getattr(args, given[0][2:].replace("-", "_"))
         raise ConfigError(
             given[0],
-            getattr(args, given[0][2:].replace("-", "_")),
+            " ".join(value) if isinstance(value, list) else value,
             f"applies to one sweep; {args.sweep_dir} holds {len(sweeps)} sweeps (report one of the paths it lists)",
         )
     if args.json:
