@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import statistics
 from itertools import pairwise
 from pathlib import Path
@@ -82,9 +83,11 @@ def test_a_shell_script_swept_on_joblib(tmp_path: Path) -> None:
 
 
 def test_ddp_llm_job_runs_two_processes_and_aggregates_them(tmp_path: Path) -> None:
+    """In a joblib sweep (the job runs in a loky worker, which its processes must not depend on)."""
     proc = run_main(
-        "sharding=ddp", "sharding.num_processes=2", "batching.num_prompts=16", "batching.max_new_tokens=8",
-        "batching.warmup_batches=1", "batch=4", "tracking=none", f"hydra.run.dir={tmp_path / 'job'}", cwd=tmp_path,
+        "-m", "sharding=ddp", "sharding.num_processes=2", "batching.num_prompts=16", "batching.max_new_tokens=8",
+        "batching.warmup_batches=1", "batch=4", "tracking=none", f"hydra.sweep.dir={tmp_path}",
+        "hydra.sweep.subdir=job", cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = records.read_job_record(tmp_path / "job")
@@ -98,7 +101,25 @@ def test_ddp_llm_job_runs_two_processes_and_aggregates_them(tmp_path: Path) -> N
     assert record.metrics["energy_joules"] > 0 and record.metrics["memory_peak_rss_mb"] == max(
         p["memory_peak_rss_mb"] for p in processes
     )
-    assert sorted(p.name for p in (tmp_path / "job" / "ranks").iterdir()) == ["rank-0.json", "rank-1.json"]
+    assert sorted(p.name for p in (tmp_path / "job" / "ranks").glob("rank-*.json")) == ["rank-0.json", "rank-1.json"]
+    assert record.info["launch"] == "spawn"
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="uses the absence of a GPU to make processes fail")
+def test_a_process_that_fails_fails_the_job_with_its_error_and_stops_the_others(tmp_path: Path) -> None:
+    proc = run_main(
+        "sharding=ddp",
+        "hardware.device=cuda",
+        "tracking=none",
+        f"hydra.run.dir={tmp_path / 'job'}",
+        cwd=tmp_path,
+        timeout=300,
+    )  # fmt: skip  (no GPU here: every process stops at its device)
+    assert proc.returncode == 1
+    record = records.read_job_record(tmp_path / "job")
+    assert record.status == "failed" and record.error is not None
+    assert "exited with code 1" in record.error.message and "no CUDA device is visible" in record.error.message
+    assert "no CUDA device" in (tmp_path / "job" / "ranks" / "rank-0.log").read_text()
 
 
 def test_sharded_jobs_run_as_scheduler_tasks_and_fsdp_shards_the_weights(tmp_path: Path) -> None:

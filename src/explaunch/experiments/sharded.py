@@ -3,7 +3,7 @@
 The processes join one torch.distributed process group (gloo on CPU, NCCL on GPUs; local rank r on
 ``hardware.gpu_ids[r]``). They start in one of two ways (``sharding.launch``):
 
-* ``spawn``: the job's process starts them (torch.multiprocessing, spawn) on its own machine;
+* ``spawn``: the job's process starts them (``python -m explaunch.experiments.sharded``) on its own machine;
 * ``slurm_tasks``: they are the tasks of the job's SLURM job (``tasks_per_node = num_processes``, one ``srun``
   step): task 0 runs the Hydra job (recording, MLflow), the other tasks run :func:`task_worker` only. Rank, world
   size and local rank come from SLURM's variables (through submitit); rank 0 writes the rendezvous address into
@@ -24,7 +24,10 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import pickle
 import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,9 +184,46 @@ def rank_main(
         dist.destroy_process_group()
 
 
-def _spawned_rank(rank: int, world: int, addr: str, port: int, config: ExplaunchConfig, job_dir: str) -> None:
-    os.environ["EXPLAUNCH_SPAWNED"] = "1"
-    rank_main(rank, world, addr, port, config, job_dir)
+def spawn_processes(config: ExplaunchConfig, job_dir: Path, world: int) -> None:
+    """Start the ``world`` processes as ``python -m explaunch.experiments.sharded`` and wait for them. Plain
+    subprocesses, not multiprocessing: a job may itself run in a joblib (loky) worker, whose start method its
+    multiprocessing children cannot inherit. Each process's output goes to ``ranks/rank-<r>.log``; when one
+    fails, the others are stopped and the error quotes the end of its log."""
+    ranks = job_dir / RANKS_DIR
+    config_file = ranks / "config.pickle"
+    config_file.write_bytes(pickle.dumps(config))
+    port = _free_port()
+    env = {**os.environ, "EXPLAUNCH_SPAWNED": "1"}
+    procs: list[tuple[subprocess.Popen[bytes], Path]] = []
+    try:
+        for rank in range(world):
+            log_path = ranks / f"rank-{rank}.log"
+            with log_path.open("wb") as out:
+                cmd = [sys.executable, "-m", "explaunch.experiments.sharded", str(rank), str(world), str(port)]
+                proc = subprocess.Popen(
+                    [*cmd, str(config_file), str(job_dir)], stdout=out, stderr=subprocess.STDOUT, env=env
+                )
+            procs.append((proc, log_path))
+        while True:
+            codes = [proc.poll() for proc, _ in procs]
+            failed = [(r, code) for r, code in enumerate(codes) if code not in (None, 0)]
+            if failed:
+                rank, code = failed[0]
+                tail = procs[rank][1].read_text(errors="replace").strip().splitlines()[-5:]
+                raise RuntimeError(f"process {rank} of {world} exited with code {code}: " + " | ".join(tail))
+            if all(code == 0 for code in codes):
+                return
+            time.sleep(0.1)
+    finally:
+        for proc, _ in procs:  # on failure, timeout or Ctrl-C of the job: no process is left behind
+            if proc.poll() is None:
+                proc.terminate()
+        for proc, _ in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def task_worker(config: ExplaunchConfig, job_dir: Path, group: TaskGroup) -> None:
@@ -199,13 +239,7 @@ def run_sharded(config: ExplaunchConfig, job_dir: Path) -> ExperimentResult:
         stale.unlink()
     group = uses_tasks(config)
     if group is None:
-        torch.multiprocessing.start_processes(  # type: ignore[attr-defined,no-untyped-call]
-            _spawned_rank,
-            args=(world, "127.0.0.1", _free_port(), config, str(job_dir)),
-            nprocs=world,
-            join=True,
-            start_method="spawn",
-        )
+        spawn_processes(config, job_dir, world)
         launch = "spawn"
     else:  # this is task 0; the other tasks are already waiting for the address
         addr, port = _publish_rendezvous(job_dir, group)
@@ -281,3 +315,14 @@ def aggregate(ranks: list[dict[str, Any]], strategy: str = "ddp") -> ExperimentR
         "flops_method": ranks[0]["info"]["flops_method"],
     }
     return ExperimentResult(metrics=out, info=info)
+
+
+def _main(argv: list[str]) -> None:
+    """``python -m explaunch.experiments.sharded RANK WORLD PORT CONFIG_PICKLE JOB_DIR``: one spawned process."""
+    rank, world, port, config_file, job_dir = argv
+    config = pickle.loads(Path(config_file).read_bytes())
+    rank_main(int(rank), int(world), "127.0.0.1", int(port), config, job_dir)
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
