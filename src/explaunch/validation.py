@@ -2,7 +2,7 @@
 
 The rules file (YAML; every section optional, an example in ``examples/rules.yaml``)::
 
-    where: {status: completed}       # which jobs the per-job checks apply to (as report --where); default: all
+    where: {status: completed}       # which jobs the checks apply to (as report --where); default: all
     required: [accuracy, dp_gap]     # metrics every job must have
     ranges:                          # expected range per metric, bounds included; a job without it fails
       accuracy: {min: 0.5, max: 1.0}
