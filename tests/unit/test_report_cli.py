@@ -468,3 +468,19 @@ def test_a_running_sweep_shows_running_and_pending_jobs(tmp_path: Path, capsys: 
     ]
     assert rows[0]["accuracy"] == 0.80
     assert rows[1]["duration_s"] is not None  # so far
+
+
+def test_a_damaged_sweep_in_a_listing_says_why_and_the_others_still_show(
+    lam_sweep: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    damaged = lam_sweep.parent / "09-09-09" / "0"
+    damaged.mkdir(parents=True)
+    (damaged / records.JOB_FILE).write_text("{not json", encoding="utf-8")
+
+    code, sweeps = report_json(capsys, str(lam_sweep.parents[1]))
+
+    assert code == 0
+    by_path = {s["path"]: s for s in sweeps}
+    assert by_path["2025-02-03/04-05-06"]["jobs"] == 6
+    assert by_path["2025-02-03/09-09-09"]["jobs"] == 0
+    assert str(by_path["2025-02-03/09-09-09"]["error"]).startswith("unreadable job record")

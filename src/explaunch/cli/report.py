@@ -12,7 +12,7 @@ from explaunch import review
 from explaunch.errors import EXIT_FAILED, ConfigError, RecordError
 from explaunch.table import cell, format_table
 
-SWEEP_COLUMNS = ("path", "date", "jobs", *review.COUNT_NAMES)
+SWEEP_COLUMNS = ("path", "date", "jobs", *review.COUNT_NAMES, "error")
 SINGLE_SWEEP_OPTIONS = ("sort", "where", "group_by", "csv", "plot", "metrics")
 
 
