@@ -74,7 +74,7 @@ def load_rows(sweep_dir: Path) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "job": job.job_dir,
             "job_num": job.num,
-            "status": job.status,
+            "status": records.COMPLETED if job.status == "skipped" else job.status,  # done in an earlier run
             "overrides": " ".join(job.overrides),
             "start_time": start_time,
             "duration_s": duration,

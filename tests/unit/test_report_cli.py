@@ -484,3 +484,22 @@ def test_a_damaged_sweep_in_a_listing_says_why_and_the_others_still_show(
     assert by_path["2025-02-03/04-05-06"]["jobs"] == 6
     assert by_path["2025-02-03/09-09-09"]["jobs"] == 0
     assert str(by_path["2025-02-03/09-09-09"]["error"]).startswith("unreadable job record")
+
+
+def test_jobs_done_before_a_resume_are_reported_completed(
+    completed_sweep: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The sweeper's plan.json marks them ``skipped`` for the resumed run; their status is still completed."""
+    plan = {
+        "started": 0.0,
+        "pid": 0,
+        "host": "elsewhere",
+        "parallelism": 1,
+        "jobs": [
+            {"num": n, "job_dir": str(n), "overrides": ["model=tiny", f"batch_size={2**n}"], "skipped": True}
+            for n in (0, 1)
+        ],
+    }
+    records.write_json_atomic(completed_sweep / "plan.json", plan)
+    assert main(["report", str(completed_sweep), "--json"]) == 0
+    assert [row["status"] for row in json.loads(capsys.readouterr().out)] == [records.COMPLETED] * 2
