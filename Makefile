@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.
 export MLFLOW_DISABLE_TELEMETRY := true
 export HYDRA_FULL_ERROR := 0
 
-.PHONY: help setup demo test test-fast lint typecheck clean slurm-up slurm-down
+.PHONY: help setup demo test test-fast lint typecheck clean slurm-up slurm-down bench
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -35,6 +35,9 @@ test: setup lint typecheck  ## install, then lint, type-check and run every test
 
 test-fast: setup  ## unit tests only
 	$(BIN)/pytest -W error -m "not slow"
+
+bench: setup  ## benchmark suite (B1-B7, about 10 min): table + benchmarks/results/*.json; exits 1 on a missed target
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 lint: setup  ## ruff
 	$(BIN)/ruff check .

@@ -1,0 +1,182 @@
+"""The benchmark suite's own logic: statistics, targets, the table, the verdict and the command line. No timing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from benchmarks import __main__ as suite
+from benchmarks import b2_joblib_efficiency, b4_resume, b7_gpu_energy
+from benchmarks.harness import (
+    ERROR,
+    INFO,
+    MET,
+    MISSED,
+    SKIPPED,
+    BenchResult,
+    Context,
+    Row,
+    Spread,
+    Target,
+    errored,
+    exit_code,
+    failures,
+    format_markdown,
+    format_rows,
+    paired_ratios,
+    skipped,
+    write_result,
+)
+
+
+def test_spread_gives_median_extremes_and_quartiles() -> None:
+    spread = Spread.of([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert (spread.n, spread.median, spread.min, spread.max) == (5, 3.0, 1.0, 5.0)
+    assert (spread.q1, spread.q3) == (2.0, 4.0)
+
+
+def test_spread_of_fewer_than_four_values_uses_the_extremes_as_quartiles() -> None:
+    spread = Spread.of([2.0, 1.0])
+    assert (spread.median, spread.q1, spread.q3) == (1.5, 1.0, 2.0)
+    with pytest.raises(ValueError, match="no measurements"):
+        Spread.of([])
+
+
+def test_paired_ratios_divide_side_by_side_repeats() -> None:
+    assert paired_ratios([2.0, 3.0], [1.0, 2.0]) == [2.0, 1.5]
+    with pytest.raises(ValueError):
+        paired_ratios([1.0], [1.0, 2.0])
+
+
+def test_targets_hold_on_the_bound_and_say_how_far_a_miss_is() -> None:
+    at_most = Target("<=", 1.3)
+    assert at_most.met(1.3) and not at_most.met(1.31)
+    assert at_most.miss(1.5) == pytest.approx(0.2)
+    assert at_most.miss(1.0) == 0.0
+    at_least = Target(">=", 85.0)
+    assert at_least.met(85.0) and not at_least.met(84.0)
+    with pytest.raises(ValueError, match="allowed"):
+        Target("<", 1.0)
+
+
+def test_row_status_follows_target_and_overrides() -> None:
+    assert Row("B1", "ratio", 1.2, "x", Target("<=", 1.3)).status == MET
+    assert Row("B1", "ratio", 1.4, "x", Target("<=", 1.3)).status == MISSED
+    assert Row("B2", "whole process", 50.0, "%").status == INFO
+    assert skipped("B7", "gpu", "no NVIDIA GPU (NVML not available)").status == SKIPPED
+    assert errored("B3", "llm", "boom").status == ERROR
+
+
+def test_exit_code_fails_on_a_miss_or_an_error_but_not_on_skipped_or_info_rows() -> None:
+    ok = [
+        Row("B1", "ratio", 1.1, "x", Target("<=", 1.3)),
+        Row("B2", "whole process", 10.0, "%"),
+        skipped("B7", "gpu", "no NVIDIA GPU (NVML not available)"),
+    ]
+    assert exit_code(ok) == 0 and failures(ok) == []
+    assert exit_code([*ok, errored("B3", "llm", "RuntimeError: x")]) == 1
+    missed = [*ok, Row("B2", "efficiency", 17.2, "%", Target(">=", 85.0))]
+    assert exit_code(missed) == 1
+    assert failures(missed) == ["B2 efficiency: 17.2% misses the target >= 85.0% by 67.8%, 80% off"]
+
+
+def test_table_shows_value_spread_target_and_status_per_row() -> None:
+    rows = [
+        Row("B1", "32 no-op jobs", 2.35, "x", Target("<=", 1.3), 2.1, 2.6, detail="15.8 s vs 6.7 s"),
+        Row("B4", "re-run", 0.0, "jobs", Target("<=", 0.0)),
+        skipped("B7", "GPU energy", "no NVIDIA GPU (NVML not available)"),
+    ]
+    lines = format_rows(rows).splitlines()
+    assert lines[0].split() == ["id", "what", "value", "spread", "target", "status", "detail"]
+    assert "2.35x" in lines[1] and "2.10x .. 2.60x" in lines[1] and "<= 1.30x" in lines[1] and MISSED in lines[1]
+    assert "0 jobs" in lines[2] and MET in lines[2]
+    assert "skipped: no NVIDIA GPU (NVML not available)" in lines[3]
+    markdown = format_markdown(rows).splitlines()
+    assert markdown[0] == "| id | what | value | spread | target | status | detail |"
+    assert len(markdown) == 2 + len(rows)
+
+
+def test_result_file_holds_machine_rows_raw_timings_and_verdict(tmp_path: Path) -> None:
+    result = BenchResult(
+        "B1",
+        "sweep",
+        [Row("B1", "ratio", 1.5, "x", Target("<=", 1.3))],
+        raw={"wall_s": {"explaunch": [3.0], "plain_hydra": [2.0]}},
+        stats={"explaunch": Spread.of([3.0])},
+    )
+    path = write_result(result, {"cpu_model": "test CPU", "cpu_count": 2}, tmp_path)
+    data = json.loads(path.read_text())
+    assert path.name == "B1.json"
+    assert data["machine"]["cpu_model"] == "test CPU"
+    assert data["raw"]["wall_s"]["explaunch"] == [3.0]
+    assert data["rows"][0]["status"] == MISSED and data["met"] is False
+    assert data["stats"]["explaunch"]["median"] == 3.0
+
+
+def test_context_repeats_default_quick_and_forced() -> None:
+    assert Context(Path()).n(9) == 9
+    assert Context(Path(), quick=True).n(9) == 3
+    assert Context(Path(), quick=True).n(2) == 1
+    assert Context(Path(), repeats=4, quick=True).n(9) == 4
+
+
+def test_only_picks_benchmarks_and_rejects_unknown_ids() -> None:
+    assert suite.parse_only(None) == ["B1", "B2", "B3", "B4", "B5", "B6", "B7"]
+    assert suite.parse_only("b3, B1") == ["B3", "B1"]
+    with pytest.raises(SystemExit, match="no such benchmark B9; allowed: B1, B2"):
+        suite.parse_only("B1,B9")
+
+
+def test_a_benchmark_that_raises_becomes_an_error_row_and_a_failing_exit(tmp_path: Path) -> None:
+    class Broken:
+        ID = "B9"
+        TITLE = "broken"
+
+        @staticmethod
+        def run(ctx: Context) -> BenchResult:
+            raise RuntimeError("the sweep exited 1")
+
+    result = suite.run_one(Broken, Context(tmp_path))  # type: ignore[arg-type]
+    assert [row.status for row in result.rows] == [ERROR]
+    assert "RuntimeError: the sweep exited 1" in result.rows[0].detail
+    assert exit_code(result.rows) == 1
+
+
+def test_suite_prints_one_table_and_exits_zero_when_the_only_benchmark_is_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(b7_gpu_energy, "nvml_unavailable", lambda: "no NVIDIA GPU (NVML not available)")
+    assert suite.main(["--only", "B7", "--results-dir", str(tmp_path), "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped: no NVIDIA GPU (NVML not available)" in out
+    assert "| B7 |" in out
+    assert json.loads((tmp_path / "B7.json").read_text())["rows"][0]["status"] == SKIPPED
+
+
+def test_job_phase_spans_first_start_to_last_end_of_the_records(tmp_path: Path) -> None:
+    for number in range(b2_joblib_efficiency.JOBS):
+        job = tmp_path / str(number)
+        job.mkdir()
+        start = f"2026-01-01T00:00:{number:02d}.000+00:00"
+        end = f"2026-01-01T00:00:{number:02d}.500+00:00"
+        record = {"status": "completed", "start_time": start, "end_time": end}
+        (job / "job.json").write_text(json.dumps(record))
+    assert b2_joblib_efficiency.record_phase_s(tmp_path) == pytest.approx(15.5)
+    (tmp_path / "15" / "job.json").unlink()
+    with pytest.raises(RuntimeError, match="15 of 16 job records"):
+        b2_joblib_efficiency.record_phase_s(tmp_path)
+
+
+def test_resume_summary_line_is_read_from_the_sweep_output() -> None:
+    output = "progress...\nsweep /x: 0 completed, 0 not completed, 64 skipped (done before), 0 not run\n"
+    assert b4_resume.summary_counts(output) == (0, 0, 64)
+    with pytest.raises(RuntimeError, match="no summary line"):
+        b4_resume.summary_counts("nothing here")
+
+
+def test_sampled_gpu_energy_is_the_trapezoid_integral_of_every_gpu_power_column(tmp_path: Path) -> None:
+    csv_path = tmp_path / "resources.csv"
+    csv_path.write_text("elapsed_s,cpu_percent,gpu0_power_w,gpu1_power_w\n0,5,100,50\n1,5,200,50\n3,5,200,50\n")
+    # gpu0: 150 J + 400 J, gpu1: 50 W for 3 s
+    assert b7_gpu_energy.sampled_joules(csv_path) == pytest.approx(150 + 400 + 150)
