@@ -29,6 +29,7 @@ RESULTS_DIR = ROOT / "benchmarks" / "results"
 MAIN = ROOT / "main.py"
 PACKAGES = ("explaunch", "torch", "transformers", "hydra-core", "omegaconf", "mlflow", "codecarbon", "joblib")
 
+CODE_PATHS = ("src", "conf", "main.py", "benchmarks", ":!benchmarks/results")  # what the figures depend on
 MET, MISSED, INFO, SKIPPED, ERROR = "met", "MISSED", "info", "skipped", "ERROR"
 _OPS: dict[str, Callable[[float, float], bool]] = {"<=": operator.le, ">=": operator.ge}
 
@@ -272,7 +273,7 @@ def machine_info() -> dict[str, Any]:
         "load_average_at_start": list(os.getloadavg()),
         "versions": package_versions(),
         "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty_paths": _git("status", "--porcelain", "--", "src", "benchmarks", "conf", "main.py").splitlines(),
+        "git_dirty_paths": _git("status", "--porcelain", "--", *CODE_PATHS).splitlines(),
     }
 
 
