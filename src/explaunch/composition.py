@@ -11,7 +11,7 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 
@@ -45,8 +45,27 @@ class JobComposer:
             if structural not in self._cache:
                 self._cache[structural] = self._compose(list(structural))
             cfg = copy.deepcopy(self._cache[structural])
-            for override in (o for o in parsed if self._plain(o)):
+            plain = [o for o in parsed if self._plain(o)]
+            for override in plain:
                 OmegaConf.update(cfg, override.get_key_element(), override.value(), merge=True)
+            if plain and "hydra" in cfg:
+                _name_job(cfg, [o for o in parsed if not o.is_hydra_override()])
         except (HydraException, OmegaConfBaseException) as ex:
             raise composition_error(ex, list(overrides)) from None
         return cfg
+
+
+def _name_job(cfg: DictConfig, task_overrides: list[Any]) -> None:
+    """What Hydra derives from a job's overrides when it composes it: ``hydra.overrides.task`` and
+    ``hydra.job.override_dirname`` (a shared composition carries those of its structural overrides only)."""
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+
+    dirname = cfg.hydra.job.config.override_dirname
+    with open_dict(cfg.hydra):
+        cfg.hydra.overrides.task = [str(o.input_line) for o in task_overrides]
+        cfg.hydra.job.override_dirname = get_overrides_dirname(
+            overrides=task_overrides,
+            kv_sep=dirname.kv_sep,
+            item_sep=dirname.item_sep,
+            exclude_keys=dirname.exclude_keys,
+        )

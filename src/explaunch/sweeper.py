@@ -204,6 +204,7 @@ class SweepRunner:
         self.deadline = time.monotonic() + settings.max_duration_h * 3600 if settings.max_duration_h else None
         self.ran: list[Job] = []
         self.progress: Progress | None = None
+        self.compose: Any = None  # the planner's JobComposer: the launch composes retries from its cache
         # Jobs may share compositions only where nothing but the job number names a job's folder.
         sweep_settings = OmegaConf.to_container(config.hydra.sweep, resolve=False)
         self.fast_values = isinstance(sweep_settings, dict) and sweep_settings.get("subdir") == "${hydra.job.num}"
@@ -221,7 +222,7 @@ class SweepRunner:
         """Compose and validate every job before any starts; give each its ledger key and job number."""
         from explaunch.composition import JobComposer
 
-        compose = JobComposer(
+        compose = self.compose = JobComposer(
             lambda overrides: self.loader.load_sweep_config(self.config, overrides),
             self.loader,
             share_compositions=self.fast_values,
@@ -399,7 +400,7 @@ class SweepRunner:
         lost_reason = None
         returns: Sequence[Any] = []
         try:
-            returns = self.launcher.launch(overrides, initial_job_idx=batch[0].num)
+            returns = self.launch(overrides, batch[0].num)
         except KeyboardInterrupt:
             self.stop_reason = "interrupted"
             lost_reason = ("JobInterrupted", "the sweep was interrupted while the job ran")
@@ -419,6 +420,16 @@ class SweepRunner:
             if again is not None:
                 retries.append(again)
         return retries
+
+    def launch(self, overrides: list[list[str]], initial_job_idx: int) -> Sequence[Any]:
+        """Basic and joblib launchers get the jobs' composed configs (no second composition per job)."""
+        from explaunch import fastlaunch
+
+        if self.compose is None or not fastlaunch.supports(self.launcher):
+            returns: Sequence[Any] = self.launcher.launch(overrides, initial_job_idx=initial_job_idx)
+            return returns
+        configs = [self.compose(job_overrides) for job_overrides in overrides]
+        return fastlaunch.launch(self.launcher, configs, overrides, initial_job_idx)
 
     def limit_overrides(self) -> list[str]:
         """The whole sweep's time limit caps each job's: a job started late gets only what is left."""

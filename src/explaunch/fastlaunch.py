@@ -1,0 +1,91 @@
+"""Launching jobs from the configs the sweeper has already composed.
+
+Hydra's basic and joblib launchers compose every job again from its overrides (``load_sweep_config``, about 0.2 s a
+job here, as much as a short job's whole recording). explaunch's sweeper composed and validated every job while
+planning, sharing one composition among jobs that differ only in plain values (:mod:`explaunch.composition`); for
+these two launchers it hands the composed configs over and runs them exactly as those launchers do (same job ids,
+numbers, folders, logging, joblib settings). Any other launcher (submitit) gets the overrides as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from omegaconf import DictConfig, open_dict
+
+log = logging.getLogger(__name__)
+
+
+def supports(launcher: Any) -> bool:
+    """Whether ``launcher`` is one whose launch this module reproduces (exactly those classes, not subclasses)."""
+    kind = f"{type(launcher).__module__}.{type(launcher).__qualname__}"
+    return kind in {
+        "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
+        "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+    }
+
+
+def launch(
+    launcher: Any, configs: Sequence[DictConfig], overrides: Sequence[Sequence[str]], initial_job_idx: int
+) -> Sequence[JobReturn]:
+    setup_globals()
+    configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    basic = type(launcher).__name__ == "BasicLauncher"
+    joblib_cfg = {} if basic else _joblib_settings(launcher)
+    if basic:
+        log.info("Launching %d jobs locally", len(configs))
+    else:
+        settings = ",".join(f"{k}={v}" for k, v in joblib_cfg.items())
+        log.info("Joblib.Parallel(%s) is launching %d jobs", settings, len(configs))
+    for offset, job_overrides in enumerate(overrides):
+        log.info("\t#%d : %s", initial_job_idx + offset, " ".join(filter_overrides(job_overrides)))
+    if basic:
+        return [
+            run_composed(initial_job_idx + offset, config, launcher.hydra_context, launcher.task_function, None)
+            for offset, config in enumerate(configs)
+        ]
+    from joblib import Parallel, delayed
+
+    state = Singleton.get_state()
+    runs = Parallel(**joblib_cfg)(
+        delayed(run_composed)(initial_job_idx + offset, config, launcher.hydra_context, launcher.task_function, state)
+        for offset, config in enumerate(configs)
+    )
+    return list(runs)
+
+
+def _joblib_settings(launcher: Any) -> dict[str, Any]:
+    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+
+    joblib_cfg = dict(launcher.joblib)
+    joblib_cfg["backend"] = "loky"  # as Hydra's joblib launcher: its threading backend does not work with Hydra
+    process_joblib_cfg(joblib_cfg)
+    return joblib_cfg
+
+
+def run_composed(
+    num: int, config: DictConfig, hydra_context: Any, task_function: Any, singleton_state: dict[Any, Any] | None
+) -> JobReturn:
+    """One job from its composed config (in the sweep's process, or in a joblib worker)."""
+    if singleton_state is not None:  # a worker: Hydra's global state as the parent has it
+        setup_globals()
+        Singleton.set_state(singleton_state)
+    with open_dict(config):
+        config.hydra.job.id = f"{config.hydra.job.name}_{num}" if singleton_state is not None else num
+        config.hydra.job.num = num
+    HydraConfig.instance().set_config(config)
+    return run_job(
+        hydra_context=hydra_context,
+        task_function=task_function,
+        config=config,
+        job_dir_key="hydra.sweep.dir",
+        job_subdir_key="hydra.sweep.subdir",
+    )
