@@ -10,6 +10,7 @@ numbers, folders, logging, joblib settings). Any other launcher (submitit) gets 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,40 @@ def launch(
         for offset, config in enumerate(configs)
     )
     return list(runs)
+
+
+def warm_workers(launcher: Any, workers: int, *, mlflow: bool, energy: bool) -> threading.Thread | None:
+    """joblib: start the worker processes and their one-time set-up (imports; the energy meter's hardware probe,
+    about 1.5 s) in a background thread, while the parent sets up the sweep (MLflow's import and store). The
+    launches that follow reuse these workers (loky keeps an executor with the same settings)."""
+    if type(launcher).__name__ != "JoblibLauncher":
+        return None
+    from joblib import Parallel, delayed
+
+    settings = _joblib_settings(launcher)
+
+    def start() -> None:
+        try:
+            Parallel(**settings)(delayed(warm_up)(mlflow, energy) for _ in range(workers))
+        except Exception as ex:  # only a head start: the jobs start their workers anyway
+            log.debug("warming the joblib workers failed: %s: %s", type(ex).__name__, ex)
+
+    thread = threading.Thread(target=start, name="explaunch-warm-workers", daemon=True)
+    thread.start()
+    return thread
+
+
+def warm_up(with_mlflow: bool, energy: bool) -> None:
+    """In a worker: what every job's recording needs once per process."""
+    import importlib
+
+    for module in ("explaunch.recording", "explaunch.task", *(["mlflow.tracking"] if with_mlflow else [])):
+        importlib.import_module(module)
+    if energy:
+        from explaunch.measure.energy import EnergyTracker
+
+        with EnergyTracker():  # codecarbon probes the hardware on its first start in a process, then caches it
+            pass
 
 
 def _joblib_settings(launcher: Any) -> dict[str, Any]:

@@ -277,12 +277,21 @@ class SweepRunner:
         dashboard = self.start_dashboard() if self.settings.dashboard else None
         self.progress = Progress(len(jobs), skipped, self.settings.progress)
         if pending:  # the MLflow sweep run (explaunch.callbacks), only when there is something to run
+            from explaunch import fastlaunch
             from explaunch.callbacks import deferred
 
+            warming = fastlaunch.warm_workers(
+                self.launcher,
+                min(self.batch_size(), len(pending)),
+                mlflow=OmegaConf.select(self.config, "tracking.backend") == "mlflow",
+                energy=bool(OmegaConf.select(self.config, "energy.enabled", default=False)),
+            )
             try:
                 deferred.start_sweep()
             except Exception as ex:  # as Hydra treats a failing callback: the jobs run and record it
                 log.warning("MLflow sweep run not started: %s: %s", type(ex).__name__, ex)
+            if warming is not None:
+                warming.join()
         try:
             with jobguard.SweepSignals():
                 self.launch_all(pending)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -127,7 +128,9 @@ def test_a_two_process_job_runs_as_two_slurm_tasks_of_one_job(tmp_path: Path) ->
 
 def release_requeued_jobs(stop: threading.Event) -> None:
     """SLURM holds a requeued job about two minutes (pending, reason BeginTime); an operator's ``scontrol update
-    StartTime=now`` lets it start at once, which is all this does, to keep the test short."""
+    StartTime=now`` lets it start at once, which is all this does, to keep the test short. Once per requeue: an
+    update that reaches a job as it starts can kill it."""
+    released: set[tuple[str, str]] = set()
     while not stop.wait(1.0):
         queue = subprocess.run(["squeue", "-h", "-t", "PENDING", "-o", "%i %r"], capture_output=True, text=True)
         for line in queue.stdout.splitlines():
@@ -135,7 +138,11 @@ def release_requeued_jobs(stop: threading.Event) -> None:
             if reason.strip() != "BeginTime":
                 continue
             shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
-            if "JobState=PENDING" in shown and "Restarts=0" not in shown:  # requeued, not a job just submitted
+            restarts = re.search(r"Restarts=(\d+)", shown)
+            if "JobState=PENDING" not in shown or restarts is None or restarts.group(1) == "0":
+                continue  # not a requeued job (one just submitted can show BeginTime for a moment)
+            if (job_id, restarts.group(1)) not in released:
+                released.add((job_id, restarts.group(1)))
                 subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
 
 
