@@ -230,8 +230,6 @@ class SweepRunner:
         jobs = []
         for index, overrides in enumerate(grid):
             cfg = compose(list(overrides))
-            with open_dict(cfg):
-                cfg.hydra.overrides.task = list(overrides)
             key = config_hash(validate(cfg))
             jobs.append(Job(index, list(overrides), key, cfg, overrides=list(overrides)))
         taken = {entry.job_num for entry in self.ledger.latest.values()}
@@ -493,7 +491,7 @@ class SweepRunner:
             return None
         if plan != job.overrides:
             log.warning("job %d ran out of memory at batch %s: retrying with %s", job.num, job.batch_size, plan)
-            job.cfg = self.loader.load_sweep_config(self.config, plan)
+            job.cfg = self.compose(plan)  # the planner's composer: shared compositions, Hydra's own fields
         else:
             log.warning(
                 "job %d failed (%s): retry %d of %d", job.num, record.error, job.attempt, self.settings.max_retries
