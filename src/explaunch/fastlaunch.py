@@ -69,9 +69,13 @@ def warm_workers(launcher: Any, workers: int, *, mlflow: bool, energy: bool) -> 
     launches that follow reuse these workers (loky keeps an executor with the same settings)."""
     if type(launcher).__name__ != "JoblibLauncher":
         return None
-    from joblib import Parallel, delayed
+    from joblib import Parallel, delayed, effective_n_jobs
 
     settings = _joblib_settings(launcher)
+    if effective_n_jobs(settings.get("n_jobs", 1)) < 2:
+        # joblib then runs jobs in this process: warming up here would import MLflow in this thread while the main
+        # thread imports it too, which leaves a partially initialised module behind
+        return None
 
     def start() -> None:
         try:
