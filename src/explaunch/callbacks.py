@@ -26,14 +26,25 @@ log = logging.getLogger(__name__)
 
 class _Deferred:
     """What the sweep's parent has put off until a job is about to run (so that a resumed sweep with nothing left
-    to do never opens the MLflow store)."""
+    to do never opens the MLflow store), and the MLflow relay once started (explaunch.mlflow_relay)."""
 
     sweep_start: Callable[[], None] | None = None
+    relay: Any = None
 
     def start_sweep(self) -> None:
         start, self.sweep_start = self.sweep_start, None
         if start is not None:
             start()
+
+    def job_recorded(self, job_dir: Path) -> None:
+        """The sweeper has read a job's record: the relay logs its run."""
+        if self.relay is not None:
+            self.relay.job_recorded(job_dir)
+
+    def flush(self) -> None:
+        """Wait until the relay has logged every record it was given (before a record is moved or rewritten)."""
+        if self.relay is not None:
+            self.relay.flush()
 
 
 deferred = _Deferred()
@@ -65,11 +76,19 @@ class RecordingCallback(Callback):
         uri = None if config.tracking.uri is None else str(config.tracking.uri)
         experiment, cwd = str(config.tracking.experiment), Path.cwd()
 
+        relayed = _explaunch_sweeper(config) and relay_launcher(config) and not config.tracking.system_metrics
+
         def start() -> None:
             from explaunch.tracking import resolve_uri, start_sweep
 
             sweep_dir.mkdir(parents=True, exist_ok=True)
             tags = {"sweep_dir": str(sweep_dir.resolve()), "command": command}
+            if relayed:
+                from explaunch.mlflow_relay import MlflowRelay
+
+                deferred.relay = MlflowRelay.start(resolve_uri(uri, cwd), experiment, sweep_dir, tags)
+                log.info("MLflow: runs logged by the sweep's relay (log: %s/mlflow_relay.log)", sweep_dir)
+                return
             sweep = start_sweep(resolve_uri(uri, cwd), experiment, sweep_dir, tags)
             log.info("MLflow: sweep run %s in %s", sweep.parent_run_id, sweep.tracking_uri)
 
@@ -100,7 +119,10 @@ class RecordingCallback(Callback):
         else:
             sweep = records.write_sweep_record(sweep_dir)
         log.info("sweep: %s -> %s", sweep.counts, sweep_dir / records.SWEEP_FILE)
-        if config.tracking.backend == "mlflow" and not deferred.sweep_start:  # the sweep run was started
+        relay, deferred.relay = deferred.relay, None
+        if relay is not None:  # it logs what is left and closes the sweep run
+            relay.close()
+        elif config.tracking.backend == "mlflow" and not deferred.sweep_start:  # the sweep run was started
             from explaunch.tracking import finish_sweep
 
             finish_sweep(sweep_dir, sweep)
@@ -109,6 +131,19 @@ class RecordingCallback(Callback):
 
 def _explaunch_sweeper(config: DictConfig) -> bool:
     return str(config.hydra.sweeper._target_).endswith(".ExplaunchSweeper")
+
+
+# Launchers whose jobs run on this machine while the sweep's process waits for them: the relay can log their runs.
+RELAY_LAUNCHERS = frozenset(
+    {
+        "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
+        "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+    }
+)
+
+
+def relay_launcher(config: DictConfig) -> bool:
+    return str(config.hydra.launcher._target_) in RELAY_LAUNCHERS
 
 
 class JobGuardCallback(Callback):

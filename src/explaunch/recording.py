@@ -29,7 +29,6 @@ from explaunch.snapshot import redact_override, redact_tree
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-LOG_FILES = ("*.log", "stdout.txt", "stderr.txt")
 RUN_ID_FILE = "mlflow_run_id"  # the job's MLflow run, for a requeued attempt to go on with
 
 
@@ -112,6 +111,7 @@ class JobRecorder:
         self.gpu_energy: Any = None
         self.tracker: Any = None
         self.run_id: str | None = None
+        self.relayed_uri: str | None = None
         self.system_monitor: Any = None
 
     def guard(self, step: str, func: Callable[[], T]) -> T | None:
@@ -162,22 +162,18 @@ class JobRecorder:
         return GpuEnergyMeter().start()
 
     def _start_run(self) -> None:
-        from explaunch.tracking import MlflowTracker, SweepTracking, resolve_uri
+        from explaunch.tracking import MlflowTracker, SweepTracking, job_run_tags, resolve_uri, run_name
 
         tracking = self.config.tracking
         sweep = SweepTracking.read(self.sweep_dir) if self.sweep_dir else None
         uri = sweep.tracking_uri if sweep else resolve_uri(tracking.uri, Path(HydraConfig.get().runtime.cwd))
+        if sweep is not None and sweep.logged_by == "sweep":  # the sweep's relay logs this job's run from its record
+            self.relayed_uri = uri
+            return
         self.tracker = MlflowTracker(uri)
         experiment_id = sweep.experiment_id if sweep else self.tracker.experiment_id(tracking.experiment)
-        tags = {
-            "job_dir": str(self.job_dir),
-            "status": "RUNNING",
-            "host": socket.gethostname(),
-        }
-        if self.sweep_dir is not None:
-            tags["sweep_dir"] = str(self.sweep_dir)
-            tags["job_num"] = str(self.job_num)
-        name = ",".join(self.overrides) or "default"
+        tags = job_run_tags(self.job_dir, socket.gethostname(), self.sweep_dir, self.job_num)
+        name = run_name(self.overrides)
         previous = self.job_dir / RUN_ID_FILE
         earlier = previous.read_text().strip() if previous.exists() else ""
         if earlier and self.tracker.running(earlier):  # requeued (SLURM time limit, preemption): one run per job
@@ -262,42 +258,19 @@ class JobRecorder:
             energy["nvml"] = {"unavailable": self.gpu_energy.unavailable}
 
     def _tracking_info(self) -> dict[str, Any]:
-        if self.tracker is None:
-            return {"backend": self.config.tracking.backend}
         from explaunch.snapshot import redact
 
+        if self.relayed_uri is not None:  # the relay adds run_id once it has logged the run
+            return {"backend": "mlflow", "uri": redact("uri", self.relayed_uri), "logged_by": "sweep"}
+        if self.tracker is None:
+            return {"backend": self.config.tracking.backend}
         return {"backend": "mlflow", "uri": redact("uri", self.tracker.tracking_uri), "run_id": self.run_id}
 
     def _log_run(self, record: records.JobRecord) -> None:
-        from explaunch.tracking import params_from_config
-
         assert self.run_id is not None
-        tags = {
-            "status": record.status.upper(),  # COMPLETED, FAILED, TIMEOUT, INTERRUPTED: filter tags.status = 'FAILED'
-            "git_commit": record.snapshot.get("git", {}).get("commit") or "",
-            "config_hash": record.config_hash or "",
-            "env_hash": record.env_hash or "",
-            "mlflow.source.git.commit": record.snapshot.get("git", {}).get("commit") or "",
-        }
-        if record.error is not None:
-            tags["error_type"] = record.error.type
-            tags["error"] = record.error.message[:5000]
-        if record.callback_errors:
-            tags["callback_errors"] = "; ".join(record.callback_errors)[:5000]
-        series = record.info.get("series") or {}  # per-step curves (epochs): logged with their steps, not at step 0
-        plain = {k: v for k, v in record.metrics.items() if k not in series}
-        self.tracker.log(self.run_id, params=params_from_config(record.config), metrics=plain, tags=tags)
-        if series:
-            self.tracker.log_series(self.run_id, series)
-        if self.config.tracking.log_artifacts:
-            files = [self.job_dir / n for n in (records.JOB_FILE, records.TRACEBACK_FILE, "resources.csv")]
-            files += [self.job_dir / "emissions.csv", self.job_dir / "git.patch", self.job_dir / ".hydra"]
-            files += [self.job_dir / "artifacts"]  # what an experiment collected (a script's outputs)
-            files += [p for pattern in LOG_FILES for p in sorted(self.job_dir.glob(pattern))]
-            self.tracker.log_artifacts(self.run_id, files, self.job_dir)
-        wanted = record.info.get("register_model")
-        if wanted and self.config.tracking.log_artifacts:
-            version = self.tracker.register_model(self.run_id, wanted["name"], wanted["artifact_path"])
-            registered = {**record.tracking, "registered_model": {"name": wanted["name"], "version": version}}
-            records.write_job_record(self.job_dir, dataclasses.replace(record, tracking=registered))
-        self.tracker.finish(self.run_id, failed=record.status != records.COMPLETED)
+        registered = self.tracker.log_job(
+            self.run_id, record, self.job_dir, artifacts=bool(self.config.tracking.log_artifacts)
+        )
+        if registered is not None:
+            tracking = {**record.tracking, "registered_model": registered}
+            records.write_job_record(self.job_dir, dataclasses.replace(record, tracking=tracking))

@@ -278,16 +278,18 @@ class SweepRunner:
             from explaunch import fastlaunch
             from explaunch.callbacks import deferred
 
-            warming = fastlaunch.warm_workers(
-                self.launcher,
-                min(self.batch_size(), len(pending)),
-                mlflow=OmegaConf.select(self.config, "tracking.backend") == "mlflow",
-                energy=bool(OmegaConf.select(self.config, "energy.enabled", default=False)),
-            )
             try:
                 deferred.start_sweep()
             except Exception as ex:  # as Hydra treats a failing callback: the jobs run and record it
                 log.warning("MLflow sweep run not started: %s: %s", type(ex).__name__, ex)
+            # jobs import MLflow only where the sweep's relay does not log their runs
+            mlflow = OmegaConf.select(self.config, "tracking.backend") == "mlflow" and deferred.relay is None
+            warming = fastlaunch.warm_workers(
+                self.launcher,
+                min(self.batch_size(), len(pending)),
+                mlflow=mlflow,
+                energy=bool(OmegaConf.select(self.config, "energy.enabled", default=False)),
+            )
             if warming is not None:
                 warming.join()
         try:
@@ -462,6 +464,9 @@ class SweepRunner:
             details={"batch_size": job.batch_size, "launched_with": job.overrides},
         )
         self.ledger.append(entry)
+        from explaunch.callbacks import deferred
+
+        deferred.job_recorded(self.job_dir(job))  # the MLflow relay logs the job's run, when there is one
         final = record.status == records.COMPLETED or self.retry_plan(job) is None
         self.progress.finished(job, record, final)
 
@@ -524,6 +529,9 @@ class SweepRunner:
     def finish_records(self, jobs: list[Job]) -> None:
         """Each job run now that has earlier attempts (this run's or a previous run's, archived under attempts/<k>/)
         lists them in its job.json."""
+        from explaunch.callbacks import deferred
+
+        deferred.flush()  # the relay writes run ids into the records: it is done before they are rewritten here
         for job in jobs:
             path = self.job_dir(job)
             if job in self.ran and (path / ATTEMPTS_DIR).is_dir() and (path / records.JOB_FILE).exists():
@@ -613,6 +621,9 @@ def archive_attempt(job_dir: Path) -> None:
     so that only the latest attempt counts as the job's record)."""
     if not (job_dir / records.JOB_FILE).exists():
         return
+    from explaunch.callbacks import deferred
+
+    deferred.flush()  # the MLflow relay has logged that attempt (it reads and updates its record)
     previous = job_dir / ATTEMPTS_DIR
     k = 1
     while (previous / str(k)).exists():

@@ -15,7 +15,7 @@ import math
 import os
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ TRACKING_FILE = "tracking.json"
 DEFAULT_EXPERIMENT = "explaunch"
 _MAX_PARAMS, _MAX_METRICS, _MAX_TAGS = 100, 1000, 100  # MLflow's log_batch limits per request
 _MAX_PARAM_CHARS = 6000
+LOG_FILES = ("*.log", "stdout.txt", "stderr.txt")
 
 # A tracking server that is down must not hold a job for minutes of retries (MLflow defaults: 7 retries, 120 s).
 _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
@@ -53,6 +54,9 @@ class SweepTracking:
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
+    # "job": every job logs its own run (SLURM, any launcher); "sweep": the sweep's relay process logs the runs of
+    # local jobs from their records (explaunch.mlflow_relay), and the jobs do not touch MLflow
+    logged_by: str = "job"
 
     def write(self, sweep_dir: Path) -> None:
         from explaunch.records import write_json_atomic
@@ -120,12 +124,17 @@ class MlflowTracker:
             return str(experiment.experiment_id)
 
     def start_run(
-        self, experiment_id: str, run_name: str, tags: Mapping[str, str], parent_run_id: str | None = None
+        self,
+        experiment_id: str,
+        run_name: str,
+        tags: Mapping[str, str],
+        parent_run_id: str | None = None,
+        start_time_ms: int | None = None,
     ) -> str:
         all_tags = {k: str(redact(k, v)) for k, v in tags.items()}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
-        run = self.client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+        run = self.client.create_run(experiment_id, start_time=start_time_ms, run_name=run_name, tags=all_tags)
         return str(run.info.run_id)
 
     def running(self, run_id: str) -> bool:
@@ -197,21 +206,89 @@ class MlflowTracker:
             else:
                 self.client.log_artifact(run_id, str(path), artifact_path=artifact_path)
 
-    def finish(self, run_id: str, failed: bool) -> None:
-        self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+    def finish(self, run_id: str, failed: bool, end_time_ms: int | None = None) -> None:
+        self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED", end_time=end_time_ms)
+
+    def log_job(self, run_id: str, record: Any, job_dir: Path, *, artifacts: bool) -> dict[str, Any] | None:
+        """A finished job's record as its run (params, metrics, per-step series, tags, artifacts, a registered
+        model), then the run closed. Returns the registered model (name, version) when the job asked for one."""
+        from explaunch import records
+
+        tags = {
+            "status": record.status.upper(),  # COMPLETED, FAILED, TIMEOUT, INTERRUPTED: tags.status = 'FAILED'
+            "git_commit": record.snapshot.get("git", {}).get("commit") or "",
+            "config_hash": record.config_hash or "",
+            "env_hash": record.env_hash or "",
+            "mlflow.source.git.commit": record.snapshot.get("git", {}).get("commit") or "",
+        }
+        if record.error is not None:
+            tags["error_type"] = record.error.type
+            tags["error"] = record.error.message[:5000]
+        if record.callback_errors:
+            tags["callback_errors"] = "; ".join(record.callback_errors)[:5000]
+        series = record.info.get("series") or {}  # per-step curves (epochs): logged with their steps, not at 0
+        plain = {k: v for k, v in record.metrics.items() if k not in series}
+        self.log(run_id, params=params_from_config(record.config), metrics=plain, tags=tags)
+        if series:
+            self.log_series(run_id, series)
+        registered = None
+        if artifacts:
+            files = [job_dir / n for n in (records.JOB_FILE, records.TRACEBACK_FILE, "resources.csv")]
+            files += [job_dir / "emissions.csv", job_dir / "git.patch", job_dir / ".hydra"]
+            files += [job_dir / "artifacts"]  # what an experiment collected (a script's outputs)
+            files += [p for pattern in LOG_FILES for p in sorted(job_dir.glob(pattern))]
+            self.log_artifacts(run_id, files, job_dir)
+            wanted = record.info.get("register_model")
+            if wanted:
+                version = self.register_model(run_id, wanted["name"], wanted["artifact_path"])
+                registered = {"name": wanted["name"], "version": version}
+        self.finish(run_id, failed=record.status != records.COMPLETED, end_time_ms=epoch_ms(record.end_time))
+        return registered
 
 
-def start_sweep(tracking_uri: str, experiment: str, sweep_dir: Path, tags: Mapping[str, str]) -> SweepTracking:
+def epoch_ms(iso_time: str) -> int | None:
+    """A record's ISO time as MLflow's milliseconds since the epoch."""
+    from datetime import datetime
+
+    try:
+        return int(datetime.fromisoformat(iso_time).timestamp() * 1000)
+    except ValueError:
+        return None
+
+
+def run_name(overrides: Iterable[str]) -> str:
+    return ",".join(overrides) or "default"
+
+
+def job_run_tags(job_dir: Path, host: str, sweep_dir: Path | None, job_num: int | None) -> dict[str, str]:
+    """The tags a job's run starts with (whoever logs it)."""
+    tags = {"job_dir": str(job_dir), "status": "RUNNING", "host": host}
+    if sweep_dir is not None:
+        tags["sweep_dir"] = str(sweep_dir)
+        tags["job_num"] = str(job_num)
+    return tags
+
+
+def start_sweep(
+    tracking_uri: str,
+    experiment: str,
+    sweep_dir: Path,
+    tags: Mapping[str, str],
+    logged_by: str = "job",
+    start_time_ms: int | None = None,
+) -> SweepTracking:
     """In the parent, before any job: store, experiment and the sweep's parent run (the same run again when a
     stopped sweep is resumed into its folder)."""
     tracker = MlflowTracker(tracking_uri)
     previous = SweepTracking.read(sweep_dir)
-    if previous is not None and previous.tracking_uri == tracking_uri:
+    if previous is not None and previous.tracking_uri == tracking_uri and previous.parent_run_id:
         tracker.client.update_run(previous.parent_run_id, status="RUNNING")
-        return previous
-    experiment_id = tracker.experiment_id(experiment)
-    run_id = tracker.start_run(experiment_id, f"sweep {sweep_dir.parent.name}/{sweep_dir.name}", tags)
-    sweep = SweepTracking(tracking_uri, experiment_id, run_id)
+        sweep = replace(previous, logged_by=logged_by)
+    else:
+        experiment_id = tracker.experiment_id(experiment)
+        name = f"sweep {sweep_dir.parent.name}/{sweep_dir.name}"
+        run_id = tracker.start_run(experiment_id, name, tags, start_time_ms=start_time_ms)
+        sweep = SweepTracking(tracking_uri, experiment_id, run_id, logged_by)
     sweep.write(sweep_dir)
     return sweep
 
@@ -219,7 +296,7 @@ def start_sweep(tracking_uri: str, experiment: str, sweep_dir: Path, tags: Mappi
 def finish_sweep(sweep_dir: Path, sweep: Any) -> None:
     """In the parent, after the jobs: counts as metrics, the sweep summary as artifacts, the run closed."""
     tracking = SweepTracking.read(sweep_dir)
-    if tracking is None:
+    if tracking is None or not tracking.parent_run_id:
         return
     tracker = MlflowTracker(tracking.tracking_uri)
     counts = sweep.counts

@@ -122,6 +122,28 @@ def test_a_dead_tracking_server_is_recorded_and_the_job_still_completes(tmp_path
     assert any(e.startswith("mlflow: ") for e in record.callback_errors)
 
 
+def test_in_a_local_sweep_the_relay_logs_the_runs_and_a_dead_server_reaches_every_record(tmp_path: Path) -> None:
+    """Basic launcher: the jobs run in the sweep's process and never import MLflow; the relay's failure to reach the
+    store is in each job's record, and the jobs complete."""
+    sweep_dir = tmp_path / "sweep"
+    proc = run_main(
+        "-m",
+        "experiment_type=probe",
+        "seed=0,1",
+        "hydra/launcher=basic",
+        "tracking.uri=http://127.0.0.1:9",
+        f"hydra.sweep.dir={sweep_dir}",
+        cwd=tmp_path,
+        env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = list(records.iter_job_records(sweep_dir))
+    assert len(found) == 2
+    for _, record in found:
+        assert record.status == records.COMPLETED and record.tracking["logged_by"] == "sweep"
+        assert [e for e in record.callback_errors if e.startswith("mlflow: no run logged: ")], record.callback_errors
+
+
 def test_snapshot_has_the_commit_and_the_uncommitted_diff(tmp_path: Path) -> None:
     """A user's own repository: a copy of the app, committed, then edited without committing."""
     repo = tmp_path / "repo"

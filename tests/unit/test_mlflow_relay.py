@@ -1,0 +1,102 @@
+"""The MLflow relay process, driven as the sweeper drives it: a real relay subprocess, a real sqlite store."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from explaunch import records
+from explaunch.mlflow_relay import LOG_FILE, RUN_ID_FILE, MlflowRelay
+from explaunch.tracking import SweepTracking, epoch_ms
+
+pytestmark = pytest.mark.slow  # each test starts a relay (imports MLflow: ~2 s)
+
+
+def job(sweep_dir: Path, num: int, status: str = records.COMPLETED) -> Path:
+    job_dir = sweep_dir / str(num)
+    error = None if status == records.COMPLETED else records.JobError("RuntimeError", "boom")
+    record = records.JobRecord(
+        status=status,
+        overrides=[f"seed={num}"],
+        config={"seed": num, "tracking": {"log_artifacts": True}},
+        config_hash=f"h{num}",
+        start_time=f"2026-11-23T10:00:0{num}.250+00:00",
+        end_time=f"2026-11-23T10:00:0{num}.750+00:00",
+        duration_s=0.5,
+        job_num=num,
+        metrics={"loss": 1.0 / (num + 1)},
+        info={"host": "here"},
+        error=error,
+        tracking={"backend": "mlflow", "logged_by": "sweep"},
+    )
+    records.write_job_record(job_dir, record)
+    return job_dir
+
+
+def test_the_relay_logs_each_recorded_job_and_closes_the_sweep_run(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    relay = MlflowRelay.start(store, "exp", sweep_dir, {"command": "python main.py -m"})
+    assert SweepTracking.read(sweep_dir) == SweepTracking(store, "", "", "sweep")  # at once: the jobs read it
+    dirs = [job(sweep_dir, 0), job(sweep_dir, 1, records.FAILED)]
+    for job_dir in dirs:
+        relay.job_recorded(job_dir)
+    relay.flush()
+    assert not relay.pending
+    records.write_sweep_record(sweep_dir)
+    relay.close()
+    assert relay.proc.returncode == 0, (sweep_dir / LOG_FILE).read_text()
+
+    tracking = SweepTracking.read(sweep_dir)
+    assert tracking is not None and tracking.parent_run_id and tracking.logged_by == "sweep"
+    client = mlflow.MlflowClient(store)
+    parent = client.get_run(tracking.parent_run_id)
+    assert parent.info.status == "FAILED" and parent.data.metrics["jobs_total"] == 2  # one job failed
+    for job_dir in dirs:
+        record = records.read_job_record(job_dir)
+        run_id = record.tracking["run_id"]
+        assert (job_dir / RUN_ID_FILE).read_text() == run_id and record.callback_errors == []
+        run = client.get_run(run_id)
+        assert run.data.tags["mlflow.parentRunId"] == tracking.parent_run_id
+        assert run.info.run_name == ",".join(record.overrides)
+        assert (run.info.start_time, run.info.end_time) == (epoch_ms(record.start_time), epoch_ms(record.end_time))
+        assert run.info.status == ("FINISHED" if record.status == records.COMPLETED else "FAILED")
+        assert run.data.metrics["loss"] == record.metrics["loss"] and run.data.params["seed"] == str(record.job_num)
+        assert "job.json" in {a.path for a in client.list_artifacts(run_id)}
+
+
+def test_a_store_that_cannot_be_opened_is_written_into_every_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    relay = MlflowRelay.start("http://127.0.0.1:9", "exp", sweep_dir, {})  # nothing listens on port 9
+    job_dir = job(sweep_dir, 0)
+    relay.job_recorded(job_dir)
+    relay.flush()
+    records.write_sweep_record(sweep_dir)
+    relay.close()
+    errors = records.read_job_record(job_dir).callback_errors
+    assert len(errors) == 1 and errors[0].startswith("mlflow: no run logged: "), errors
+
+
+def test_jobs_a_killed_relay_never_logged_say_so(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    relay = MlflowRelay.start(store, "exp", sweep_dir, {})
+    os.kill(relay.proc.pid, signal.SIGKILL)
+    relay.proc.wait()
+    job_dir = job(sweep_dir, 0)
+    relay.job_recorded(job_dir)
+    relay.flush()  # returns: the relay is gone
+    relay.close()
+    errors = records.read_job_record(job_dir).callback_errors
+    assert len(errors) == 1 and "the MLflow relay ended (exit code -9" in errors[0], errors
