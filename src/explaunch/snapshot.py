@@ -138,12 +138,16 @@ def _git(args: list[str], cwd: Path) -> str | None:
 
 def git_state(code_dir: Path, job_dir: Path | None) -> GitState:
     """Commit, branch and the uncommitted changes of the repository holding ``code_dir`` (a patch file if dirty)."""
-    root = _git(["rev-parse", "--show-toplevel"], code_dir)
-    if root is None:
-        return GitState(None, None, False, None, None, None)
+    both = _git(["rev-parse", "--show-toplevel", "HEAD", "--abbrev-ref", "HEAD"], code_dir)  # one process, not 3
+    if both is not None and len(both.split()) == 3:
+        root, commit, branch = both.split("\n")[:3]
+    else:  # not a repository, or one without a commit yet
+        root = (_git(["rev-parse", "--show-toplevel"], code_dir) or "").strip()
+        if not root:
+            return GitState(None, None, False, None, None, None)
+        commit, branch = "", (_git(["rev-parse", "--abbrev-ref", "HEAD"], Path(root)) or "").strip()
     top = Path(root.strip())
-    commit = (_git(["rev-parse", "HEAD"], top) or "").strip() or None
-    branch = (_git(["rev-parse", "--abbrev-ref", "HEAD"], top) or "").strip() or None
+    commit_id, branch_name = commit.strip() or None, branch.strip() or None
     patch = _git(["diff", "HEAD", "--binary"], top) or ""
     untracked = (_git(["ls-files", "--others", "--exclude-standard", "-z"], top) or "").split("\0")
     for name in sorted(n for n in untracked if n):
@@ -165,7 +169,7 @@ def git_state(code_dir: Path, job_dir: Path | None) -> GitState:
         (job_dir / PATCH_FILE).write_text(patch, encoding="utf-8")
         patch_file = PATCH_FILE
     digest = hashlib.sha256(patch.encode()).hexdigest() if dirty else None
-    return GitState(commit, branch, dirty, patch_file, digest, str(top))
+    return GitState(commit_id, branch_name, dirty, patch_file, digest, str(top))
 
 
 def installed_packages() -> dict[str, str]:
