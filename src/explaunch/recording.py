@@ -42,11 +42,10 @@ def task_config(config: DictConfig) -> DictConfig:
 
 def resolved_config(config: DictConfig) -> dict[str, Any]:
     """The job's config with interpolations resolved (as given where that fails) and secrets redacted."""
-    task = task_config(config) if "hydra" in config else config
     try:
-        data = OmegaConf.to_container(task, resolve=True)
+        data = OmegaConf.to_container(task_config(config), resolve=True)
     except Exception:  # an invalid config is still recorded as given
-        data = OmegaConf.to_container(task, resolve=False)
+        data = OmegaConf.to_container(task_config(config), resolve=False)
     assert isinstance(data, dict)
     redacted: dict[str, Any] = redact_tree({str(k): v for k, v in data.items()})
     return redacted
@@ -214,12 +213,11 @@ class JobRecorder:
         result = result if isinstance(result, dict) else {}
         snapshot = self.snapshot.to_dict() if self.snapshot is not None else {}
         error = None if completed else job_error(self.job_dir, job_return)
-        task = task_config(self.config)  # one copy without the (large) hydra node, for both
         record = records.JobRecord(
             status=records.COMPLETED if error is None else records.status_of_error(error.type, error.message),
             overrides=self.overrides,
-            config=resolved_config(task),
-            config_hash=config_hash_or_none(task),
+            config=resolved_config(self.config),
+            config_hash=config_hash_or_none(self.config),
             start_time=self.start_time,
             end_time=now_iso(),
             duration_s=time.perf_counter() - self._t0,
