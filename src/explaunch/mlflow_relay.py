@@ -35,11 +35,10 @@ from typing import Any, TextIO
 
 from explaunch import records
 from explaunch.errors import RecordError
-from explaunch.tracking import SweepTracking
+from explaunch.tracking import RUN_ID_FILE, SweepTracking
 
 log = logging.getLogger(__name__)
 LOG_FILE = "mlflow_relay.log"
-RUN_ID_FILE = "mlflow_run_id"
 STALL_S = 120.0  # a relay that acknowledges nothing for this long while jobs wait is stopped
 
 

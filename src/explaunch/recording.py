@@ -29,7 +29,6 @@ from explaunch.snapshot import redact_override, redact_tree
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-RUN_ID_FILE = "mlflow_run_id"  # the job's MLflow run, for a requeued attempt to go on with
 
 
 def now_iso() -> str:
@@ -162,7 +161,7 @@ class JobRecorder:
         return GpuEnergyMeter().start()
 
     def _start_run(self) -> None:
-        from explaunch.tracking import MlflowTracker, SweepTracking, job_run_tags, resolve_uri, run_name
+        from explaunch.tracking import RUN_ID_FILE, MlflowTracker, SweepTracking, job_run_tags, resolve_uri, run_name
 
         tracking = self.config.tracking
         sweep = SweepTracking.read(self.sweep_dir) if self.sweep_dir else None

@@ -22,6 +22,7 @@ from typing import Any
 from explaunch.snapshot import redact
 
 TRACKING_FILE = "tracking.json"
+RUN_ID_FILE = "mlflow_run_id"  # in a job folder: its run (for a requeued attempt to go on with, for readers)
 DEFAULT_EXPERIMENT = "explaunch"
 _MAX_PARAMS, _MAX_METRICS, _MAX_TAGS = 100, 1000, 100  # MLflow's log_batch limits per request
 _MAX_PARAM_CHARS = 6000

@@ -10,8 +10,8 @@ import mlflow
 import pytest
 
 from explaunch import records
-from explaunch.mlflow_relay import LOG_FILE, RUN_ID_FILE, MlflowRelay
-from explaunch.tracking import SweepTracking, epoch_ms
+from explaunch.mlflow_relay import LOG_FILE, MlflowRelay
+from explaunch.tracking import RUN_ID_FILE, SweepTracking, epoch_ms
 
 pytestmark = pytest.mark.slow  # each test starts a relay (imports MLflow: ~2 s)
 
