@@ -25,7 +25,7 @@ JOB = ("batching.num_prompts=8", "batching.max_new_tokens=4", "batching.warmup_b
 VARIANTS = {
     "all_recording": (),
     "tracking_none": ("tracking=none",),
-    "no_callbacks": ("tracking=none", "~hydra.callbacks.recording"),
+    "no_callbacks": ("tracking=none", "~hydra.callbacks.recording", "hydra/sweeper=basic"),  # no records to read
 }
 
 
