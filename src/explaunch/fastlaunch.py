@@ -3,19 +3,20 @@
 Hydra's basic and joblib launchers compose every job again from its overrides (``load_sweep_config``, about 0.2 s a
 job here, as much as a short job's whole recording). explaunch's sweeper composed and validated every job while
 planning, sharing one composition among jobs that differ only in plain values (:mod:`explaunch.composition`); for
-these two launchers it hands the composed configs over and runs them exactly as those launchers do (same job ids,
-numbers, folders, logging, joblib settings). Any other launcher (submitit) gets the overrides as usual.
+these two launchers it hands the composed configs over and runs them as those launchers do (same job ids, numbers,
+folders, logging, joblib settings) with one difference: jobs stream through joblib's pool, each starting as soon as
+a worker is free, where Hydra's launcher runs a list of jobs and returns when the last one ends — so the sweeper's
+batches each waited for their slowest job. Any other launcher (submitit) gets the overrides as usual.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from omegaconf import DictConfig, open_dict
@@ -32,35 +33,43 @@ def supports(launcher: Any) -> bool:
     }
 
 
-def launch(
-    launcher: Any, configs: Sequence[DictConfig], overrides: Sequence[Sequence[str]], initial_job_idx: int
-) -> Sequence[JobReturn]:
+def stream(launcher: Any, tasks: Iterator[tuple[int, DictConfig, list[str]]]) -> Iterator[tuple[int, JobReturn]]:
+    """Run ``(job number, composed config, overrides)`` tasks as those launchers would, yielding ``(job number,
+    JobReturn)`` as each job ends. joblib takes the next task when a worker is free (``pre_dispatch=n_jobs``, results
+    unordered), so no job waits for another one; ``tasks`` is read lazily, and when it ends no further job starts."""
     setup_globals()
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
-    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    basic = type(launcher).__name__ == "BasicLauncher"
-    joblib_cfg = {} if basic else _joblib_settings(launcher)
-    if basic:
-        log.info("Launching %d jobs locally", len(configs))
-    else:
-        settings = ",".join(f"{k}={v}" for k, v in joblib_cfg.items())
-        log.info("Joblib.Parallel(%s) is launching %d jobs", settings, len(configs))
-    for offset, job_overrides in enumerate(overrides):
-        log.info("\t#%d : %s", initial_job_idx + offset, " ".join(filter_overrides(job_overrides)))
-    if basic:
-        return [
-            run_composed(initial_job_idx + offset, config, launcher.hydra_context, launcher.task_function, None)
-            for offset, config in enumerate(configs)
-        ]
+    Path(str(launcher.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+    context, task_function = launcher.hydra_context, launcher.task_function
+    if type(launcher).__name__ == "BasicLauncher":
+        for num, config, overrides in tasks:
+            log.info("Launching job #%d locally: %s", num, " ".join(filter_overrides(overrides)))
+            yield num, run_composed(num, config, context, task_function, None)
+        return
     from joblib import Parallel, delayed
 
+    settings = {**_joblib_settings(launcher), "return_as": "generator_unordered", "pre_dispatch": "n_jobs"}
+    log.info("Joblib.Parallel(%s) is launching the jobs as workers free up", _joblib_line(settings))
     state = Singleton.get_state()
-    runs = Parallel(**joblib_cfg)(
-        delayed(run_composed)(initial_job_idx + offset, config, launcher.hydra_context, launcher.task_function, state)
-        for offset, config in enumerate(configs)
-    )
-    return list(runs)
+
+    def calls() -> Iterator[Any]:
+        for num, config, overrides in tasks:
+            log.info("\t#%d : %s", num, " ".join(filter_overrides(overrides)))
+            yield delayed(_numbered)(num, config, context, task_function, state)
+
+    yield from Parallel(**settings)(calls())
+
+
+def _numbered(
+    num: int, config: DictConfig, hydra_context: Any, task_function: Any, singleton_state: dict[Any, Any]
+) -> tuple[int, JobReturn]:
+    job_return = run_composed(num, config, hydra_context, task_function, singleton_state)
+    job_return.cfg = job_return.hydra_cfg = None  # the sweep reads records, not these (~100 KB to send back)
+    return num, job_return
+
+
+def _joblib_line(settings: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in settings.items())
 
 
 def warm_workers(launcher: Any, workers: int, *, mlflow: bool, energy: bool) -> threading.Thread | None:
@@ -120,8 +129,7 @@ def run_composed(
     with open_dict(config):
         config.hydra.job.id = f"{config.hydra.job.name}_{num}" if singleton_state is not None else num
         config.hydra.job.num = num
-    HydraConfig.instance().set_config(config)
-    return run_job(
+    return run_job(  # it sets HydraConfig from ``config`` first thing
         hydra_context=hydra_context,
         task_function=task_function,
         config=config,

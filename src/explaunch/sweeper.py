@@ -20,7 +20,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -131,7 +131,7 @@ class Progress:
             )
 
     def started(self, count: int) -> None:
-        self.running = count
+        self.running = max(0, self.running + count)
         self._refresh()
 
     def finished(self, job: Job, record: records.JobRecord, final: bool) -> None:
@@ -162,7 +162,7 @@ class BatchWatcher(threading.Thread):
         self._stop_event = threading.Event()
 
     def poll(self) -> None:
-        for job in self.jobs:
+        for job in list(self.jobs):  # a streaming launch adds jobs as they start
             with self.lock:
                 if job.num in self.seen:
                     continue
@@ -347,8 +347,8 @@ class SweepRunner:
         elif self.deadline is not None and time.monotonic() >= self.deadline:
             self.stop_reason = f"max_duration_h={self.settings.max_duration_h} reached"
         else:
-            finished = [j for j in self.ran if j.status is not None]
-            failed = [j for j in finished if j.status != records.COMPLETED]
+            finished = [j for j in self.ran if self.final_status(j) is not None]
+            failed = [j for j in finished if self.final_status(j) != records.COMPLETED]
             rate = len(failed) / len(finished) if finished else 0.0
             if len(finished) >= self.settings.min_jobs_for_rate and rate > self.settings.max_failure_rate:
                 self.stop_reason = (
@@ -358,6 +358,15 @@ class SweepRunner:
         if self.stop_reason is not None:
             log.warning("sweep stops launching jobs: %s", self.stop_reason)
         return self.stop_reason is not None
+
+    def final_status(self, job: Job) -> str | None:
+        """The job's outcome once it will not run again; while a streaming launch runs, from its record."""
+        if job.status is not None:
+            return job.status
+        record = job.record
+        if record is not None and self.retry_plan(job) is None:
+            return record.status
+        return None
 
     def batch_size(self) -> int:
         if self.settings.max_batch_size:
@@ -380,10 +389,15 @@ class SweepRunner:
         return batch
 
     def launch_all(self, pending: list[Job]) -> None:
+        from explaunch import fastlaunch
+
+        streaming = self.compose is not None and fastlaunch.supports(self.launcher)
         queue = list(pending)
         while queue and not self.should_stop():
-            batch = self.next_batch(queue)
-            retries = self.launch_batch(batch)
+            if streaming:  # retries come back as the next round; jobs a dead worker kept from starting at once
+                retries, queue = self.launch_stream(queue)
+            else:
+                retries = self.launch_batch(self.next_batch(queue))
             if retries:
                 self.wait_backoff(max(self.settings.backoff_s * 2 ** (j.attempt - 1) for j in retries))
                 queue = sorted(retries, key=lambda j: j.num) + queue
@@ -394,13 +408,91 @@ class SweepRunner:
         while time.monotonic() < end and not jobguard.stop_requested():
             time.sleep(min(0.2, end - time.monotonic()))
 
+    def start_attempt(self, job: Job) -> None:
+        job.attempt += 1
+        archive_attempt(self.job_dir(job))
+        if job not in self.ran:
+            self.ran.append(job)
+
+    def launch_stream(self, jobs: list[Job]) -> tuple[list[Job], list[Job]]:
+        """Basic and joblib launchers: each job starts as soon as a worker is free, none waits for a batch's slowest
+        job. Before handing out the next job the sweep asks ``should_stop()``; when it says stop, no new job starts
+        and the running ones finish. Returns the jobs to run again (retry, OOM fallback) after their backoff, and
+        the jobs that did not start because a worker died (joblib then stops the whole pool), to go on with."""
+        from explaunch import fastlaunch
+
+        assert self.progress is not None and self.compose is not None
+        progress, compose = self.progress, self.compose
+        started: list[Job] = []
+        watcher = BatchWatcher(started, self.job_dir, self.note_record)  # it reads a job's record once it started
+
+        def tasks() -> Iterator[tuple[int, DictConfig, list[str]]]:
+            for job in jobs:  # joblib pulls these from its own thread as workers free up
+                if self.should_stop():
+                    return
+                self.start_attempt(job)
+                overrides = [*job.overrides, *self.limit_overrides()]
+                progress.started(1)
+                with watcher.lock:
+                    started.append(job)
+                    handed_out[job.num] = time.time()
+                yield job.num, compose(overrides), overrides
+
+        handed_out: dict[int, float] = {}
+
+        returns: dict[int, Any] = {}
+        lost_reason = None
+        watcher.start()
+        try:
+            for num, job_return in fastlaunch.stream(self.launcher, tasks()):
+                returns[num] = job_return
+                watcher.poll()  # progress and ledger at once, not at the watcher's next tick
+        except KeyboardInterrupt:
+            self.stop_reason = "interrupted"
+            lost_reason = ("JobInterrupted", "the sweep was interrupted while the job ran")
+        except Exception as ex:  # a worker died: joblib gives up on the jobs in flight; record them, go on
+            lost_reason = ("WorkerDied", f"{type(ex).__name__}: {ex}".splitlines()[0])
+            if jobguard.stop_requested():
+                lost_reason = ("JobInterrupted", f"the sweep was interrupted while the job ran ({lost_reason[1]})")
+        finally:
+            watcher.stop()
+        unstarted = [] if lost_reason is None else [j for j in started if not self.began(j, handed_out[j.num])]
+        for job in unstarted:  # handed to joblib but never run: not an attempt
+            started.remove(job)
+            job.attempt -= 1
+            progress.started(-1)
+        if unstarted and self.stop_reason is None:
+            log.warning("a worker died; %d job(s) it kept from starting go on in a new pool", len(unstarted))
+        retries = self.settle(started, lambda job: lost_reason or lost_job_reason(returns.get(job.num)))
+        rest = jobs[jobs.index(started[-1]) + 1 :] if started else jobs
+        return retries, ([] if self.stop_reason else sorted(unstarted, key=lambda j: j.num)) + [
+            j for j in rest if j not in unstarted and j.record is None and j.status is None
+        ]
+
+    def began(self, job: Job, handed_out: float) -> bool:
+        """Whether the job ran after it was handed out: Hydra writes its ``.hydra/`` files first thing."""
+        marker = self.job_dir(job) / ".hydra" / "overrides.yaml"
+        try:
+            return marker.stat().st_mtime >= handed_out - 0.01
+        except OSError:
+            return False
+
+    def settle(self, jobs: list[Job], lost: Callable[[Job], tuple[str, str]]) -> list[Job]:
+        """After a launch: a record for each job that left none, and the jobs to run again."""
+        retries = []
+        for job in jobs:
+            if job.record is None:
+                job.record = self.record_lost(job, *lost(job))
+                self.note_record(job)
+            again = self.decide(job)
+            if again is not None:
+                retries.append(again)
+        return retries
+
     def launch_batch(self, batch: list[Job]) -> list[Job]:
-        """Run one batch; return the jobs to run again (retry, OOM fallback)."""
+        """Run one batch (submitit: one job array); return the jobs to run again (retry, OOM fallback)."""
         for job in batch:
-            job.attempt += 1
-            archive_attempt(self.job_dir(job))
-            if job not in self.ran:
-                self.ran.append(job)
+            self.start_attempt(job)
         overrides = [[*j.overrides, *self.limit_overrides()] for j in batch]
         assert self.progress is not None
         self.progress.started(len(batch))
@@ -419,26 +511,12 @@ class SweepRunner:
                 lost_reason = ("JobInterrupted", f"the sweep was interrupted while the job ran ({lost_reason[1]})")
         finally:
             watcher.stop()
-        retries = []
-        for index, job in enumerate(batch):
-            if job.record is None:
-                reason = lost_reason or lost_job_reason(returns[index] if index < len(returns) else None)
-                job.record = self.record_lost(job, *reason)
-                self.note_record(job)
-            again = self.decide(job)
-            if again is not None:
-                retries.append(again)
-        return retries
+        by_num = {job.num: returns[i] for i, job in enumerate(batch) if i < len(returns)}
+        return self.settle(batch, lambda job: lost_reason or lost_job_reason(by_num.get(job.num)))
 
     def launch(self, overrides: list[list[str]], initial_job_idx: int) -> Sequence[Any]:
-        """Basic and joblib launchers get the jobs' composed configs (no second composition per job)."""
-        from explaunch import fastlaunch
-
-        if self.compose is None or not fastlaunch.supports(self.launcher):
-            returns: Sequence[Any] = self.launcher.launch(overrides, initial_job_idx=initial_job_idx)
-            return returns
-        configs = [self.compose(job_overrides) for job_overrides in overrides]
-        return fastlaunch.launch(self.launcher, configs, overrides, initial_job_idx)
+        returns: Sequence[Any] = self.launcher.launch(overrides, initial_job_idx=initial_job_idx)
+        return returns
 
     def limit_overrides(self) -> list[str]:
         """The whole sweep's time limit caps each job's: a job started late gets only what is left."""

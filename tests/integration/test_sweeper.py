@@ -206,3 +206,17 @@ def test_ctrl_c_during_a_job_records_it_interrupted(tmp_path: Path, launcher: st
     assert record.status == records.INTERRUPTED and record.duration_s < 30
     assert record.error is not None and record.error.type == "JobInterrupted"
     assert Ledger(sweep).status(Ledger(sweep).latest.popitem()[0]) == records.INTERRUPTED
+
+
+def test_joblib_jobs_stream_without_waiting_for_a_batch(tmp_path: Path) -> None:
+    """Long and short jobs alternate on 2 workers: job 2 starts on the worker that ran short job 1 while long job 0
+    still runs (the old batches of n_jobs made job 2 wait for job 0)."""
+    sweep = tmp_path / "sweep"
+    proc = run_main(
+        "-m", "seed=0,1,2,3", "experiment_type=probe", "experiment_type.duration_s=2,0.1", "tracking=none",
+        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = {r.job_num: r for _, r in records.iter_job_records(sweep)}
+    assert [found[n].config["experiment_type"]["duration_s"] for n in range(4)] == [2.0, 0.1, 2.0, 0.1]
+    assert found[2].start_time < found[0].end_time, (found[0].end_time, found[2].start_time)
