@@ -33,6 +33,17 @@ def supports(launcher: Any) -> bool:
     }
 
 
+def runs_here(launcher: Any) -> bool:
+    """Whether the jobs run in the sweep's own process (basic launcher; joblib with one worker)."""
+    if type(launcher).__name__ == "BasicLauncher":
+        return True
+    if type(launcher).__name__ != "JoblibLauncher":
+        return False
+    from joblib import effective_n_jobs
+
+    return bool(effective_n_jobs(_joblib_settings(launcher).get("n_jobs", 1)) < 2)
+
+
 def stream(launcher: Any, tasks: Iterator[tuple[int, DictConfig, list[str]]]) -> Iterator[tuple[int, JobReturn]]:
     """Run ``(job number, composed config, overrides)`` tasks as those launchers would, yielding ``(job number,
     JobReturn)`` as each job ends. joblib takes the next task when a worker is free (``pre_dispatch=n_jobs``, results
@@ -73,9 +84,9 @@ def _joblib_line(settings: dict[str, Any]) -> str:
 
 
 def warm_workers(launcher: Any, workers: int, *, mlflow: bool, energy: bool) -> threading.Thread | None:
-    """joblib: start the worker processes and their one-time set-up (imports; the energy meter's hardware probe,
-    about 1.5 s) in a background thread, while the parent sets up the sweep (MLflow's import and store). The
-    launches that follow reuse these workers (loky keeps an executor with the same settings)."""
+    """joblib: start the worker processes and their one-time set-up (imports; the energy meter sidecar and its
+    hardware probe, about 2 s) in a background thread. The launches that follow reuse these workers (loky keeps an
+    executor with the same settings)."""
     if type(launcher).__name__ != "JoblibLauncher":
         return None
     from joblib import Parallel, delayed, effective_n_jobs
@@ -106,7 +117,7 @@ def warm_up(with_mlflow: bool, energy: bool) -> None:
     if energy:
         from explaunch.measure.energy import EnergyTracker
 
-        with EnergyTracker():  # codecarbon probes the hardware on its first start in a process, then caches it
+        with EnergyTracker():  # starts this worker's energy meter sidecar and waits for its hardware probe
             pass
 
 

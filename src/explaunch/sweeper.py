@@ -262,6 +262,12 @@ class SweepRunner:
 
     # ---- running ---------------------------------------------------------------------------------------------
     def run(self, arguments: Sequence[str], params: dict[str, str]) -> int:
+        from explaunch import fastlaunch
+
+        if OmegaConf.select(self.config, "energy.enabled", default=False) and fastlaunch.runs_here(self.launcher):
+            from explaunch.measure import meter
+
+            meter.prestart()  # the jobs' energy meter probes the hardware while the sweep is planned
         jobs = self.plan(self.expand(arguments, params))  # a bad job stops the sweep here, before anything is written
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
@@ -275,7 +281,6 @@ class SweepRunner:
         dashboard = self.start_dashboard() if self.settings.dashboard else None
         self.progress = Progress(len(jobs), skipped, self.settings.progress)
         if pending:  # the MLflow sweep run (explaunch.callbacks), only when there is something to run
-            from explaunch import fastlaunch
             from explaunch.callbacks import deferred
 
             try:

@@ -7,7 +7,6 @@ a meter (RAPL, NVML, ...), ``estimated`` when codecarbon modelled it (CPU power 
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -47,14 +46,20 @@ class EnergyReading:
             f"{prefix}_duration_s": self.duration_s,
         }
 
+    def fields(self) -> dict[str, Any]:
+        return asdict(self)
+
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "energy_joules": self.energy_joules}
 
 
 class EnergyTracker:
-    """``with EnergyTracker(...) as tracker: ...`` then ``tracker.reading``. Starting takes about 1.5 s (codecarbon).
+    """``with EnergyTracker(...) as tracker: ...`` then ``tracker.reading``.
 
-    A meter that fails never fails the measured code: ``reading`` stays None and ``error`` says why.
+    codecarbon runs in this process's energy meter sidecar (:mod:`explaunch.measure.meter`), not in this process:
+    its sampling threads would slow a GIL-bound job. The first tracker of a process waits for the sidecar's start
+    and hardware probe (about 2 s); later ones take a few milliseconds. A meter that fails never fails the measured
+    code: ``reading`` stays None and ``error`` says why.
     """
 
     def __init__(
@@ -65,42 +70,36 @@ class EnergyTracker:
         self.csv_path = csv_path  # codecarbon's own emissions.csv, when wanted
         self.reading: EnergyReading | None = None
         self.error: str | None = None
-        self._tracker: Any = None
+        self._id: int | None = None
 
     def __enter__(self) -> EnergyTracker:
-        from codecarbon import OfflineEmissionsTracker
-        from codecarbon.output_methods.base_output import OutputMethod
+        from explaunch.measure import meter
 
-        logging.getLogger("codecarbon").setLevel(logging.ERROR)
-        output: dict[str, Any] = {"output_methods": []}  # the job record keeps the figures
-        if self.csv_path is not None:
-            output = {
-                "output_methods": [OutputMethod.CSV],
-                "output_dir": str(self.csv_path.parent),
-                "output_file": self.csv_path.name,
-            }
-        self._tracker = OfflineEmissionsTracker(
-            country_iso_code=self.country_iso_code,
-            measure_power_secs=self.measure_power_secs,
-            tracking_mode="process",
-            log_level="error",
-            allow_multiple_runs=True,
-            project_name="explaunch",
-            **output,
-        )
-        self._tracker.start()
+        try:
+            csv = None if self.csv_path is None else str(self.csv_path)
+            self._id = meter.start(self.country_iso_code, self.measure_power_secs, csv)
+        except meter.MeterError as ex:
+            self.error = f"energy meter: {ex}"
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._tracker.stop()
-        self.reading = _reading_from(self._tracker)
+        from explaunch.measure import meter
+
+        if self._id is None:
+            return
+        try:
+            fields = meter.stop(self._id)
+        except meter.MeterError as ex:
+            self.error = f"energy meter: {ex}"
+            return
+        self.reading = None if fields is None else EnergyReading(**fields)
         if self.reading is None:  # codecarbon swallows its own errors in start()/stop() and only logs them
-            self.error = "codecarbon recorded no energy (its log says why)"
+            self.error = "codecarbon recorded no energy"
 
 
-def _reading_from(tracker: Any) -> EnergyReading | None:
+def reading_from(tracker: Any) -> EnergyReading | None:
     from importlib.metadata import version
 
     data = getattr(tracker, "final_emissions_data", None)
@@ -115,7 +114,8 @@ def _reading_from(tracker: Any) -> EnergyReading | None:
         "ram": "estimated",  # codecarbon models RAM power from its size; there is no RAM meter
     }
     method = (
-        f"codecarbon {version('codecarbon')} offline, tracking_mode=process, cpu_mode={cpu_mode}, "
+        f"codecarbon {version('codecarbon')} offline, tracking_mode=process (sampled from a sidecar process), "
+        f"cpu_mode={cpu_mode}, "
         f"country={data.country_iso_code}"
     )
     return EnergyReading(
