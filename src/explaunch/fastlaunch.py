@@ -34,17 +34,6 @@ def supports(launcher: Any) -> bool:
     }
 
 
-def runs_here(launcher: Any) -> bool:
-    """Whether the jobs run in the sweep's own process (basic launcher; joblib with one worker)."""
-    if type(launcher).__name__ == "BasicLauncher":
-        return True
-    if type(launcher).__name__ != "JoblibLauncher":
-        return False
-    from joblib import effective_n_jobs
-
-    return bool(effective_n_jobs(_joblib_settings(launcher).get("n_jobs", 1)) < 2)
-
-
 def stream(launcher: Any, tasks: Iterator[tuple[int, DictConfig, list[str]]]) -> Iterator[tuple[int, JobReturn]]:
     """Run ``(job number, composed config, overrides)`` tasks as those launchers would, yielding ``(job number,
     JobReturn)`` as each job ends. joblib takes the next task when a worker is free (``pre_dispatch=n_jobs``, results

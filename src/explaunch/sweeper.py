@@ -262,9 +262,7 @@ class SweepRunner:
 
     # ---- running ---------------------------------------------------------------------------------------------
     def run(self, arguments: Sequence[str], params: dict[str, str]) -> int:
-        from explaunch import fastlaunch
-
-        if OmegaConf.select(self.config, "energy.enabled", default=False) and fastlaunch.runs_here(self.launcher):
+        if OmegaConf.select(self.config, "energy.enabled", default=False) and self.jobs_run_here():
             from explaunch.measure import meter
 
             meter.prestart()  # the jobs' energy meter probes the hardware while the sweep is planned
@@ -281,6 +279,7 @@ class SweepRunner:
         dashboard = self.start_dashboard() if self.settings.dashboard else None
         self.progress = Progress(len(jobs), skipped, self.settings.progress)
         if pending:  # the MLflow sweep run (explaunch.callbacks), only when there is something to run
+            from explaunch import fastlaunch
             from explaunch.callbacks import deferred
 
             try:
@@ -363,6 +362,11 @@ class SweepRunner:
         if self.stop_reason is not None:
             log.warning("sweep stops launching jobs: %s", self.stop_reason)
         return self.stop_reason is not None
+
+    def jobs_run_here(self) -> bool:
+        """Whether the jobs run in this process: the basic launcher, or joblib with one worker (no joblib import)."""
+        kind = type(self.launcher).__name__
+        return kind == "BasicLauncher" or (kind == "JoblibLauncher" and self.batch_size() < 2)
 
     def final_status(self, job: Job) -> str | None:
         """The job's outcome once it will not run again; while a streaming launch runs, from its record."""

@@ -51,13 +51,14 @@ def _process() -> subprocess.Popen[str]:
 
 
 def _close(proc: subprocess.Popen[str]) -> None:
-    """At exit: end the sidecar (its stdin closes) and close our ends of its pipes."""
+    """At exit: end the sidecar (its stdin closes) and close our ends of its pipes. Not waiting for it: one still
+    probing the hardware ends by itself right after (a resumed sweep with nothing to run exits at once)."""
     for pipe in (proc.stdin, proc.stdout):
         if pipe is not None:
             with contextlib.suppress(OSError):
                 pipe.close()
     with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
+        proc.wait(timeout=0.1)
 
 
 def prestart() -> None:
@@ -164,6 +165,7 @@ def _client_process(pid: int) -> Any:
 def serve(pid: int) -> None:
     from explaunch.measure.energy import reading_from
 
+    os.nice(5)  # sampling can wait a moment; the job's own threads should not
     trackers: dict[int, Any] = {}
     with _quiet():  # the hardware probe once, before the first request
         tracker = _new_tracker(pid, {})
