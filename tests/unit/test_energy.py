@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -45,6 +49,7 @@ def test_the_sidecar_measures_this_process_not_itself(tmp_path: Path) -> None:
     assert idle.reading is not None and working.reading is not None, (idle.error, working.error)
     if working.reading.sources["cpu"] == "estimated":  # from the process's CPU time: busy vs asleep is clear-cut
         assert working.reading.cpu_kwh > 3 * idle.reading.cpu_kwh, (working.reading, idle.reading)
+        assert working.reading.cpu_power_w > 3 * idle.reading.cpu_power_w, (working.reading, idle.reading)
     assert "sidecar" in working.reading.method
     assert (tmp_path / "emissions.csv").read_text().count("\n") >= 2  # codecarbon's own CSV, header + a row
 
@@ -58,23 +63,106 @@ def test_a_job_tracker_and_a_region_tracker_run_at_once() -> None:
     assert job.reading.duration_s > region.reading.duration_s
 
 
+def test_trackers_in_two_threads_run_at_once() -> None:
+    from explaunch.measure import meter
+
+    readings: dict[str, EnergyTracker] = {}
+
+    def track(name: str, seconds: float) -> None:
+        with EnergyTracker(measure_power_secs=0.5) as tracker:
+            time.sleep(seconds)
+        readings[name] = tracker
+
+    threads = [threading.Thread(target=track, args=(name, s)) for name, s in (("short", 0.6), ("long", 1.2))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert {n: t.error for n, t in readings.items()} == {"short": None, "long": None}
+    assert readings["long"].reading is not None and readings["short"].reading is not None
+    assert readings["long"].reading.duration_s > readings["short"].reading.duration_s
+    assert meter.sidecar_pid() is not None
+
+
 def test_a_killed_meter_is_an_error_not_a_hang() -> None:
     from explaunch.measure import meter
 
     with EnergyTracker() as tracker:
-        meter._process().kill()  # the stop goes to a new sidecar, which never ran this tracker
+        pid = meter.sidecar_pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
     assert tracker.reading is None and tracker.error is not None and "energy meter" in tracker.error
+    with EnergyTracker() as after:  # the next tracker starts a new sidecar
+        pass
+    assert after.reading is not None, after.error
+    assert meter.sidecar_pid() not in (None, pid)
 
 
-def test_the_sidecar_ends_with_its_process(tmp_path: Path) -> None:
-    code = (
-        "from explaunch.measure.energy import EnergyTracker\n"
-        "from explaunch.measure import meter\n"
-        "with EnergyTracker(): pass\n"
-        "print(meter._process().pid, flush=True)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    sidecar = int(proc.stdout.split()[-1])
+def test_a_meter_that_stops_answering_is_ended_after_its_time_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from explaunch.measure import meter
+
+    with EnergyTracker():  # a sidecar past its hardware probe
+        pass
+    monkeypatch.setattr(meter, "REPLY_TIMEOUT_S", 1.0)
+    with EnergyTracker() as tracker:
+        pid = meter.sidecar_pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        start = time.perf_counter()
+    assert time.perf_counter() - start < 10
+    assert tracker.reading is None and tracker.error is not None and "did not answer in 1 s" in tracker.error
+    assert not psutil.pid_exists(pid)  # ended and reaped: a late reply cannot be taken for the next request's
+
+
+def test_a_forked_child_measures_itself_with_its_own_sidecar() -> None:
+    from explaunch.measure import meter
+
+    with EnergyTracker():
+        pass
+    parent_sidecar = meter.sidecar_pid()
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (runs in the child)
+        try:
+            with EnergyTracker(measure_power_secs=0.5) as tracker:
+                busy(0.5)
+            report = {"sidecar": meter.sidecar_pid(), "error": tracker.error, "ok": tracker.reading is not None}
+            os.write(write_end, json.dumps(report).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        report = json.loads(pipe.read() or "{}")
+    os.waitpid(child, 0)
+    assert report.get("ok"), report
+    assert report["sidecar"] not in (None, parent_sidecar)
+    assert meter.sidecar_pid() == parent_sidecar  # the parent's own sidecar is untouched
+
+
+CLIENT = """
+import sys, time
+from explaunch.measure.energy import EnergyTracker
+from explaunch.measure import meter
+with EnergyTracker():
+    print(meter.sidecar_pid(), flush=True)
+    if sys.argv[1] == "kill":
+        time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("end", ["exit", "kill"])
+def test_the_sidecar_ends_with_its_process(end: str) -> None:
+    """A worker that exits, or is killed while a tracker runs, leaves no sidecar behind."""
+    with subprocess.Popen([sys.executable, "-c", CLIENT, end], stdout=subprocess.PIPE, text=True) as client:
+        try:
+            assert client.stdout is not None
+            sidecar = int(client.stdout.readline())
+            assert psutil.Process(sidecar).ppid() == client.pid
+            if end == "kill":
+                client.kill()
+            assert client.wait(timeout=60) == (-signal.SIGKILL if end == "kill" else 0)
+        finally:
+            client.kill()
     for _ in range(100):
         if not psutil.pid_exists(sidecar) or psutil.Process(sidecar).status() == psutil.STATUS_ZOMBIE:
             break

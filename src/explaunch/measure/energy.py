@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from explaunch.measure.meter import Ticket
 
 JOULES_PER_KWH = 3.6e6
 # codecarbon CPU modes that read a power meter; any other mode (cpu_load, tdp, constant) is a model.
@@ -70,14 +73,14 @@ class EnergyTracker:
         self.csv_path = csv_path  # codecarbon's own emissions.csv, when wanted
         self.reading: EnergyReading | None = None
         self.error: str | None = None
-        self._id: int | None = None
+        self._ticket: Ticket | None = None  # the tracker running in the sidecar
 
     def __enter__(self) -> EnergyTracker:
         from explaunch.measure import meter
 
         try:
             csv = None if self.csv_path is None else str(self.csv_path)
-            self._id = meter.start(self.country_iso_code, self.measure_power_secs, csv)
+            self._ticket = meter.start(self.country_iso_code, self.measure_power_secs, csv)
         except meter.MeterError as ex:
             self.error = f"energy meter: {ex}"
         return self
@@ -87,10 +90,11 @@ class EnergyTracker:
     ) -> None:
         from explaunch.measure import meter
 
-        if self._id is None:
+        if self._ticket is None:
             return
+        ticket, self._ticket = self._ticket, None
         try:
-            fields = meter.stop(self._id)
+            fields = meter.stop(ticket)
         except meter.MeterError as ex:
             self.error = f"energy meter: {ex}"
             return

@@ -6,9 +6,11 @@ read (a convoy), about 2-3 % of its speed although the sampler itself uses ~5 ms
 a separate process the sampler takes nothing from the job but a share of another core.
 
 One sidecar per measured process, started on first use (``python -m explaunch.measure.meter <pid>``) and alive as
-long as that process: it exits when its stdin closes, so a killed worker leaves no sidecar behind. It runs
-codecarbon's trackers in ``tracking_mode="process"`` pointed at the client's pid (and its children); several may
-run at once (a job's tracker and a measured region's inside it). Requests and replies are JSON lines.
+long as that process: it exits when its stdin closes, so a killed worker leaves no sidecar behind; a forked child
+starts its own. It runs codecarbon's trackers in ``tracking_mode="process"`` pointed at the client's pid (and its
+children); several may run at once (a job's tracker and a measured region's inside it). Requests and replies are
+JSON lines, one reply per request, one request at a time (a lock: trackers may live in different threads). Every
+reply is awaited with a time limit: a sidecar that hangs is ended and its trackers read as errors, never as a hang.
 """
 
 from __future__ import annotations
@@ -17,42 +19,142 @@ import atexit
 import contextlib
 import json
 import os
+import select
 import subprocess
 import sys
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-_lock = threading.Lock()
-_sidecar: tuple[int, subprocess.Popen[str]] | None = None  # (the pid that started it, the process)
-_next_id = 0
+PROBE_TIMEOUT_S = 120.0  # a sidecar's first reply: it imports codecarbon and probes the hardware first (~2 s)
+REPLY_TIMEOUT_S = 30.0  # any later reply (a tracker's start or stop takes milliseconds)
 
 
 class MeterError(RuntimeError):
-    pass
+    """The sidecar could not start, ended, did not answer in time or refused: the measured code goes on."""
 
 
-def _process() -> subprocess.Popen[str]:
-    """This process's sidecar, started when there is none (or a forked child inherited its parent's)."""
+@dataclass
+class _Sidecar:
+    owner: int  # the pid that started it and that it measures
+    proc: subprocess.Popen[bytes]
+    probed: bool = False  # it answered once: its hardware probe is behind it
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A tracker running in a sidecar: :func:`stop` asks that sidecar, not a newer one."""
+
+    sidecar: _Sidecar
+    id: int
+
+
+_lock = threading.Lock()
+_sidecar: _Sidecar | None = None
+_next_id = 0
+
+
+def prestart() -> None:
+    """Start the sidecar now, without waiting: it imports codecarbon and probes the hardware (~2 s) meanwhile."""
+    with _lock:
+        _current()
+
+
+def start(country_iso_code: str, measure_power_secs: float, csv_path: str | None) -> Ticket:
+    """Start a tracker in this process's sidecar; returns once it runs (the first one waits for the probe)."""
+    global _next_id
+    message = {"op": "start", "country": country_iso_code, "interval": measure_power_secs, "csv": csv_path}
+    with _lock:
+        sidecar = _current()
+        _next_id += 1
+        _ask(sidecar, {**message, "id": _next_id})
+        return Ticket(sidecar, _next_id)
+
+
+def stop(ticket: Ticket) -> dict[str, Any] | None:
+    """The reading's fields (see explaunch.measure.energy.EnergyReading), None when codecarbon recorded none."""
+    if ticket.sidecar.owner != os.getpid():
+        raise MeterError(f"tracker {ticket.id} was started in process {ticket.sidecar.owner}, not this one")
+    with _lock:
+        reading: dict[str, Any] | None = _ask(ticket.sidecar, {"op": "stop", "id": ticket.id}).get("reading")
+    return reading
+
+
+def sidecar_pid() -> int | None:
+    """The pid of this process's running sidecar, if any."""
+    with _lock:
+        alive = _sidecar is not None and _sidecar.owner == os.getpid() and _sidecar.proc.poll() is None
+        return _sidecar.proc.pid if alive and _sidecar is not None else None
+
+
+def _current() -> _Sidecar:
+    """This process's sidecar, started when there is none, it ended, or it is a forked parent's (call locked)."""
     global _sidecar
-    if _sidecar is None or _sidecar[0] != os.getpid() or _sidecar[1].poll() is not None:
-        if _sidecar is not None and _sidecar[0] == os.getpid():
-            _close(_sidecar[1])  # it died
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "explaunch.measure.meter", str(os.getpid())],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        _sidecar = (os.getpid(), proc)
-        atexit.register(_close, proc)
-    return _sidecar[1]
+    if _sidecar is None or _sidecar.owner != os.getpid() or _sidecar.proc.poll() is not None:
+        if _sidecar is not None and _sidecar.owner == os.getpid():
+            _end(_sidecar.proc)  # it died: close our ends of its pipes
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "explaunch.measure.meter", str(os.getpid())],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                bufsize=0,  # raw pipes: a reply is read with a time limit (select), never from a hidden buffer
+            )
+        except OSError as ex:
+            raise MeterError(f"cannot start the energy meter process: {ex}") from None
+        _sidecar = _Sidecar(os.getpid(), proc)
+    return _sidecar
 
 
-def _close(proc: subprocess.Popen[str]) -> None:
-    """At exit: end the sidecar (its stdin closes) and close our ends of its pipes. Not waiting for it: one still
-    probing the hardware ends by itself right after (a resumed sweep with nothing to run exits at once)."""
+def _ask(sidecar: _Sidecar, message: dict[str, Any]) -> dict[str, Any]:
+    """Send one request and wait for its reply (call locked). A sidecar that does not answer in time is ended, so
+    that a late reply can never be taken for the next request's."""
+    proc = sidecar.proc
+    assert proc.stdin is not None and proc.stdout is not None
+    if proc.poll() is not None:
+        raise MeterError(f"the energy meter process ended (exit code {proc.returncode})")
+    try:
+        proc.stdin.write(json.dumps(message).encode() + b"\n")
+    except OSError as ex:
+        raise MeterError(f"the energy meter process is gone: {ex}") from None
+    timeout_s = REPLY_TIMEOUT_S if sidecar.probed else PROBE_TIMEOUT_S
+    line = _read_line(proc.stdout.fileno(), timeout_s)
+    if line is None:
+        proc.kill()
+        proc.wait()
+        raise MeterError(f"the energy meter process did not answer in {timeout_s:g} s (ended it)")
+    if not line:
+        raise MeterError(f"the energy meter process ended (exit code {proc.wait()})")
+    sidecar.probed = True
+    try:
+        reply: dict[str, Any] = json.loads(line)
+    except ValueError:
+        raise MeterError(f"the energy meter process answered {line[:200]!r}") from None
+    if "error" in reply:
+        raise MeterError(str(reply["error"]))
+    return reply
+
+
+def _read_line(fd: int, timeout_s: float) -> bytes | None:
+    """One line from ``fd``: b"" at end of file, None when it did not come within ``timeout_s``."""
+    data = b""
+    deadline = time.monotonic() + timeout_s
+    while not data.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b""
+        data += chunk
+    return data
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    """Close our ends of a sidecar's pipes: it exits on its stdin's end of file."""
     for pipe in (proc.stdin, proc.stdout):
         if pipe is not None:
             with contextlib.suppress(OSError):
@@ -61,55 +163,64 @@ def _close(proc: subprocess.Popen[str]) -> None:
         proc.wait(timeout=0.1)
 
 
-def prestart() -> None:
-    """Start the sidecar now, without waiting: it imports codecarbon and probes the hardware (~2 s) meanwhile."""
-    with _lock:
-        _process()
+@atexit.register
+def _end_at_exit() -> None:
+    """Not waiting for the sidecar: one still probing the hardware ends by itself right after (a resumed sweep with
+    nothing to run exits at once)."""
+    if _sidecar is not None and _sidecar.owner == os.getpid():
+        _end(_sidecar.proc)
 
 
-def request(message: dict[str, Any]) -> dict[str, Any]:
-    with _lock:
-        proc = _process()
-        assert proc.stdin is not None and proc.stdout is not None
-        try:
-            proc.stdin.write(json.dumps(message) + "\n")
-            proc.stdin.flush()
-            line = proc.stdout.readline()
-        except OSError as ex:
-            raise MeterError(f"the energy meter process is gone: {ex}") from None
-        if not line:
-            raise MeterError(f"the energy meter process ended (exit code {proc.poll()})")
-        reply: dict[str, Any] = json.loads(line)
-        if "error" in reply:
-            raise MeterError(str(reply["error"]))
-        return reply
+def _after_fork_in_child() -> None:
+    """A forked child keeps none of its parent's sidecar: not the lock (another thread may have held it at the fork)
+    nor the pipes (which would keep the parent's sidecar alive after the parent). It starts its own on first use."""
+    global _lock, _sidecar
+    _lock = threading.Lock()
+    if _sidecar is not None:
+        for pipe in (_sidecar.proc.stdin, _sidecar.proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()  # raw pipes: nothing buffered is written
+    _sidecar = None
 
 
-def start(country_iso_code: str, measure_power_secs: float, csv_path: str | None) -> int:
-    global _next_id
-    with _lock:
-        _next_id += 1
-        tracker_id = _next_id
-    request(
-        {
-            "op": "start",
-            "id": tracker_id,
-            "country": country_iso_code,
-            "interval": measure_power_secs,
-            "csv": csv_path,
-        }
-    )
-    return tracker_id
-
-
-def stop(tracker_id: int) -> dict[str, Any] | None:
-    """The reading's fields (see explaunch.measure.energy.EnergyReading), None when codecarbon recorded none."""
-    reading: dict[str, Any] | None = request({"op": "stop", "id": tracker_id}).get("reading")
-    return reading
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # ---- the sidecar -----------------------------------------------------------------------------------------------
-def _new_tracker(pid: int, message: dict[str, Any]) -> Any:
+def serve(client_pid: int) -> None:
+    """Answer the client's requests until its end of stdin closes (it exited or was killed)."""
+    from explaunch.measure.energy import reading_from
+
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # whatever else is printed here (codecarbon, warnings) must not land in the replies
+    sys.stdout = sys.stderr
+    os.nice(5)  # sampling can wait a moment; the job's own threads should not
+    probe = _new_tracker(client_pid, {})  # the hardware probe, once, before the first request
+    probe.start()
+    probe.stop()
+    trackers: dict[int, Any] = {}
+    for line in sys.stdin:
+        message = json.loads(line)
+        try:
+            if message["op"] == "start":
+                tracker = _new_tracker(client_pid, message)
+                tracker.start()
+                trackers[message["id"]] = tracker
+                reply: dict[str, Any] = {"ok": True}
+            elif message["id"] not in trackers:
+                reply = {"error": f"tracker {message['id']} is not running in this energy meter process"}
+            else:
+                tracker = trackers.pop(message["id"])
+                tracker.stop()
+                reading = reading_from(tracker)
+                reply = {"reading": None if reading is None else reading.fields()}
+        except Exception as ex:  # one tracker failing must not end the meter
+            reply = {"error": f"{type(ex).__name__}: {ex}"}
+        replies.write(json.dumps(reply) + "\n")
+
+
+def _new_tracker(client_pid: int, message: dict[str, Any]) -> Any:
     import logging
 
     from codecarbon import OfflineEmissionsTracker
@@ -129,80 +240,40 @@ def _new_tracker(pid: int, message: dict[str, Any]) -> Any:
         project_name="explaunch",
         **output,
     )
-    # codecarbon measures the process it runs in (CPU: psutil.Process(), RAM: os.getpid()) and its children; point
-    # the meters at the client and its children but this sidecar (a child of the client too). Private attributes of
-    # codecarbon 3.3.x (pinned), checked by tests/unit/test_energy.py.
-    tracker._ensure_hardware_ready()
-    for hardware in tracker._hardware:
-        kind = type(hardware).__name__
-        if kind == "CPU":
-            hardware._pid = pid
-            hardware._process = _client_process(pid)
-            hardware._last_cpu_times = {}
-            hardware._last_measurement_time = None
-        elif kind == "RAM":
-            hardware._pid = pid
-            hardware._get_children_memories = lambda: [c.memory_info().rss for c in _client_process(pid).children(True)]
+    tracker._ensure_hardware_ready()  # builds tracker._hardware (else done by start())
+    _measure_client(tracker, client_pid)
     return tracker
 
 
-def _client_class() -> Any:
+def _measure_client(tracker: Any, client_pid: int) -> None:
+    """Point a tracker's CPU and RAM meters at the client process and its children, less this sidecar (a child of
+    the client too), before ``start()`` takes the first CPU times.
+
+    codecarbon 3.3.2 (pinned) has no option for it: it measures the process it runs in. Its CPU keeps
+    ``psutil.Process()`` as ``_pid``/``_process`` and the CPU times of the last sample in ``_last_cpu_times``
+    (``codecarbon/external/hardware.py``); its RAM keeps ``os.getpid()`` as ``_pid`` and lists the children's memory
+    in ``_get_children_memories`` (``codecarbon/external/ram.py``). tests/unit/test_energy.py checks that a busy
+    client reads as busy and an idle one as idle.
+    """
     import psutil
 
+    sidecar = os.getpid()
+
     class Client(psutil.Process):  # type: ignore[misc]
-        """The measured process; its children without this sidecar."""
-
         def children(self, recursive: bool = False) -> list[psutil.Process]:
-            return [c for c in super().children(recursive) if c.pid != os.getpid()]
+            return [c for c in super().children(recursive) if c.pid != sidecar]
 
-    return Client
-
-
-def _client_process(pid: int) -> Any:
-    return _client_class()(pid)
-
-
-def serve(pid: int) -> None:
-    from explaunch.measure.energy import reading_from
-
-    os.nice(5)  # sampling can wait a moment; the job's own threads should not
-    trackers: dict[int, Any] = {}
-    with _quiet():  # the hardware probe once, before the first request
-        tracker = _new_tracker(pid, {})
-        tracker.start()
-        tracker.stop()
-    for line in sys.stdin:
-        message = json.loads(line)
-        try:
-            if message["op"] == "start":
-                with _quiet():
-                    tracker = _new_tracker(pid, message)
-                    tracker.start()
-                trackers[message["id"]] = tracker
-                reply: dict[str, Any] = {"ok": True}
-            elif message["id"] not in trackers:
-                reply = {"error": f"tracker {message['id']} is not running here (the meter process was restarted)"}
-            else:
-                tracker = trackers.pop(message["id"])
-                with _quiet():
-                    tracker.stop()
-                reading = reading_from(tracker)
-                reply = {"reading": None if reading is None else reading.fields()}
-        except Exception as ex:  # one tracker failing must not end the meter
-            reply = {"error": f"{type(ex).__name__}: {ex}"}
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
-
-
-class _quiet:
-    """codecarbon prints to stdout in places; stdout is the reply channel here."""
-
-    def __enter__(self) -> None:
-        self.stdout = sys.stdout
-        sys.stdout = sys.stderr
-
-    def __exit__(self, *exc: object) -> None:
-        sys.stdout = self.stdout
+    client = Client(client_pid)
+    for hardware in tracker._hardware:
+        kind = type(hardware).__name__
+        if kind == "CPU":
+            hardware._pid = client_pid
+            hardware._process = client
+            hardware._last_cpu_times = {}
+            hardware._last_measurement_time = None
+        elif kind == "RAM":
+            hardware._pid = client_pid
+            hardware._get_children_memories = lambda: [c.memory_info().rss for c in client.children(recursive=True)]
 
 
 if __name__ == "__main__":
