@@ -12,15 +12,21 @@ batches each waited for their slowest job. Any other launcher (submitit) gets th
 from __future__ import annotations
 
 import logging
+import math
+import pickle
+import shutil
+import tempfile
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 
@@ -34,48 +40,118 @@ def supports(launcher: Any) -> bool:
     }
 
 
-def stream(launcher: Any, tasks: Iterator[tuple[int, DictConfig, list[str]]]) -> Iterator[tuple[int, JobReturn]]:
-    """Run ``(job number, composed config, overrides)`` tasks as those launchers would, yielding ``(job number,
-    JobReturn)`` as each job ends. joblib takes the next task when a worker is free (``pre_dispatch=n_jobs``, results
-    unordered), so no job waits for another one; ``tasks`` is read lazily, and when it ends no further job starts."""
+@dataclass(frozen=True)
+class Task:
+    """One job to run: its number, composed config and overrides, and its config hash as the sweep's planner
+    computed it (the job's record takes it from here instead of validating the config again)."""
+
+    num: int
+    config: DictConfig
+    overrides: list[str]
+    config_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What a job checks as it begins, after it may have waited in a worker's queue: whether the sweep has stopped
+    launching (``stop_file`` exists) and how much of the sweep's time limit is left (``deadline``, epoch seconds),
+    which caps the job's own limit (``hydra.sweeper.job_timeout_s``)."""
+
+    stop_file: str
+    deadline: float | None = None
+
+    def closed(self) -> bool:
+        return Path(self.stop_file).exists() or (self.deadline is not None and time.time() >= self.deadline)
+
+    def cap_timeout(self, config: DictConfig) -> None:
+        if self.deadline is None:
+            return
+        given = OmegaConf.select(config, "hydra.sweeper.job_timeout_s", default=None)
+        left = max(1.0, self.deadline - time.time())
+        with open_dict(config):
+            config.hydra.sweeper.job_timeout_s = round(min(left, float(given) if given else math.inf), 1)
+
+
+def stream(launcher: Any, tasks: Iterator[Task], gate: Gate) -> Iterator[tuple[int, JobReturn | None]]:
+    """Run tasks as those launchers would, yielding ``(job number, JobReturn)`` as each job ends, or ``(job number,
+    None)`` for a job that did not begin because ``gate`` closed. joblib keeps one task queued per worker
+    (``pre_dispatch=2*n_jobs``, results unordered): a worker that ends a job begins the next at once, no job waits
+    for another one, and the sweep composes and hands out the next while jobs run. ``tasks`` is read lazily; when it
+    ends no further job starts."""
     setup_globals()
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
     Path(str(launcher.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
     context, task_function = launcher.hydra_context, launcher.task_function
     if type(launcher).__name__ == "BasicLauncher":
-        for num, config, overrides in tasks:
-            log.info("Launching job #%d locally: %s", num, " ".join(filter_overrides(overrides)))
-            yield num, run_composed(num, config, context, task_function, None)
+        for task in tasks:
+            log.info("Launching job #%d locally: %s", task.num, " ".join(filter_overrides(task.overrides)))
+            yield task.num, run_composed(task, context, task_function, gate, job_id=str(task.num))
         return
+    import cloudpickle
     from joblib import Parallel, delayed
 
-    settings = {**_joblib_settings(launcher), "return_as": "generator_unordered", "pre_dispatch": "n_jobs"}
+    settings = {**_joblib_settings(launcher), "return_as": "generator_unordered", "pre_dispatch": "2*n_jobs"}
     log.info("Joblib.Parallel(%s) is launching the jobs as workers free up", _joblib_line(settings))
-    state = (uuid.uuid4().hex, Singleton.get_state())
+    folder = Path(tempfile.mkdtemp(prefix="explaunch-launch-"))
+    launch = Launch(uuid.uuid4().hex, str(folder / "launch.pkl"))
+    with Path(launch.path).open("wb") as file:
+        cloudpickle.dump((context, task_function, Singleton.get_state()), file)
 
     def calls() -> Iterator[Any]:
-        for num, config, overrides in tasks:
-            log.info("\t#%d : %s", num, " ".join(filter_overrides(overrides)))
-            yield delayed(_numbered)(num, config, context, task_function, state)
+        for task in tasks:
+            log.info("\t#%d : %s", task.num, " ".join(filter_overrides(task.overrides)))
+            yield delayed(_numbered)(task, launch, gate)
 
-    yield from Parallel(**settings)(calls())
+    try:
+        yield from Parallel(**settings)(calls())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
-def _numbered(
-    num: int, config: DictConfig, hydra_context: Any, task_function: Any, state: tuple[str, dict[Any, Any]]
-) -> tuple[int, JobReturn]:
-    job_return = run_composed(num, config, hydra_context, task_function, state)
-    job_return.cfg = job_return.hydra_cfg = None  # the sweep reads records, not these (~100 KB to send back)
-    return num, job_return
+@dataclass(frozen=True)
+class Launch:
+    """Where the part that every job of one joblib launch shares lies: Hydra's context, the task function and
+    Hydra's global state (~120 KB pickled), written once by the sweep and read once per worker. Sent with each job,
+    as Hydra's joblib launcher does, it cost ~15 ms a job to pickle and ~6 ms to unpickle before the job began."""
+
+    token: str
+    path: str
+
+
+_loaded: tuple[str, Any, Any] | None = None  # in a worker: (launch token, Hydra context, task function)
+
+
+def _shared(launch: Launch) -> tuple[Any, Any]:
+    """In a worker: the launch's Hydra context and task function; Hydra's global state set as the parent has it,
+    once per launch, not per job as Hydra's joblib launcher does (each time Hydra scans every plugin, ~30 ms)."""
+    global _loaded
+    if _loaded is None or _loaded[0] != launch.token:
+        with Path(launch.path).open("rb") as file:
+            context, task_function, state = pickle.load(file)
+        setup_globals()
+        Singleton.set_state(state)
+        _loaded = (launch.token, context, task_function)
+    return _loaded[1], _loaded[2]
+
+
+def _numbered(task: Task, launch: Launch, gate: Gate) -> tuple[int, JobReturn | None]:
+    context, task_function = _shared(launch)
+    job_return = run_composed(task, context, task_function, gate, job_id=f"{task.config.hydra.job.name}_{task.num}")
+    if job_return is not None:
+        job_return.cfg = job_return.hydra_cfg = None  # the sweep reads records, not these (~100 KB to send back)
+    return task.num, job_return
 
 
 def _joblib_line(settings: dict[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in settings.items())
 
 
-def warm_workers(launcher: Any, workers: int, *, mlflow: bool, energy: bool) -> threading.Thread | None:
-    """joblib: start the worker processes and their one-time set-up (imports; the energy meter sidecar and its
-    hardware probe, about 2 s) in a background thread. The launches that follow reuse these workers (loky keeps an
+def warm_workers(
+    launcher: Any, workers: int, *, mlflow: bool, energy: bool, experiments: list[str]
+) -> threading.Thread | None:
+    """joblib: start the worker processes and their one-time set-up (imports, the jobs' experiment modules among
+    them; the list of installed packages; the energy meter sidecar and its hardware probe, about 2 s) in a
+    background thread. The launches that follow reuse these workers (loky keeps an
     executor with the same settings)."""
     if type(launcher).__name__ != "JoblibLauncher":
         return None
@@ -89,7 +165,7 @@ def warm_workers(launcher: Any, workers: int, *, mlflow: bool, energy: bool) -> 
 
     def start() -> None:
         try:
-            Parallel(**settings)(delayed(warm_up)(mlflow, energy) for _ in range(workers))
+            Parallel(**settings)(delayed(warm_up)(mlflow, energy, experiments) for _ in range(workers))
         except Exception as ex:  # only a head start: the jobs start their workers anyway
             log.debug("warming the joblib workers failed: %s: %s", type(ex).__name__, ex)
 
@@ -98,12 +174,19 @@ def warm_workers(launcher: Any, workers: int, *, mlflow: bool, energy: bool) -> 
     return thread
 
 
-def warm_up(with_mlflow: bool, energy: bool) -> None:
-    """In a worker: what every job's recording needs once per process."""
+def warm_up(with_mlflow: bool, energy: bool, experiments: Sequence[str] = ()) -> None:
+    """In a worker: what every job, and its recording, needs once per process."""
     import importlib
 
-    for module in ("explaunch.recording", "explaunch.task", *(["mlflow.tracking"] if with_mlflow else [])):
+    from explaunch.experiments import MODULES
+
+    modules = ["explaunch.recording", "explaunch.task", "explaunch.tracking", "explaunch.measure.resources"]
+    modules += [MODULES[name] for name in experiments if name in MODULES]
+    for module in [*modules, *(["mlflow.tracking"] if with_mlflow else [])]:
         importlib.import_module(module)
+    from explaunch.snapshot import installed_packages
+
+    installed_packages()  # read once per process (~0.1 s): every job's snapshot lists them
     if energy:
         from explaunch.measure.energy import EnergyTracker
 
@@ -120,28 +203,26 @@ def _joblib_settings(launcher: Any) -> dict[str, Any]:
     return joblib_cfg
 
 
-_applied_state: str | None = None  # in a worker: the launch whose Hydra state this process has
+def run_composed(task: Task, hydra_context: Any, task_function: Any, gate: Gate, *, job_id: str) -> JobReturn | None:
+    """One job from its composed config (in the sweep's process, or in a joblib worker); None when ``gate`` is
+    closed as it would begin."""
+    from explaunch.recording import planned_config_hash
 
-
-def run_composed(
-    num: int, config: DictConfig, hydra_context: Any, task_function: Any, state: tuple[str, dict[Any, Any]] | None
-) -> JobReturn:
-    """One job from its composed config (in the sweep's process, or in a joblib worker).
-
-    A worker takes Hydra's global state from the parent once per launch, not per job as Hydra's joblib launcher
-    does: setting it makes Hydra scan every plugin again (~30 ms a job)."""
-    global _applied_state
-    if state is not None and state[0] != _applied_state:  # a worker: Hydra's global state as the parent has it
-        setup_globals()
-        Singleton.set_state(state[1])
-        _applied_state = state[0]
+    if gate.closed():
+        return None
+    config, num = task.config, task.num
+    gate.cap_timeout(config)
     with open_dict(config):
-        config.hydra.job.id = f"{config.hydra.job.name}_{num}" if state is not None else num
+        config.hydra.job.id = job_id
         config.hydra.job.num = num
-    return run_job(  # it sets HydraConfig from ``config`` first thing
-        hydra_context=hydra_context,
-        task_function=task_function,
-        config=config,
-        job_dir_key="hydra.sweep.dir",
-        job_subdir_key="hydra.sweep.subdir",
-    )
+    token = planned_config_hash.set(task.config_hash)
+    try:
+        return run_job(  # it sets HydraConfig from ``config`` first thing
+            hydra_context=hydra_context,
+            task_function=task_function,
+            config=config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
+    finally:
+        planned_config_hash.reset(token)

@@ -11,12 +11,14 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
@@ -29,6 +31,10 @@ from explaunch.snapshot import redact_override, redact_tree
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# The config hash of the job about to run where its launch knows it (explaunch's sweeper computed it while planning,
+# explaunch.fastlaunch sets it): the record takes it instead of validating the config again (~8 ms a job).
+planned_config_hash: ContextVar[str | None] = ContextVar("planned_config_hash", default=None)
 
 
 def now_iso() -> str:
@@ -90,6 +96,29 @@ def end_leaked_mlflow_run() -> None:
         mlflow.end_run(status="KILLED")
 
 
+class Background(Generic[T]):
+    """``func`` run in a daemon thread from now on; ``result()`` waits for it and returns or raises what it did."""
+
+    def __init__(self, name: str, func: Callable[[], T]) -> None:
+        self._func = func
+        self._result: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"explaunch-{name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._result = self._func()
+        except BaseException as ex:  # handed to whoever asks for the result
+            self._error = ex
+
+    def result(self) -> T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return cast(T, self._result)
+
+
 class JobRecorder:
     """One per job, in the worker: ``start()`` at job start, ``finish(job_return)`` at job end."""
 
@@ -102,6 +131,7 @@ class JobRecorder:
         self.sweep_dir = Path(hydra.sweep.dir) if self.multirun else None
         self.overrides = [redact_override(str(o)) for o in hydra.overrides.task]
         self.errors: list[str] = []
+        self.config_hash = planned_config_hash.get()
         self.start_time = now_iso()
         self._t0 = time.perf_counter()
         self.snapshot: Any = None
@@ -124,7 +154,7 @@ class JobRecorder:
     # ---- start -----------------------------------------------------------------------------------------------
     def start(self) -> JobRecorder:
         self.guard("reset", end_leaked_mlflow_run)
-        self.snapshot = self.guard("snapshot", self._take_snapshot)
+        self.snapshot = self.guard("snapshot", self._start_snapshot)
         if self.config.resources.enabled:
             self.sampler = self.guard("resources", self._start_sampler)
         if self.config.energy.enabled:
@@ -134,11 +164,17 @@ class JobRecorder:
             self.guard("mlflow", self._start_run)
         return self
 
-    def _take_snapshot(self) -> Any:
+    def _start_snapshot(self) -> Background[Any]:
+        """The snapshot is taken in a thread while the job runs (git's processes take ~10 ms); the record takes it
+        when the job ends. What the job may change meanwhile (the environment, the cwd) is read here first."""
         from explaunch.snapshot import take_snapshot
 
         seed = OmegaConf.select(self.config, "seed", default=None)
-        return take_snapshot(code_dir=code_dir(), job_dir=self.job_dir, seed=seed, overrides=self.overrides)
+        where, environ, job_dir, overrides = code_dir(), dict(os.environ), self.job_dir, self.overrides
+        return Background(
+            "snapshot",
+            lambda: take_snapshot(code_dir=where, job_dir=job_dir, seed=seed, overrides=overrides, environ=environ),
+        )
 
     def _start_sampler(self) -> Any:
         from explaunch.measure.resources import CSV_FILE, AlertThresholds, ResourceSampler
@@ -210,13 +246,14 @@ class JobRecorder:
         completed = job_return.status == JobStatus.COMPLETED
         result = job_return.return_value if completed else {}
         result = result if isinstance(result, dict) else {}
-        snapshot = self.snapshot.to_dict() if self.snapshot is not None else {}
+        taken = self.guard("snapshot", self.snapshot.result) if self.snapshot is not None else None
+        snapshot = taken.to_dict() if taken is not None else {}
         error = None if completed else job_error(self.job_dir, job_return)
         record = records.JobRecord(
             status=records.COMPLETED if error is None else records.status_of_error(error.type, error.message),
             overrides=self.overrides,
             config=resolved_config(self.config),
-            config_hash=config_hash_or_none(self.config),
+            config_hash=self.config_hash or config_hash_or_none(self.config),
             start_time=self.start_time,
             end_time=now_iso(),
             duration_s=time.perf_counter() - self._t0,

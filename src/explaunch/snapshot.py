@@ -272,12 +272,19 @@ def compute_env_hash(snapshot: Snapshot) -> str:
 
 
 def take_snapshot(
-    *, code_dir: Path, job_dir: Path | None, seed: int | None, overrides: list[str], entry: str = "main.py"
+    *,
+    code_dir: Path,
+    job_dir: Path | None,
+    seed: int | None,
+    overrides: list[str],
+    entry: str = "main.py",
+    environ: Mapping[str, str] | None = None,
 ) -> Snapshot:
+    """``environ``: the environment to record (default ``os.environ``), for a snapshot taken in another thread."""
     import psutil
 
     packages = installed_packages()
-    environment = selected_environment(os.environ)
+    environment = selected_environment(os.environ if environ is None else environ)
     snapshot = Snapshot(
         git=git_state(code_dir, job_dir),
         python=sys.version.split()[0] + f" ({platform.python_implementation()})",

@@ -12,6 +12,7 @@ record (its worker was killed, the batch was interrupted) gets one written here,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -53,6 +54,7 @@ ATTEMPT_FILES = (
     "artifacts",
 )
 EXIT_INTERRUPTED = 130
+STOP_FILE = ".stop"  # while a streaming launch runs: the sweep stops launching, queued jobs do not begin
 PLAN_FILE = "plan.json"  # what this run of the sweep means to do, for the dashboard: rewritten at each (re)start
 
 
@@ -205,6 +207,7 @@ class SweepRunner:
         self.ran: list[Job] = []
         self.progress: Progress | None = None
         self.compose: Any = None  # the planner's JobComposer: the launch composes retries from its cache
+        self.stop_file: Path | None = None  # while a streaming launch runs (explaunch.fastlaunch.Gate)
         # Jobs may share compositions only where nothing but the job number names a job's folder.
         sweep_settings = OmegaConf.to_container(config.hydra.sweep, resolve=False)
         self.fast_values = isinstance(sweep_settings, dict) and sweep_settings.get("subdir") == "${hydra.job.num}"
@@ -293,6 +296,7 @@ class SweepRunner:
                 min(self.batch_size(), len(pending)),
                 mlflow=mlflow,
                 energy=bool(OmegaConf.select(self.config, "energy.enabled", default=False)),
+                experiments=sorted({str(OmegaConf.select(j.cfg, "experiment_type.name")) for j in pending}),
             )
             if warming is not None:
                 warming.join()
@@ -361,6 +365,9 @@ class SweepRunner:
                 )
         if self.stop_reason is not None:
             log.warning("sweep stops launching jobs: %s", self.stop_reason)
+            if self.stop_file is not None:  # jobs queued in a worker see it and do not begin
+                with contextlib.suppress(OSError):
+                    self.stop_file.touch()
         return self.stop_reason is not None
 
     def jobs_run_here(self) -> bool:
@@ -425,7 +432,8 @@ class SweepRunner:
 
     def launch_stream(self, jobs: list[Job]) -> tuple[list[Job], list[Job]]:
         """Basic and joblib launchers: each job starts as soon as a worker is free, none waits for a batch's slowest
-        job. Before handing out the next job the sweep asks ``should_stop()``; when it says stop, no new job starts
+        job. Before handing out the next job the sweep asks ``should_stop()``; when it says stop, no new job is
+        handed out, jobs handed out but still queued in a worker do not begin (the stop file, ``fastlaunch.Gate``)
         and the running ones finish. Returns the jobs to run again (retry, OOM fallback) after their backoff, and
         the jobs that did not start because a worker died (joblib then stops the whole pool), to go on with."""
         from explaunch import fastlaunch
@@ -435,25 +443,35 @@ class SweepRunner:
         started: list[Job] = []
         watcher = BatchWatcher(started, self.job_dir, self.note_record)  # it reads a job's record once it started
 
-        def tasks() -> Iterator[tuple[int, DictConfig, list[str]]]:
+        def tasks() -> Iterator[fastlaunch.Task]:
             for job in jobs:  # joblib pulls these from its own thread as workers free up
                 if self.should_stop():
                     return
                 self.start_attempt(job)
-                overrides = [*job.overrides, *self.limit_overrides()]
+                cfg = compose(job.overrides)
+                planned = job.key if job.overrides == job.grid_overrides else config_hash(validate(cfg))
                 progress.started(1)
                 with watcher.lock:
                     started.append(job)
                     handed_out[job.num] = time.time()
-                yield job.num, compose(overrides), overrides
+                yield fastlaunch.Task(job.num, cfg, job.overrides, planned)
 
         handed_out: dict[int, float] = {}
+        stop_file = self.stop_file = self.sweep_dir / STOP_FILE
+        stop_file.unlink(missing_ok=True)
+        deadline = None if self.deadline is None else time.time() + self.deadline - time.monotonic()
+        gate = fastlaunch.Gate(str(stop_file), deadline)
 
         returns: dict[int, Any] = {}
+        declined: list[Job] = []
         lost_reason = None
         watcher.start()
         try:
-            for num, job_return in fastlaunch.stream(self.launcher, tasks()):
+            for num, job_return in fastlaunch.stream(self.launcher, tasks(), gate):
+                if job_return is None:  # it waited in a worker's queue and the sweep stopped meanwhile
+                    with watcher.lock:
+                        declined.extend(j for j in started if j.num == num)
+                    continue
                 returns[num] = job_return
                 watcher.poll()  # progress and ledger at once, not at the watcher's next tick
         except KeyboardInterrupt:
@@ -465,12 +483,16 @@ class SweepRunner:
                 lost_reason = ("JobInterrupted", f"the sweep was interrupted while the job ran ({lost_reason[1]})")
         finally:
             watcher.stop()
-        unstarted = [] if lost_reason is None else [j for j in started if not self.began(j, handed_out[j.num])]
+            self.stop_file = None
+            stop_file.unlink(missing_ok=True)
+        unstarted = list(declined)
+        if lost_reason is not None:
+            unstarted += [j for j in started if j not in declined and not self.began(j, handed_out[j.num])]
         for job in unstarted:  # handed to joblib but never run: not an attempt
             started.remove(job)
             job.attempt -= 1
             progress.started(-1)
-        if unstarted and self.stop_reason is None:
+        if unstarted and lost_reason is not None and self.stop_reason is None:
             log.warning("a worker died; %d job(s) it kept from starting go on in a new pool", len(unstarted))
         retries = self.settle(started, lambda job: lost_reason or lost_job_reason(returns.get(job.num)))
         rest = jobs[jobs.index(started[-1]) + 1 :] if started else jobs

@@ -84,6 +84,21 @@ def test_trackers_in_two_threads_run_at_once() -> None:
     assert meter.sidecar_pid() is not None
 
 
+def test_a_start_that_fails_in_the_sidecar_is_reported_when_its_tracker_stops() -> None:
+    """After the first, a start is not awaited: its failure comes back from stop(), and the replies of the requests
+    after it stay in order."""
+    from explaunch.measure import meter
+
+    with EnergyTracker():  # a sidecar past its hardware probe
+        pass
+    bad = meter.start("USA", "not a number", None)  # type: ignore[arg-type]
+    with EnergyTracker(measure_power_secs=0.5) as good:
+        time.sleep(0.2)
+    assert good.reading is not None, good.error
+    with pytest.raises(meter.MeterError, match="did not start: ValueError"):
+        meter.stop(bad)
+
+
 def test_a_killed_meter_is_an_error_not_a_hang() -> None:
     from explaunch.measure import meter
 

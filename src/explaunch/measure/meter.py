@@ -9,8 +9,9 @@ One sidecar per measured process, started on first use (``python -m explaunch.me
 long as that process: it exits when its stdin closes, so a killed worker leaves no sidecar behind; a forked child
 starts its own. It runs codecarbon's trackers in ``tracking_mode="process"`` pointed at the client's pid (and its
 children); several may run at once (a job's tracker and a measured region's inside it). Requests and replies are
-JSON lines, one reply per request, one request at a time (a lock: trackers may live in different threads). Every
-reply is awaited with a time limit: a sidecar that hangs is ended and its trackers read as errors, never as a hang.
+JSON lines, one reply per request, in order (a lock: trackers may live in different threads); a start's reply is
+read before the next request's rather than awaited. Every reply is awaited with a time limit: a sidecar that hangs
+is ended and its trackers read as errors, never as a hang.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class _Sidecar:
     owner: int  # the pid that started it and that it measures
     proc: subprocess.Popen[bytes]
     probed: bool = False  # it answered once: its hardware probe is behind it
+    unanswered: int = 0  # start requests sent without waiting: their replies come before the next request's
+    received: bytes = b""  # read from its stdout, not yet taken as a reply (several replies may come in one read)
 
 
 @dataclass(frozen=True)
@@ -63,13 +66,20 @@ def prestart() -> None:
 
 
 def start(country_iso_code: str, measure_power_secs: float, csv_path: str | None) -> Ticket:
-    """Start a tracker in this process's sidecar; returns once it runs (the first one waits for the probe)."""
+    """Start a tracker in this process's sidecar. The first one waits for the sidecar's hardware probe (~2 s) so
+    that the tracker runs when this returns; later ones return once the request is sent (the sidecar starts the
+    tracker within milliseconds; building one takes it ~10 ms that the measured code need not wait for). A start
+    that fails in the sidecar is reported by :func:`stop`."""
     global _next_id
     message = {"op": "start", "country": country_iso_code, "interval": measure_power_secs, "csv": csv_path}
     with _lock:
         sidecar = _current()
         _next_id += 1
-        _ask(sidecar, {**message, "id": _next_id})
+        if sidecar.probed:
+            _send(sidecar, {**message, "id": _next_id})
+            sidecar.unanswered += 1
+        else:
+            _ask(sidecar, {**message, "id": _next_id})
         return Ticket(sidecar, _next_id)
 
 
@@ -109,19 +119,35 @@ def _current() -> _Sidecar:
     return _sidecar
 
 
-def _ask(sidecar: _Sidecar, message: dict[str, Any]) -> dict[str, Any]:
-    """Send one request and wait for its reply (call locked). A sidecar that does not answer in time is ended, so
-    that a late reply can never be taken for the next request's."""
+def _send(sidecar: _Sidecar, message: dict[str, Any]) -> None:
     proc = sidecar.proc
-    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdin is not None
     if proc.poll() is not None:
         raise MeterError(f"the energy meter process ended (exit code {proc.returncode})")
     try:
         proc.stdin.write(json.dumps(message).encode() + b"\n")
     except OSError as ex:
         raise MeterError(f"the energy meter process is gone: {ex}") from None
+
+
+def _ask(sidecar: _Sidecar, message: dict[str, Any]) -> dict[str, Any]:
+    """Send one request and wait for its reply, after those of the starts sent before it (call locked). A sidecar
+    that does not answer in time is ended, so that a late reply can never be taken for the next request's."""
+    _send(sidecar, message)
+    while sidecar.unanswered:  # an earlier start's: a failed start answers again when its tracker is stopped
+        _reply(sidecar)
+        sidecar.unanswered -= 1
+    reply = _reply(sidecar)
+    if "error" in reply:
+        raise MeterError(str(reply["error"]))
+    return reply
+
+
+def _reply(sidecar: _Sidecar) -> dict[str, Any]:
+    proc = sidecar.proc
+    assert proc.stdout is not None
     timeout_s = REPLY_TIMEOUT_S if sidecar.probed else PROBE_TIMEOUT_S
-    line = _read_line(proc.stdout.fileno(), timeout_s)
+    line = _read_line(sidecar, timeout_s)
     if line is None:
         proc.kill()
         proc.wait()
@@ -133,24 +159,24 @@ def _ask(sidecar: _Sidecar, message: dict[str, Any]) -> dict[str, Any]:
         reply: dict[str, Any] = json.loads(line)
     except ValueError:
         raise MeterError(f"the energy meter process answered {line[:200]!r}") from None
-    if "error" in reply:
-        raise MeterError(str(reply["error"]))
     return reply
 
 
-def _read_line(fd: int, timeout_s: float) -> bytes | None:
-    """One line from ``fd``: b"" at end of file, None when it did not come within ``timeout_s``."""
-    data = b""
+def _read_line(sidecar: _Sidecar, timeout_s: float) -> bytes | None:
+    """The sidecar's next line: b"" at end of file, None when it did not come within ``timeout_s``."""
+    assert sidecar.proc.stdout is not None
+    fd = sidecar.proc.stdout.fileno()
     deadline = time.monotonic() + timeout_s
-    while not data.endswith(b"\n"):
+    while b"\n" not in sidecar.received:
         left = deadline - time.monotonic()
         if left <= 0 or not select.select([fd], [], [], left)[0]:
             return None
         chunk = os.read(fd, 65536)
         if not chunk:
             return b""
-        data += chunk
-    return data
+        sidecar.received += chunk
+    line, _, sidecar.received = sidecar.received.partition(b"\n")
+    return line + b"\n"
 
 
 def _end(proc: subprocess.Popen[bytes]) -> None:
@@ -165,10 +191,14 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
 
 @atexit.register
 def _end_at_exit() -> None:
-    """Not waiting for the sidecar: one still probing the hardware ends by itself right after (a resumed sweep with
-    nothing to run exits at once)."""
+    """Not waiting for the sidecar: one still probing the hardware (it reads its stdin only after) is killed, it
+    has nothing left to measure (a resumed sweep with nothing to run exits at once)."""
     if _sidecar is not None and _sidecar.owner == os.getpid():
         _end(_sidecar.proc)
+        if _sidecar.proc.poll() is None:
+            _sidecar.proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                _sidecar.proc.wait(timeout=1.0)
 
 
 def _after_fork_in_child() -> None:
@@ -200,14 +230,21 @@ def serve(client_pid: int) -> None:
     probe.start()
     probe.stop()
     trackers: dict[int, Any] = {}
+    failed: dict[int, str] = {}  # trackers that did not start: their stop answers why (the start may not be awaited)
     for line in sys.stdin:
         message = json.loads(line)
         try:
             if message["op"] == "start":
-                tracker = _new_tracker(client_pid, message)
-                tracker.start()
+                try:
+                    tracker = _new_tracker(client_pid, message)
+                    tracker.start()
+                except Exception as ex:
+                    failed[message["id"]] = f"{type(ex).__name__}: {ex}"
+                    raise
                 trackers[message["id"]] = tracker
                 reply: dict[str, Any] = {"ok": True}
+            elif message["id"] in failed:
+                reply = {"error": f"the tracker did not start: {failed.pop(message['id'])}"}
             elif message["id"] not in trackers:
                 reply = {"error": f"tracker {message['id']} is not running in this energy meter process"}
             else:
