@@ -11,7 +11,7 @@ process: for information only).
 
 Sizes: hidden 256, batch 8, 64 prompts, 32 new tokens: a batch takes about 75-105 ms here, far above timer noise.
 
-    python -m benchmarks.b3_llm_throughput --worker --rounds 7     # the in-process part alone, prints JSON
+    python -m benchmarks.b3_llm_throughput --worker --rounds 15    # the in-process part alone, prints JSON
 """
 
 from __future__ import annotations
@@ -111,7 +111,8 @@ def explaunch_job(config: Any, device: Any, job_dir: Path) -> tuple[float, str, 
     seed_everything(config.seed, deterministic=config.deterministic)
     alerts = AlertThresholds(**asdict(config.resources.alerts))
     sampler = ResourceSampler(job_dir / "resources.csv", config.resources.interval_s, alerts).start()
-    energy = EnergyTracker(config.energy.country_iso_code, config.energy.measure_power_secs, job_dir / "emissions.csv")
+    csv = job_dir / "emissions.csv"
+    energy = EnergyTracker(config.energy.country_iso_code, config.energy.measure_power_secs, csv, await_start=False)
     energy.__enter__()
     gpu = GpuEnergyMeter().start()
     try:
@@ -160,7 +161,7 @@ def recorded_by_job(workdir: Path) -> float:
 
 
 def run(ctx: Context) -> BenchResult:
-    rounds = ctx.n(7)
+    rounds = ctx.n(15)
     start = time.perf_counter()
     data = run_json_worker("benchmarks.b3_llm_throughput", ["--worker", "--rounds", str(rounds)])
     if not data["same_outputs"]:
@@ -202,5 +203,5 @@ def run(ctx: Context) -> BenchResult:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--worker", action="store_true", required=True)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=15)
     print(json.dumps(worker(parser.parse_args().rounds)))

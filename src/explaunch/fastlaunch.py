@@ -11,6 +11,8 @@ batches each waited for their slowest job. Any other launcher (submitit) gets th
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import math
 import pickle
@@ -87,25 +89,18 @@ def stream(launcher: Any, tasks: Iterator[Task], gate: Gate) -> Iterator[tuple[i
             log.info("Launching job #%d locally: %s", task.num, " ".join(filter_overrides(task.overrides)))
             yield task.num, run_composed(task, context, task_function, gate, job_id=str(task.num))
         return
-    import cloudpickle
     from joblib import Parallel, delayed
 
     settings = {**_joblib_settings(launcher), "return_as": "generator_unordered", "pre_dispatch": "2*n_jobs"}
     log.info("Joblib.Parallel(%s) is launching the jobs as workers free up", _joblib_line(settings))
-    folder = Path(tempfile.mkdtemp(prefix="explaunch-launch-"))
-    launch = Launch(uuid.uuid4().hex, str(folder / "launch.pkl"))
-    with Path(launch.path).open("wb") as file:
-        cloudpickle.dump((context, task_function, Singleton.get_state()), file)
+    launch = shared_launch(launcher)
 
     def calls() -> Iterator[Any]:
         for task in tasks:
             log.info("\t#%d : %s", task.num, " ".join(filter_overrides(task.overrides)))
             yield delayed(_numbered)(task, launch, gate)
 
-    try:
-        yield from Parallel(**settings)(calls())
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    yield from Parallel(**settings)(calls())
 
 
 @dataclass(frozen=True)
@@ -118,7 +113,24 @@ class Launch:
     path: str
 
 
+_prepared: tuple[Any, Launch] | None = None  # in the sweep's process: the launcher and its Launch
 _loaded: tuple[str, Any, Any] | None = None  # in a worker: (launch token, Hydra context, task function)
+
+
+def shared_launch(launcher: Any) -> Launch:
+    """In the sweep's process: the launcher's Launch, written once (the workers' warm-up loads it, the launches
+    that follow reuse it); its folder is removed when the process exits."""
+    global _prepared
+    if _prepared is None or _prepared[0] is not launcher:
+        import cloudpickle
+
+        folder = tempfile.mkdtemp(prefix="explaunch-launch-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        launch = Launch(uuid.uuid4().hex, str(Path(folder) / "launch.pkl"))
+        with Path(launch.path).open("wb") as file:
+            cloudpickle.dump((launcher.hydra_context, launcher.task_function, Singleton.get_state()), file)
+        _prepared = (launcher, launch)
+    return _prepared[1]
 
 
 def _shared(launch: Launch) -> tuple[Any, Any]:
@@ -163,9 +175,11 @@ def warm_workers(
         # thread imports it too, which leaves a partially initialised module behind
         return None
 
+    launch = shared_launch(launcher)
+
     def start() -> None:
         try:
-            Parallel(**settings)(delayed(warm_up)(mlflow, energy, experiments) for _ in range(workers))
+            Parallel(**settings)(delayed(warm_up)(mlflow, energy, experiments, launch) for _ in range(workers))
         except Exception as ex:  # only a head start: the jobs start their workers anyway
             log.debug("warming the joblib workers failed: %s: %s", type(ex).__name__, ex)
 
@@ -174,16 +188,20 @@ def warm_workers(
     return thread
 
 
-def warm_up(with_mlflow: bool, energy: bool, experiments: Sequence[str] = ()) -> None:
-    """In a worker: what every job, and its recording, needs once per process."""
+def warm_up(with_mlflow: bool, energy: bool, experiments: Sequence[str] = (), launch: Launch | None = None) -> None:
+    """In a worker: what every job, and its recording, needs once per process; Hydra's state as the launch has it."""
+    if launch is not None:
+        _shared(launch)
     import importlib
 
     from explaunch.experiments import MODULES
 
     modules = ["explaunch.recording", "explaunch.task", "explaunch.tracking", "explaunch.measure.resources"]
+    modules += ["explaunch.jobguard", "numpy.random", "pynvml"]  # every job seeds NumPy; its sampler tries NVML
     modules += [MODULES[name] for name in experiments if name in MODULES]
     for module in [*modules, *(["mlflow.tracking"] if with_mlflow else [])]:
-        importlib.import_module(module)
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
     from explaunch.snapshot import installed_packages
 
     installed_packages()  # read once per process (~0.1 s): every job's snapshot lists them

@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import queue
 import subprocess
 import sys
@@ -263,6 +264,8 @@ def serve(args: dict[str, Any], inp: TextIO, out: TextIO) -> int:
 
 
 def main() -> int:
+    with contextlib.suppress(OSError):  # logging can wait for a free core; the jobs beside it should not wait for it
+        os.nice(10)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     return serve(json.loads(sys.argv[1]), sys.stdin, sys.stdout)

@@ -188,7 +188,8 @@ class JobRecorder:
         from explaunch.measure.energy import EnergyTracker
 
         energy = self.config.energy
-        tracker = EnergyTracker(energy.country_iso_code, energy.measure_power_secs, self.job_dir / "emissions.csv")
+        csv = self.job_dir / "emissions.csv"
+        tracker = EnergyTracker(energy.country_iso_code, energy.measure_power_secs, csv, await_start=False)
         return tracker.__enter__()
 
     def _start_gpu_energy(self) -> Any:
@@ -231,8 +232,8 @@ class JobRecorder:
         metrics: dict[str, float] = {}
         energy: dict[str, Any] = {}
         resources: dict[str, Any] = {}
-        if self.energy is not None:
-            self.guard("energy", lambda: self._stop_energy(metrics, energy))
+        if self.energy is not None:  # first: the sidecar takes its last sample while the rest is collected
+            self.guard("energy", self.energy.request_stop)
         if self.gpu_energy is not None:
             self.guard("gpu energy", lambda: self._stop_gpu_energy(metrics, energy))
         if self.sampler is not None:
@@ -242,17 +243,19 @@ class JobRecorder:
                 resources = summary.to_dict()
         if self.system_monitor is not None:
             self.guard("mlflow system metrics", self.system_monitor.finish)
-
         completed = job_return.status == JobStatus.COMPLETED
         result = job_return.return_value if completed else {}
         result = result if isinstance(result, dict) else {}
         taken = self.guard("snapshot", self.snapshot.result) if self.snapshot is not None else None
         snapshot = taken.to_dict() if taken is not None else {}
         error = None if completed else job_error(self.job_dir, job_return)
+        config = resolved_config(self.config)
+        if self.energy is not None:  # the reading, by now computed by the sidecar
+            self.guard("energy", lambda: self._stop_energy(metrics, energy))
         record = records.JobRecord(
             status=records.COMPLETED if error is None else records.status_of_error(error.type, error.message),
             overrides=self.overrides,
-            config=resolved_config(self.config),
+            config=config,
             config_hash=self.config_hash or config_hash_or_none(self.config),
             start_time=self.start_time,
             end_time=now_iso(),

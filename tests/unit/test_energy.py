@@ -91,7 +91,7 @@ def test_a_start_that_fails_in_the_sidecar_is_reported_when_its_tracker_stops() 
 
     with EnergyTracker():  # a sidecar past its hardware probe
         pass
-    bad = meter.start("USA", "not a number", None)  # type: ignore[arg-type]
+    bad = meter.start("USA", "not a number", None, wait=False)  # type: ignore[arg-type]
     with EnergyTracker(measure_power_secs=0.5) as good:
         time.sleep(0.2)
     assert good.reading is not None, good.error

@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from explaunch.measure.meter import Ticket
+    from explaunch.measure.meter import Stopping, Ticket
 
 JOULES_PER_KWH = 3.6e6
 # codecarbon CPU modes that read a power meter; any other mode (cpu_load, tdp, constant) is a model.
@@ -66,35 +66,59 @@ class EnergyTracker:
     """
 
     def __init__(
-        self, country_iso_code: str = "USA", measure_power_secs: float = 1.0, csv_path: Path | None = None
+        self,
+        country_iso_code: str = "USA",
+        measure_power_secs: float = 1.0,
+        csv_path: Path | None = None,
+        *,
+        await_start: bool = True,
     ) -> None:
+        """``await_start=False``: ``__enter__`` returns without waiting for the sidecar to start the tracker (a
+        job's whole run, whose set-up goes on meanwhile); a measured region waits, so that the sidecar's work is
+        done before the region begins."""
+        self.await_start = await_start
         self.country_iso_code = country_iso_code
         self.measure_power_secs = measure_power_secs
         self.csv_path = csv_path  # codecarbon's own emissions.csv, when wanted
         self.reading: EnergyReading | None = None
         self.error: str | None = None
         self._ticket: Ticket | None = None  # the tracker running in the sidecar
+        self._stopping: Stopping | None = None  # its stop, requested
 
     def __enter__(self) -> EnergyTracker:
         from explaunch.measure import meter
 
         try:
             csv = None if self.csv_path is None else str(self.csv_path)
-            self._ticket = meter.start(self.country_iso_code, self.measure_power_secs, csv)
+            self._ticket = meter.start(self.country_iso_code, self.measure_power_secs, csv, wait=self.await_start)
         except meter.MeterError as ex:
             self.error = f"energy meter: {ex}"
         return self
+
+    def request_stop(self) -> None:
+        """Ask the sidecar to stop the tracker now; ``__exit__`` then only collects the reading (work done between
+        the two overlaps with the sidecar's last sample)."""
+        from explaunch.measure import meter
+
+        if self._ticket is None or self._stopping is not None:
+            return
+        try:
+            self._stopping = meter.stop_request(self._ticket)
+        except meter.MeterError as ex:
+            self.error = f"energy meter: {ex}"
+            self._ticket = None
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         from explaunch.measure import meter
 
-        if self._ticket is None:
+        self.request_stop()
+        stopping, self._stopping, self._ticket = self._stopping, None, None
+        if stopping is None:
             return
-        ticket, self._ticket = self._ticket, None
         try:
-            fields = meter.stop(ticket)
+            fields = stopping.reading()
         except meter.MeterError as ex:
             self.error = f"energy meter: {ex}"
             return

@@ -25,7 +25,8 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,9 @@ class _Sidecar:
     owner: int  # the pid that started it and that it measures
     proc: subprocess.Popen[bytes]
     probed: bool = False  # it answered once: its hardware probe is behind it
-    unanswered: int = 0  # start requests sent without waiting: their replies come before the next request's
+    sent: int = 0  # requests sent; the sidecar answers them in order
+    answered: int = 0  # replies read
+    wanted: dict[int, dict[str, Any] | None] = field(default_factory=dict)  # request number -> its reply once read
     received: bytes = b""  # read from its stdout, not yet taken as a reply (several replies may come in one read)
 
 
@@ -52,6 +55,20 @@ class Ticket:
 
     sidecar: _Sidecar
     id: int
+
+
+@dataclass(frozen=True)
+class Stopping:
+    """A stop request sent to the sidecar (:func:`stop_request`); :meth:`reading` waits for its answer."""
+
+    ticket: Ticket
+    request: int
+
+    def reading(self) -> dict[str, Any] | None:
+        """The reading's fields (see explaunch.measure.energy.EnergyReading), None when codecarbon recorded none."""
+        with _lock:
+            reading: dict[str, Any] | None = _answer(self.ticket.sidecar, self.request).get("reading")
+        return reading
 
 
 _lock = threading.Lock()
@@ -65,31 +82,34 @@ def prestart() -> None:
         _current()
 
 
-def start(country_iso_code: str, measure_power_secs: float, csv_path: str | None) -> Ticket:
-    """Start a tracker in this process's sidecar. The first one waits for the sidecar's hardware probe (~2 s) so
-    that the tracker runs when this returns; later ones return once the request is sent (the sidecar starts the
-    tracker within milliseconds; building one takes it ~10 ms that the measured code need not wait for). A start
-    that fails in the sidecar is reported by :func:`stop`."""
+def start(country_iso_code: str, measure_power_secs: float, csv_path: str | None, *, wait: bool = True) -> Ticket:
+    """Start a tracker in this process's sidecar; returns once it runs. ``wait=False``: once the request is sent
+    (the sidecar builds and starts the tracker in ~10 ms that the caller need not wait for: a job's set-up goes on
+    meanwhile); a start that fails is then reported by :func:`stop`. The first start of a sidecar always waits for
+    its hardware probe (~2 s)."""
     global _next_id
     message = {"op": "start", "country": country_iso_code, "interval": measure_power_secs, "csv": csv_path}
     with _lock:
         sidecar = _current()
         _next_id += 1
-        if sidecar.probed:
-            _send(sidecar, {**message, "id": _next_id})
-            sidecar.unanswered += 1
-        else:
-            _ask(sidecar, {**message, "id": _next_id})
+        request = _send(sidecar, {**message, "id": _next_id}, wanted=wait or not sidecar.probed)
+        if request in sidecar.wanted:
+            _answer(sidecar, request)
         return Ticket(sidecar, _next_id)
 
 
 def stop(ticket: Ticket) -> dict[str, Any] | None:
     """The reading's fields (see explaunch.measure.energy.EnergyReading), None when codecarbon recorded none."""
+    return stop_request(ticket).reading()
+
+
+def stop_request(ticket: Ticket) -> Stopping:
+    """Ask the sidecar to stop a tracker now; the reading is waited for later (``.reading()``), so that the caller
+    can do other work while the sidecar takes the last sample and computes it (~6 ms)."""
     if ticket.sidecar.owner != os.getpid():
         raise MeterError(f"tracker {ticket.id} was started in process {ticket.sidecar.owner}, not this one")
     with _lock:
-        reading: dict[str, Any] | None = _ask(ticket.sidecar, {"op": "stop", "id": ticket.id}).get("reading")
-    return reading
+        return Stopping(ticket, _send(ticket.sidecar, {"op": "stop", "id": ticket.id}, wanted=True))
 
 
 def sidecar_pid() -> int | None:
@@ -119,7 +139,9 @@ def _current() -> _Sidecar:
     return _sidecar
 
 
-def _send(sidecar: _Sidecar, message: dict[str, Any]) -> None:
+def _send(sidecar: _Sidecar, message: dict[str, Any], *, wanted: bool) -> int:
+    """Send a request (call locked); returns its number. The reply of a request not ``wanted`` is read and dropped
+    on the way to a later one's (a failed start answers again when its tracker is stopped)."""
     proc = sidecar.proc
     assert proc.stdin is not None
     if proc.poll() is not None:
@@ -128,19 +150,25 @@ def _send(sidecar: _Sidecar, message: dict[str, Any]) -> None:
         proc.stdin.write(json.dumps(message).encode() + b"\n")
     except OSError as ex:
         raise MeterError(f"the energy meter process is gone: {ex}") from None
+    request, sidecar.sent = sidecar.sent, sidecar.sent + 1
+    if wanted:
+        sidecar.wanted[request] = None
+    return request
 
 
-def _ask(sidecar: _Sidecar, message: dict[str, Any]) -> dict[str, Any]:
-    """Send one request and wait for its reply, after those of the starts sent before it (call locked). A sidecar
-    that does not answer in time is ended, so that a late reply can never be taken for the next request's."""
-    _send(sidecar, message)
-    while sidecar.unanswered:  # an earlier start's: a failed start answers again when its tracker is stopped
-        _reply(sidecar)
-        sidecar.unanswered -= 1
-    reply = _reply(sidecar)
-    if "error" in reply:
-        raise MeterError(str(reply["error"]))
-    return reply
+def _answer(sidecar: _Sidecar, request: int) -> dict[str, Any]:
+    """The reply to ``request``, reading the replies before it (call locked). A sidecar that does not answer in
+    time is ended, so that a late reply can never be taken for another request's."""
+    while sidecar.answered <= request:
+        reply = _reply(sidecar)
+        if sidecar.answered in sidecar.wanted:
+            sidecar.wanted[sidecar.answered] = reply
+        sidecar.answered += 1
+    answer = sidecar.wanted.pop(request)
+    assert answer is not None
+    if "error" in answer:
+        raise MeterError(str(answer["error"]))
+    return answer
 
 
 def _reply(sidecar: _Sidecar) -> dict[str, Any]:
@@ -225,9 +253,13 @@ def serve(client_pid: int) -> None:
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # whatever else is printed here (codecarbon, warnings) must not land in the replies
     sys.stdout = sys.stderr
-    os.nice(5)  # sampling can wait a moment; the job's own threads should not
+    os.nice(5)  # answers to the client can wait a moment; the job's own threads should not
+    # codecarbon samples from threading.Timer threads, each started by the one before; the first by start(). Started
+    # from a thread at the lowest priority, they all run at it (Linux: a thread inherits its creator's nice value):
+    # a sample waits for a free core rather than interrupting the job's threads.
+    sampling = ThreadPoolExecutor(1, "sampling", initializer=_lowest_priority)
     probe = _new_tracker(client_pid, {})  # the hardware probe, once, before the first request
-    probe.start()
+    sampling.submit(probe.start).result()
     probe.stop()
     trackers: dict[int, Any] = {}
     failed: dict[int, str] = {}  # trackers that did not start: their stop answers why (the start may not be awaited)
@@ -237,7 +269,7 @@ def serve(client_pid: int) -> None:
             if message["op"] == "start":
                 try:
                     tracker = _new_tracker(client_pid, message)
-                    tracker.start()
+                    sampling.submit(tracker.start).result()
                 except Exception as ex:
                     failed[message["id"]] = f"{type(ex).__name__}: {ex}"
                     raise
@@ -255,6 +287,11 @@ def serve(client_pid: int) -> None:
         except Exception as ex:  # one tracker failing must not end the meter
             reply = {"error": f"{type(ex).__name__}: {ex}"}
         replies.write(json.dumps(reply) + "\n")
+
+
+def _lowest_priority() -> None:
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _new_tracker(client_pid: int, message: dict[str, Any]) -> Any:
