@@ -4,7 +4,8 @@ Hydra's basic and joblib launchers compose every job again from its overrides (`
 job here, as much as a short job's whole recording). explaunch's sweeper composed and validated every job while
 planning, sharing one composition among jobs that differ only in plain values (:mod:`explaunch.composition`); for
 these two launchers it hands the composed configs over and runs them as those launchers do (same job ids, numbers,
-folders, logging, joblib settings) with one difference: jobs stream through joblib's pool, each starting as soon as
+folders, logging, joblib settings; each job run by :func:`explaunch.jobrun.run_job`, Hydra's ``run_job`` with fewer
+copies of the config) with one difference: jobs stream through joblib's pool, each starting as soon as
 a worker is free, where Hydra's launcher runs a list of jobs and returns when the last one ends — so the sweeper's
 batches each waited for their slowest job. Any other launcher (submitit) gets the overrides as usual.
 """
@@ -27,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from explaunch import jobrun
 
 log = logging.getLogger(__name__)
 
@@ -235,12 +238,6 @@ def run_composed(task: Task, hydra_context: Any, task_function: Any, gate: Gate,
         config.hydra.job.num = num
     token = planned_config_hash.set(task.config_hash)
     try:
-        return run_job(  # it sets HydraConfig from ``config`` first thing
-            hydra_context=hydra_context,
-            task_function=task_function,
-            config=config,
-            job_dir_key="hydra.sweep.dir",
-            job_subdir_key="hydra.sweep.subdir",
-        )
+        return jobrun.run_job(config, hydra_context, task_function)  # Hydra's run_job, with fewer copies
     finally:
         planned_config_hash.reset(token)
