@@ -11,7 +11,7 @@ process: for information only).
 
 Sizes: hidden 256, batch 8, 64 prompts, 32 new tokens: a batch takes about 75-105 ms here, far above timer noise.
 
-    python -m benchmarks.b3_llm_throughput --worker --rounds 15    # the in-process part alone, prints JSON
+    python -m benchmarks.b3_llm_throughput --worker --rounds 31    # the in-process part alone, prints JSON
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def recorded_by_job(workdir: Path) -> float:
 
 
 def run(ctx: Context) -> BenchResult:
-    rounds = ctx.n(15)
+    rounds = ctx.n(31)
     start = time.perf_counter()
     data = run_json_worker("benchmarks.b3_llm_throughput", ["--worker", "--rounds", str(rounds)])
     if not data["same_outputs"]:
@@ -203,5 +203,5 @@ def run(ctx: Context) -> BenchResult:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--worker", action="store_true", required=True)
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=31)
     print(json.dumps(worker(parser.parse_args().rounds)))
