@@ -18,7 +18,6 @@ machine that is ~12 ms instead of ~36 ms before a job starts, for every job of a
 
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 from typing import Any, cast
@@ -28,7 +27,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobRuntime, JobStatus, _flush_loggers, configure_log, env_override
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf._utils import get_omega_conf_dumper
-from omegaconf.nodes import AnyNode
+
+from explaunch.config import without_hydra
 
 
 def run_job(config: DictConfig, hydra_context: Any, task_function: Any) -> JobReturn:
@@ -47,7 +47,7 @@ def run_job(config: DictConfig, hydra_context: Any, task_function: Any) -> JobRe
             node.hydra.runtime.output_dir = os.path.abspath(output_dir)  # noqa: PTH100
     try:
         job_return = JobReturn()
-        task_cfg = _without_hydra(config)
+        task_cfg = without_hydra(config)
         hydra_cfg = hydra_config.cfg
         assert isinstance(hydra_cfg, DictConfig)
         job_return.cfg, job_return.hydra_cfg = task_cfg, hydra_cfg
@@ -81,18 +81,6 @@ def run_job(config: DictConfig, hydra_context: Any, task_function: Any) -> JobRe
     finally:
         hydra_config.cfg = previous
         os.chdir(old_cwd)
-
-
-def _without_hydra(config: DictConfig) -> DictConfig:
-    """A deep copy of ``config`` less its ``hydra`` node, which is not copied to be dropped (about half the nodes):
-    deepcopy takes the placeholder found in its memo in its stead."""
-    memo: dict[int, Any] = {}
-    if "hydra" in config:
-        memo[id(config._get_node("hydra"))] = AnyNode(None)
-    task_cfg = copy.deepcopy(config, memo)
-    with read_write(task_cfg), open_dict(task_cfg):
-        task_cfg.pop("hydra", None)
-    return task_cfg
 
 
 def _changes_dir(hydra_cfg: DictConfig) -> bool:
