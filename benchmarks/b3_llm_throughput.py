@@ -1,5 +1,6 @@
 """B3: tokens/s of the LLM job as explaunch records it, over a raw ``model.generate`` loop on the same model, prompts
-and batches, alternated in one process.
+and batches, alternated in one process: rounds 2k and 2k+1 run in opposite orders (ABBA) and the ratio is taken per
+block of two rounds (``harness.abba_ratios``), so that a drift over the block cancels.
 
 The raw loop is what a user would write: build the model with explaunch's own helpers (same seed, so the same random
 weights), tokenize the same prompts into the same batches, warm up as many batches, then time each ``generate`` with
@@ -11,7 +12,7 @@ process: for information only).
 
 Sizes: hidden 256, batch 8, 64 prompts, 32 new tokens: a batch takes about 75-105 ms here, far above timer noise.
 
-    python -m benchmarks.b3_llm_throughput --worker --rounds 31    # the in-process part alone, prints JSON
+    python -m benchmarks.b3_llm_throughput --worker --rounds 32    # the in-process part alone, prints JSON
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from benchmarks.harness import (
     Row,
     Spread,
     Target,
-    paired_ratios,
+    abba_ratios,
     run_json_worker,
     timed_run,
 )
@@ -161,13 +162,13 @@ def recorded_by_job(workdir: Path) -> float:
 
 
 def run(ctx: Context) -> BenchResult:
-    rounds = ctx.n(31)
+    rounds = max(2, ctx.n(32))  # 16 ABBA blocks
     start = time.perf_counter()
     data = run_json_worker("benchmarks.b3_llm_throughput", ["--worker", "--rounds", str(rounds)])
     if not data["same_outputs"]:
         raise RuntimeError("the raw loop and explaunch generated different tokens: not the same work")
     stats = {name: Spread.of(data[name]) for name in ("raw", "explaunch")}
-    ratios = paired_ratios(data["explaunch"], data["raw"])
+    ratios = abba_ratios(data["explaunch"], data["raw"])
     raw_median = stats["raw"].median
     job_tps = recorded_by_job(ctx.scratch(ID))
     rows = [
@@ -190,7 +191,7 @@ def run(ctx: Context) -> BenchResult:
         settings={"overrides": list(OVERRIDES), "rounds": rounds, "device": data["device"], "threads": data["threads"]},
         raw={
             "tokens_per_s": {"raw": data["raw"], "explaunch": data["explaunch"]},
-            "paired_ratios": ratios,
+            "abba_ratios": ratios,
             "batch_latencies_s": data["latencies"],
             "real_job_tokens_per_s": job_tps,
         },
@@ -203,5 +204,5 @@ def run(ctx: Context) -> BenchResult:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--worker", action="store_true", required=True)
-    parser.add_argument("--rounds", type=int, default=31)
+    parser.add_argument("--rounds", type=int, default=32)
     print(json.dumps(worker(parser.parse_args().rounds)))

@@ -8,7 +8,7 @@ every core (the sampler, wherever it runs, competes for a core). The timed regio
 start and stop (the first start in a process waits about 2 s for the meter's hardware probe) are recorded apart, as
 they do not slow the work but lengthen the job.
 
-    python -m benchmarks.b6_energy_overhead --worker --pairs 11 --work-s 2.5     # the measurement alone, prints JSON
+    python -m benchmarks.b6_energy_overhead --worker --pairs 14 --work-s 2.5     # the measurement alone, prints JSON
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks.harness import BenchResult, Context, Row, Spread, Target, paired_ratios, run_json_worker
+from benchmarks.harness import BenchResult, Context, Row, Spread, Target, abba_ratios, run_json_worker
 
 ID = "B6"
 TITLE = "energy tracker sampling overhead on CPU-bound work"
@@ -97,7 +97,7 @@ def worker(pairs: int, work_s: float) -> dict[str, Any]:
 
 
 def run(ctx: Context) -> BenchResult:
-    pairs = ctx.n(11)
+    pairs = max(2, ctx.n(14))  # 7 ABBA blocks
     start = time.perf_counter()
     data = run_json_worker(
         "benchmarks.b6_energy_overhead", ["--worker", "--pairs", str(pairs), "--work-s", str(WORK_S)]
@@ -105,7 +105,7 @@ def run(ctx: Context) -> BenchResult:
     rows, stats, raw = [], {}, {}
     for name, label in (("python", "pure-Python loop"), ("torch", "torch matmul, all cores")):
         part = data[name]
-        overheads = [100.0 * (r - 1.0) for r in paired_ratios(part["on"], part["off"])]
+        overheads = [100.0 * (r - 1.0) for r in abba_ratios(part["on"], part["off"])]
         spread = Spread.of(overheads)
         stats[f"{name}_overhead_percent"] = spread
         stats[f"{name}_on_s"] = Spread.of(part["on"])
@@ -134,7 +134,8 @@ def run(ctx: Context) -> BenchResult:
         raw=raw,
         stats=stats,
         notes=[
-            "overhead = median over pairs of (work time with the tracker / without) - 1; spread = their min .. max",
+            "overhead = median over ABBA blocks (pairs 2k, 2k+1 in opposite orders) of (work time with the tracker "
+            "/ without) - 1; spread = their min .. max",
             "best of each = min(with) / min(without) - 1, shown beside: noise from other load only adds time",
         ],
         wall_s=time.perf_counter() - start,
@@ -144,7 +145,7 @@ def run(ctx: Context) -> BenchResult:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--worker", action="store_true", required=True)
-    parser.add_argument("--pairs", type=int, default=11)
+    parser.add_argument("--pairs", type=int, default=14)
     parser.add_argument("--work-s", type=float, default=WORK_S)
     args = parser.parse_args()
     print(json.dumps(worker(args.pairs, args.work_s)))

@@ -63,6 +63,20 @@ def paired_ratios(numerator: Sequence[float], denominator: Sequence[float]) -> l
     return [a / b for a, b in zip(numerator, denominator, strict=True)]
 
 
+def abba_ratios(numerator: Sequence[float], denominator: Sequence[float]) -> list[float]:
+    """Ratios of an ABBA design, one per block: repeats 2k and 2k+1 were taken in opposite orders (A B, then B A),
+    so each variant holds one earlier and one later place in the block and a drift that is linear over the block
+    cancels in (a[2k] + a[2k+1]) / (b[2k] + b[2k+1]). A ratio per pair (A/B, then A/B of the reversed pair) keeps
+    the drift with alternating signs, which the median of an odd count does not cancel. An odd last repeat is left
+    out."""
+    if len(numerator) != len(denominator):
+        raise ValueError(f"{len(numerator)} repeats against {len(denominator)}: not side by side")
+    return [
+        (numerator[i] + numerator[i + 1]) / (denominator[i] + denominator[i + 1])
+        for i in range(0, len(numerator) - 1, 2)
+    ]
+
+
 # ---- targets and rows -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Target:

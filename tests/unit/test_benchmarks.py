@@ -19,6 +19,7 @@ from benchmarks.harness import (
     Row,
     Spread,
     Target,
+    abba_ratios,
     errored,
     exit_code,
     failures,
@@ -47,6 +48,19 @@ def test_paired_ratios_divide_side_by_side_repeats() -> None:
     assert paired_ratios([2.0, 3.0], [1.0, 2.0]) == [2.0, 1.5]
     with pytest.raises(ValueError):
         paired_ratios([1.0], [1.0, 2.0])
+
+
+def test_abba_ratios_cancel_a_linear_drift_that_pair_ratios_keep() -> None:
+    """Two equal variants timed A B B A A B B A while every repeat takes 1% longer than the one before."""
+    order = ["a", "b", "b", "a", "a", "b", "b", "a", "a"]  # and a last, unpaired repeat of a
+    times: dict[str, list[float]] = {"a": [], "b": []}
+    for place, variant in enumerate(order):
+        times[variant].append(1.0 + 0.01 * place)
+    times["b"].append(99.0)  # the last pair, cut short, is left out
+    assert [round(r, 4) for r in paired_ratios(times["a"], times["b"])][:4] == [0.9901, 1.0098, 0.9905, 1.0094]
+    assert abba_ratios(times["a"], times["b"]) == pytest.approx([1.0, 1.0])
+    with pytest.raises(ValueError, match="side by side"):
+        abba_ratios([1.0], [1.0, 2.0])
 
 
 def test_targets_hold_on_the_bound_and_say_how_far_a_miss_is() -> None:

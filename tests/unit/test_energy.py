@@ -54,6 +54,20 @@ def test_the_sidecar_measures_this_process_not_itself(tmp_path: Path) -> None:
     assert (tmp_path / "emissions.csv").read_text().count("\n") >= 2  # codecarbon's own CSV, header + a row
 
 
+def test_the_sidecar_counts_the_work_of_this_process_s_children() -> None:
+    """A job that runs its work in a child process (a legacy script) is measured with it; the sidecar, a child too,
+    is left out (it would otherwise read its own sampling as the job's)."""
+    loop = "import time\nend = time.perf_counter() + 1.5\nwhile time.perf_counter() < end: pass"
+    with EnergyTracker(measure_power_secs=0.5) as idle:
+        subprocess.run([sys.executable, "-c", "import time; time.sleep(1.5)"], check=True)
+    with EnergyTracker(measure_power_secs=0.5) as working:
+        subprocess.run([sys.executable, "-c", loop], check=True)
+    assert idle.reading is not None and working.reading is not None, (idle.error, working.error)
+    if working.reading.sources["cpu"] != "estimated":
+        pytest.skip(f"CPU energy from {working.reading.sources['cpu']}: the machine's, not the process tree's")
+    assert working.reading.cpu_kwh > 3 * idle.reading.cpu_kwh, (working.reading, idle.reading)
+
+
 def test_a_job_tracker_and_a_region_tracker_run_at_once() -> None:
     with EnergyTracker(measure_power_secs=0.5) as job:
         with EnergyTracker(measure_power_secs=0.5) as region:
