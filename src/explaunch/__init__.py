@@ -2,7 +2,12 @@
 
 __version__ = "0.1.0"
 
+import os
 from typing import TYPE_CHECKING, Any
+
+# explaunch works offline: MLflow's usage telemetry (on by default since MLflow 3: it fetches a config and posts
+# events from a thread) stays off in every explaunch process and the jobs it starts, unless the user sets it.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 if TYPE_CHECKING:
     from explaunch.runs_api import RunSummary, get_best_run, load_model

@@ -68,6 +68,22 @@ def test_the_sidecar_counts_the_work_of_this_process_s_children() -> None:
     assert working.reading.cpu_kwh > 3 * idle.reading.cpu_kwh, (working.reading, idle.reading)
 
 
+def test_the_sidecar_s_cpu_model_is_py_cpuinfo_s() -> None:
+    """The sidecar reads the CPU model from /proc/cpuinfo instead of py-cpuinfo's ~1 s probe: the same string here
+    (codecarbon looks its TDP up by it), and nothing where Linux lists no model name."""
+    import cpuinfo
+
+    from explaunch.measure.meter import proc_cpu_model
+
+    listed = proc_cpu_model(Path("/proc/cpuinfo").read_text()) if Path("/proc/cpuinfo").exists() else None
+    if listed is None:
+        pytest.skip("no model name in /proc/cpuinfo: the sidecar runs py-cpuinfo")
+    assert listed == cpuinfo.get_cpu_info()["brand_raw"]
+    arm = "processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\n"
+    assert proc_cpu_model(arm) is None
+    assert proc_cpu_model("processor\t: 0\nmodel name\t: AMD EPYC 7B13\n") == "AMD EPYC 7B13"
+
+
 def test_a_job_tracker_and_a_region_tracker_run_at_once() -> None:
     with EnergyTracker(measure_power_secs=0.5) as job:
         with EnergyTracker(measure_power_secs=0.5) as region:

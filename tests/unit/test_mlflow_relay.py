@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import mlflow
 import pytest
 
 from explaunch import records
-from explaunch.mlflow_relay import LOG_FILE, MlflowRelay
+from explaunch.mlflow_relay import LOG_FILE, RELAY_NICE, MlflowRelay
 from explaunch.tracking import RUN_ID_FILE, SweepTracking, epoch_ms
 
 pytestmark = pytest.mark.slow  # each test starts a relay (imports MLflow: ~2 s)
@@ -100,3 +101,21 @@ def test_jobs_a_killed_relay_never_logged_say_so(tmp_path: Path) -> None:
     relay.close()
     errors = records.read_job_record(job_dir).callback_errors
     assert len(errors) == 1 and "the MLflow relay ended (exit code -9" in errors[0], errors
+
+
+def test_the_relay_lowers_its_session_s_share_of_the_cpu_not_only_its_nice(tmp_path: Path) -> None:
+    """The relay is a session of its own: with sched_autogroup its nice value alone would not yield to the jobs."""
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    relay = MlflowRelay.start(f"sqlite:///{tmp_path / 'mlflow.db'}", "relay-priority", sweep_dir, {})
+    try:
+        deadline = time.monotonic() + 10
+        while os.getpriority(os.PRIO_PROCESS, relay.proc.pid) != RELAY_NICE and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert os.getpriority(os.PRIO_PROCESS, relay.proc.pid) == RELAY_NICE
+        assert os.getsid(relay.proc.pid) != os.getsid(0)
+        autogroup = Path(f"/proc/{relay.proc.pid}/autogroup")
+        if autogroup.exists():  # "/autogroup-123 nice 10"
+            assert autogroup.read_text().split()[-1] == str(RELAY_NICE), autogroup.read_text()
+    finally:
+        relay.close()

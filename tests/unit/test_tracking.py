@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -87,3 +89,16 @@ def test_start_sweep_creates_the_store_and_leaves_ids_for_the_jobs(store: str, t
 def test_a_dead_server_fails_fast_instead_of_retrying_for_minutes() -> None:
     MlflowTracker("http://127.0.0.1:9")
     assert int(os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]) <= 2
+
+
+@pytest.mark.parametrize(("given", "disabled"), [(None, "True"), ("false", "False")])
+def test_mlflow_telemetry_is_off_in_explaunch_processes_unless_the_user_turns_it_on(
+    given: str | None, disabled: str
+) -> None:
+    """Outside CI (no PYTEST_CURRENT_TEST, CI, ... in the environment) MLflow would send usage telemetry."""
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
+    if given is not None:
+        env["MLFLOW_DISABLE_TELEMETRY"] = given
+    code = "import explaunch.tracking, mlflow.telemetry.utils as u; print(u.is_telemetry_disabled())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == disabled, out.stderr

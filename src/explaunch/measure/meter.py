@@ -259,6 +259,7 @@ def serve(client_pid: int) -> None:
     # from a thread at the lowest priority, they all run at it (Linux: a thread inherits its creator's nice value):
     # a sample waits for a free core rather than interrupting the job's threads.
     sampling = ThreadPoolExecutor(1, "sampling", initializer=_lowest_priority)
+    _cpu_model_from_proc()
     probe = _new_tracker(client_pid, {})  # the hardware probe, once, before the first request
     sampling.submit(probe.start).result()
     probe.stop()
@@ -288,6 +289,31 @@ def serve(client_pid: int) -> None:
         except Exception as ex:  # one tracker failing must not end the meter
             reply = {"error": f"{type(ex).__name__}: {ex}"}
         replies.write(json.dumps(reply) + "\n")
+
+
+def proc_cpu_model(cpuinfo_text: str) -> str | None:
+    """The CPU's brand string as Linux lists it ("model name" in /proc/cpuinfo, x86), None when it is not there."""
+    for line in cpuinfo_text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and value.strip():
+            return value.strip()
+    return None
+
+
+def _cpu_model_from_proc() -> None:
+    """codecarbon finds the CPU's TDP from its model, which it asks py-cpuinfo for (``detect_cpu_model``, its only
+    use of py-cpuinfo). py-cpuinfo runs itself in a subprocess that reads CPUID and times the clock, about 1 s of a
+    busy core per sidecar (every joblib worker and every SLURM job starts one), to give back the brand string that
+    Linux already lists in /proc/cpuinfo (the kernel reads the same CPUID leaves). Where /proc/cpuinfo has it, the
+    sidecar's py-cpuinfo answers that alone; elsewhere (ARM lists no model name) py-cpuinfo runs as it is.
+    tests/unit/test_energy.py checks both give the same model here."""
+    try:
+        model = proc_cpu_model(Path("/proc/cpuinfo").read_text())
+        import cpuinfo
+    except (OSError, ImportError):
+        return
+    if model is not None:
+        cpuinfo.get_cpu_info = lambda: {"brand_raw": model}
 
 
 def _lowest_priority() -> None:
