@@ -5,7 +5,7 @@ without it, alternated (ABBA) in one process, many times.
 Two kinds of work, since the sampler costs them differently: a pure-Python loop (one thread; a sampler in the job's
 process competes for its GIL, hence the sidecar process of ``explaunch.measure.meter``) and a torch matmul loop on
 every core (the sampler, wherever it runs, competes for a core). The timed region is the work alone; the tracker's
-start and stop (the first start in a process waits about 2 s for the meter's hardware probe) are recorded apart, as
+start and stop (the first start in a process waits about 0.4 s for the meter's hardware probe) are recorded apart, as
 they do not slow the work but lengthen the job.
 
     python -m benchmarks.b6_energy_overhead --worker --pairs 14 --work-s 2.5     # the measurement alone, prints JSON

@@ -165,7 +165,7 @@ def warm_workers(
     launcher: Any, workers: int, *, mlflow: bool, energy: bool, experiments: list[str]
 ) -> threading.Thread | None:
     """joblib: start the worker processes and their one-time set-up (imports, the jobs' experiment modules among
-    them; the list of installed packages; the energy meter sidecar and its hardware probe, about 2 s) in a
+    them; the list of installed packages; the energy meter sidecar and its hardware probe, about 0.4 s) in a
     background thread. The launches that follow reuse these workers (loky keeps an
     executor with the same settings)."""
     if type(launcher).__name__ != "JoblibLauncher":

@@ -61,7 +61,7 @@ class EnergyTracker:
 
     codecarbon runs in this process's energy meter sidecar (:mod:`explaunch.measure.meter`), not in this process:
     its sampling threads would slow a GIL-bound job. The first tracker of a process waits for the sidecar's start
-    and hardware probe (about 2 s); later ones take a few milliseconds. A meter that fails never fails the measured
+    and hardware probe (about 0.4 s); later ones take a few milliseconds. A meter that fails never fails the measured
     code: ``reading`` stays None and ``error`` says why.
     """
 

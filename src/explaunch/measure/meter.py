@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PROBE_TIMEOUT_S = 120.0  # a sidecar's first reply: it imports codecarbon and probes the hardware first (~2 s)
+PROBE_TIMEOUT_S = 120.0  # a sidecar's first reply: it imports codecarbon and probes the hardware first (~0.4 s)
 REPLY_TIMEOUT_S = 30.0  # any later reply (a tracker's start or stop takes milliseconds)
 CHILDREN_TTL_S = 0.5  # how long the client's list of child processes is reused between samples (see Client)
 
@@ -78,7 +78,7 @@ _next_id = 0
 
 
 def prestart() -> None:
-    """Start the sidecar now, without waiting: it imports codecarbon and probes the hardware (~2 s) meanwhile."""
+    """Start the sidecar now, without waiting: it imports codecarbon and probes the hardware (~0.4 s) meanwhile."""
     with _lock:
         _current()
 
@@ -87,7 +87,7 @@ def start(country_iso_code: str, measure_power_secs: float, csv_path: str | None
     """Start a tracker in this process's sidecar; returns once it runs. ``wait=False``: once the request is sent
     (the sidecar builds and starts the tracker in ~10 ms that the caller need not wait for: a job's set-up goes on
     meanwhile); a start that fails is then reported by :func:`stop`. The first start of a sidecar always waits for
-    its hardware probe (~2 s)."""
+    its hardware probe (~0.4 s)."""
     global _next_id
     message = {"op": "start", "country": country_iso_code, "interval": measure_power_secs, "csv": csv_path}
     with _lock:
