@@ -5,12 +5,14 @@ block of two rounds (``harness.abba_ratios``), so that a drift over the block ca
 The raw loop is what a user would write: build the model with explaunch's own helpers (same seed, so the same random
 weights), tokenize the same prompts into the same batches, warm up as many batches, then time each ``generate`` with
 ``time.perf_counter`` and divide the new tokens by the summed time. The explaunch side is ``llm_inference.measure``
-(its step clock, its region energy tracker) with the job-level monitors a job runs beside it (resource sampler,
-whole-job energy tracker, NVML meter). Both must produce the same tokens (``output_sha256``): the same work. A real
-``python main.py`` job with the same overrides runs once more, and its ``job.json`` figure is shown beside (another
-process: for information only).
+(its step clock, its windows' energy trackers) with the job-level monitors a job runs beside it (resource sampler,
+whole-job energy tracker, which reads the GPUs' counters too). Both must produce the same tokens (``output_sha256``):
+the same work. A real ``python main.py`` job with the same overrides runs once more, and its ``job.json`` figure is
+shown beside (another process: for information only).
 
 Sizes: hidden 256, batch 8, 64 prompts, 32 new tokens: a batch takes about 75-105 ms here, far above timer noise.
+Each measured window is one pass over the prompts, as the raw loop's (a job's default window repeats them for 10 s:
+its length is not what B3 compares).
 
     python -m benchmarks.b3_llm_throughput --worker --rounds 32    # the in-process part alone, prints JSON
 """
@@ -49,6 +51,9 @@ OVERRIDES = (
     "batching.max_new_tokens=32",
     "batching.warmup_batches=3",
     "experiment_type.flops=none",  # an untimed pass: it changes no timed figure, only the run's length
+    "energy.min_window_s=0.001",  # one pass over the prompts per window, as the raw loop
+    "energy.min_iterations=1",
+    "energy.prefill_window_s=0.001",
 )
 
 
@@ -104,25 +109,23 @@ def explaunch_job(config: Any, device: Any, job_dir: Path) -> tuple[float, str, 
     from dataclasses import asdict
 
     from explaunch.experiments.llm_inference import measure
-    from explaunch.measure.energy import EnergyTracker
-    from explaunch.measure.nvml import GpuEnergyMeter
+    from explaunch.measure.energy import EnergyTracker, job_gpus
     from explaunch.measure.resources import AlertThresholds, ResourceSampler
     from explaunch.seeding import seed_everything
 
     seed_everything(config.seed, deterministic=config.deterministic)
     alerts = AlertThresholds(**asdict(config.resources.alerts))
     sampler = ResourceSampler(job_dir / "resources.csv", config.resources.interval_s, alerts).start()
-    csv = job_dir / "emissions.csv"
-    energy = EnergyTracker(config.energy.country_iso_code, config.energy.measure_power_secs, csv, await_start=False)
+    gpus = job_gpus(config.hardware.device, list(config.hardware.gpu_ids))
+    energy = EnergyTracker.from_config(config.energy, gpus, csv_path=job_dir / "emissions.csv", await_start=False)
     energy.__enter__()
-    gpu = GpuEnergyMeter().start()
     try:
         result = measure(config, device)
     finally:
-        gpu.stop()
         energy.__exit__(None, None, None)
         sampler.stop()
-    return result.metrics["throughput_tokens_per_s"], result.info["output_sha256"], result.info["batch_latencies_s"]
+    latencies = [float(i["latency_s"]) for i in result.info["iterations"]]
+    return result.metrics["throughput_e2e_tokens_per_s"], result.info["output_sha256"], latencies
 
 
 def worker(rounds: int) -> dict[str, Any]:
@@ -153,12 +156,12 @@ def worker(rounds: int) -> dict[str, Any]:
 
 # ---- the suite's side ---------------------------------------------------------------------------------------------
 def recorded_by_job(workdir: Path) -> float:
-    """throughput_tokens_per_s from the job.json of a real ``python main.py`` job with the same overrides."""
+    """throughput_e2e_tokens_per_s from the job.json of a real ``python main.py`` job with the same overrides."""
     cwd = Path(tempfile.mkdtemp(prefix="job-", dir=workdir))
     run_dir = cwd / "run"
     timed_run([sys.executable, str(MAIN), *OVERRIDES, f"hydra.run.dir={run_dir}"], cwd=cwd)
     record = json.loads((run_dir / "job.json").read_text())
-    return float(record["metrics"]["throughput_tokens_per_s"])
+    return float(record["metrics"]["throughput_e2e_tokens_per_s"])
 
 
 def run(ctx: Context) -> BenchResult:

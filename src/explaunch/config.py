@@ -169,9 +169,32 @@ class ResourcesConfig:
 
 @dataclass
 class EnergyConfig:
-    enabled: bool = spec(True, help="energy of the whole job and of the measured region (codecarbon, NVML)")
+    """How energy is measured: hardware counters first (RAPL, NVML), codecarbon's model where there is none.
+
+    The measured region of ``llm_inference`` and ``fairness_tradeoff`` repeats its work until it has lasted
+    ``min_window_s`` and run ``min_iterations`` times: a window of a fraction of a second holds one or two power
+    samples and says more about the meter than about the job."""
+
+    enabled: bool = spec(True, help="energy of the whole job and of the measured region (counters, codecarbon)")
     country_iso_code: str = spec("USA", help="grid carbon intensity used for emissions, ISO 3166-1 alpha-3")
-    measure_power_secs: float = spec(1.0, min=0.1)
+    measure_power_secs: float = spec(0.5, min=0.1, help="codecarbon's sampling interval (modelled CPU/RAM)")
+    sample_interval_s: float = spec(0.2, min=0.01, help="how often counters and CPU times are read in a window")
+    min_window_s: float = spec(10.0, help="the measured region repeats its work until it lasted this long (> 0)")
+    min_iterations: int = spec(10, min=1, help="... and ran at least this many iterations (generate calls)")
+    prefill_window_s: float = spec(5.0, help="llm_inference: the prefill-only window (> 0) decode is told from")
+    baseline_s: Optional[float] = spec(
+        None,
+        min=0.0,
+        help="idle power measured this long per host before the first job (0: off; null: 5 s where a GPU is "
+        "visible, off on CPU-only hosts)",
+    )
+    powercap_root: str = spec("/sys/class/powercap", help="where RAPL energy counters are read (Linux powercap)")
+
+    def check(self, key: str) -> None:
+        for name in ("min_window_s", "prefill_window_s"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise ConfigError(f"{key}.{name}", value, "must be a number > 0 (seconds)")
 
 
 @dataclass
@@ -179,6 +202,7 @@ class LLMInferenceConfig:
     name: str = spec("llm_inference", choices=("llm_inference",))
     prompts_file: Optional[str] = spec(None, help="JSONL with a 'text' field; default: the shipped prompt set")
     flops: str = spec("counter", choices=("counter", "analytical", "none"))
+    save_outputs: bool = spec(False, help="write the generated text and token ids to outputs.jsonl (an artifact)")
 
     def check(self, key: str) -> None:
         if self.prompts_file is not None and not Path(self.prompts_file).expanduser().is_file():

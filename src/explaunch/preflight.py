@@ -8,6 +8,7 @@ composition (see explaunch.composition). The sweeper then composes and validates
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from explaunch.composition import JobComposer
-from explaunch.config import schema_keys, validate
+from explaunch.config import ExplaunchConfig, schema_keys, validate
 from explaunch.errors import ConfigError
 
 # Hydra flags that print or inspect instead of running jobs: Hydra handles those alone.
@@ -63,7 +64,7 @@ def check_overrides(config_dir: Path, config_name: str, overrides: Sequence[str]
             from_config = parser.parse_overrides([f"{k}={v}" for k, v in params.items()])
             for o in from_config:
                 swept.setdefault(o.get_key_element(), o)
-        validate(base)
+        check_gpus_visible(validate(base), OmegaConf.select(base, "hydra.launcher._target_", default=None))
         compose_job = JobComposer(
             lambda overrides: compose(config_name, overrides=[*fixed, *overrides]),
             GlobalHydra.instance().config_loader(),
@@ -73,6 +74,36 @@ def check_overrides(config_dir: Path, config_name: str, overrides: Sequence[str]
                 raise ConfigError(key, override.get_value_element_as_str(), "only lists, range() and glob() sweeps")
             for value in override.sweep_string_iterator():
                 validate(compose_job([f"{key}={value}"]))
+
+
+def check_gpus_visible(config: ExplaunchConfig, launcher: str | None) -> None:
+    """``hardware.gpu_ids`` must name GPUs visible here when the jobs run here. Jobs sent to SLURM run on nodes this
+    login node may not see, and are checked there (the job's own validation and device resolution)."""
+    hardware = config.hardware
+    if hardware.device == "cpu" or (launcher is not None and "slurm" in launcher.lower()):
+        return
+    wanted = list(hardware.gpu_ids) or ([0] if hardware.device == "cuda" else [])
+    if not wanted:
+        return
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception as ex:  # no library, no driver, no device
+        raise ConfigError(
+            "hardware.gpu_ids",
+            list(hardware.gpu_ids),
+            f"no GPU is visible here (NVML: {type(ex).__name__}); use hardware=cpu, or run where the GPUs are",
+        ) from None
+    try:
+        from explaunch.measure.counters import select_gpus
+
+        select_gpus(pynvml, visible, wanted)
+    except ValueError as ex:
+        raise ConfigError("hardware.gpu_ids", list(hardware.gpu_ids), str(ex)) from None
+    finally:
+        pynvml.nvmlShutdown()
 
 
 def _compose(config_name: str, overrides: list[str], suspects: list[str], *, return_hydra_config: bool) -> DictConfig:

@@ -137,7 +137,7 @@ class JobRecorder:
         self.snapshot: Any = None
         self.sampler: Any = None
         self.energy: Any = None
-        self.gpu_energy: Any = None
+        self.baseline: dict[str, Any] | None = None
         self.tracker: Any = None
         self.run_id: str | None = None
         self.relayed_uri: str | None = None
@@ -158,8 +158,8 @@ class JobRecorder:
         if self.config.resources.enabled:
             self.sampler = self.guard("resources", self._start_sampler)
         if self.config.energy.enabled:
+            self.baseline = self.guard("energy baseline", self._baseline)
             self.energy = self.guard("energy", self._start_energy)
-            self.gpu_energy = self.guard("gpu energy", self._start_gpu_energy)
         if self.config.tracking.backend == "mlflow":
             self.guard("mlflow", self._start_run)
         return self
@@ -184,18 +184,26 @@ class JobRecorder:
         self.job_dir.mkdir(parents=True, exist_ok=True)
         return ResourceSampler(self.job_dir / CSV_FILE, resources.interval_s, alerts).start()
 
+    def _baseline(self) -> dict[str, Any] | None:
+        """The host's idle power, measured by the first job of the sweep on this host (see measure.baseline)."""
+        from explaunch.measure.baseline import host_baseline, resolve_seconds
+
+        seconds = resolve_seconds(OmegaConf.select(self.config, "energy.baseline_s", default=None))
+        if seconds <= 0:
+            return None
+        return host_baseline(self.sweep_dir or self.job_dir, seconds, self.config.energy)
+
     def _start_energy(self) -> Any:
-        from explaunch.measure.energy import EnergyTracker
+        """The whole job's energy: the job's process tree, and the GPUs the job was given (none on ``cpu``)."""
+        from explaunch.measure.energy import EnergyTracker, job_gpus
 
-        energy = self.config.energy
+        device = str(OmegaConf.select(self.config, "hardware.device", default="auto"))
+        gpu_ids = list(OmegaConf.select(self.config, "hardware.gpu_ids", default=None) or [])
         csv = self.job_dir / "emissions.csv"
-        tracker = EnergyTracker(energy.country_iso_code, energy.measure_power_secs, csv, await_start=False)
+        tracker = EnergyTracker.from_config(
+            self.config.energy, job_gpus(device, gpu_ids), csv_path=csv, await_start=False
+        )
         return tracker.__enter__()
-
-    def _start_gpu_energy(self) -> Any:
-        from explaunch.measure.nvml import GpuEnergyMeter
-
-        return GpuEnergyMeter().start()
 
     def _start_run(self) -> None:
         from explaunch.tracking import RUN_ID_FILE, MlflowTracker, SweepTracking, job_run_tags, resolve_uri, run_name
@@ -234,8 +242,6 @@ class JobRecorder:
         resources: dict[str, Any] = {}
         if self.energy is not None:  # first: the sidecar takes its last sample while the rest is collected
             self.guard("energy", self.energy.request_stop)
-        if self.gpu_energy is not None:
-            self.guard("gpu energy", lambda: self._stop_gpu_energy(metrics, energy))
         if self.sampler is not None:
             summary = self.guard("resources", self.sampler.stop)
             if summary is not None:
@@ -252,6 +258,8 @@ class JobRecorder:
         config = resolved_config(self.config)
         if self.energy is not None:  # the reading, by now computed by the sidecar
             self.guard("energy", lambda: self._stop_energy(metrics, energy))
+        if self.baseline is not None:
+            self.guard("energy baseline", lambda: self._adjust(result, metrics, energy))
         record = records.JobRecord(
             status=records.COMPLETED if error is None else records.status_of_error(error.type, error.message),
             overrides=self.overrides,
@@ -284,17 +292,24 @@ class JobRecorder:
         self.energy.__exit__(None, None, None)
         if self.energy.reading is not None:
             metrics.update(self.energy.reading.metrics("job_energy"))
-            energy["codecarbon"] = self.energy.reading.to_dict()
+            energy.update(self.energy.reading.to_dict(), region="the whole job (set-up, loading, every window)")
         else:
-            energy["codecarbon"] = {"error": self.energy.error}
+            energy["error"] = self.energy.error
 
-    def _stop_gpu_energy(self, metrics: dict[str, float], energy: dict[str, Any]) -> None:
-        reading = self.gpu_energy.stop()
-        if reading is not None:
-            metrics["job_gpu_energy_joules_nvml"] = reading.joules
-            energy["nvml"] = reading.to_dict()
-        elif self.gpu_energy.unavailable:
-            energy["nvml"] = {"unavailable": self.gpu_energy.unavailable}
+    def _adjust(self, result: dict[str, Any], metrics: dict[str, float], energy: dict[str, Any]) -> None:
+        """Energy less the host's idle power over the same window: the measured region's and the whole job's."""
+        from explaunch.measure.baseline import adjust
+
+        assert self.baseline is not None
+        energy["baseline"] = self.baseline
+        window = (result.get("info") or {}).get("energy") or {}
+        for prefix, reading in (("", window), ("job_", energy)):
+            adjusted = adjust(reading, self.baseline) if "components" in reading else None
+            if adjusted is not None:
+                watts, joules, components = adjusted
+                metrics[f"{prefix}baseline_power_w"] = watts
+                metrics[f"{prefix}energy_adjusted_joules"] = joules
+                reading["adjusted"] = {"baseline_power_w": watts, "joules": joules, "components": components}
 
     def _tracking_info(self) -> dict[str, Any]:
         from explaunch.snapshot import redact

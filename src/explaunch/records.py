@@ -43,13 +43,49 @@ def status_of_error(error_type: str, message: str) -> str:
 
 # Shown in sweep.json / sweep.csv rows; every metric stays in job.json.
 HEADLINE_METRICS = (
-    "throughput_tokens_per_s",
+    "throughput_e2e_tokens_per_s",
+    "throughput_decode_tokens_per_s",
     "latency_batch_p50_s",
     "ttft_p50_s",
-    "memory_peak_rss_mb",
+    "memory_peak_rss_mib",
     "energy_joules",
+    "energy_per_output_token_j",
     "tokens_per_joule",
 )
+
+_KWH = 3.6e6  # joules (explaunch.measure.energy.JOULES_PER_KWH, without importing the meters)
+# Metrics renamed since records of schema version 1 were first written: old name -> (new name, factor to the new
+# unit). Records on disk keep the names they were written with; ``JobRecord.from_dict`` gives every reader the new
+# ones, so that a report, the dashboard and ``explaunch reproduce`` line an old job up with a new one. This is the
+# one place that knows the old names.
+RENAMED_METRICS: dict[str, tuple[str, float]] = {
+    "throughput_tokens_per_s": ("throughput_e2e_tokens_per_s", 1.0),
+    "memory_peak_rss_mb": ("memory_peak_rss_mib", 1.0),  # it always held MiB
+    "memory_peak_rss_total_mb": ("memory_peak_rss_total_mib", 1.0),  # sharded: summed over the processes
+    "memory_cuda_max_allocated_mb": ("memory_cuda_max_allocated_mib", 1.0),
+    "job_gpu_energy_joules_nvml": ("job_energy_gpu_joules", 1.0),
+    "energy_duration_s": ("energy_window_s", 1.0),
+    "job_energy_duration_s": ("job_energy_window_s", 1.0),
+    **{
+        f"{prefix}_{component}_kwh": (f"{prefix}_{component}_joules", _KWH)
+        for prefix in ("energy", "job_energy")
+        for component in ("cpu", "gpu", "ram")
+    },
+}
+
+
+def current_metric_names(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """``metrics`` with the old names of :data:`RENAMED_METRICS` replaced (values in the new unit), in their order;
+    a metric recorded under both names keeps the new name's value."""
+    out: dict[str, Any] = {}
+    for name, value in metrics.items():
+        renamed = RENAMED_METRICS.get(name)
+        if renamed is None:
+            out[name] = value
+        elif renamed[0] not in metrics:
+            new, factor = renamed
+            out[new] = value * factor if factor != 1.0 and isinstance(value, int | float) else value
+    return out
 
 
 @dataclass(frozen=True)
@@ -93,12 +129,24 @@ class JobRecord:
         if version != JOB_SCHEMA_VERSION:
             raise RecordError(f"job record schema_version {version!r} is not supported (expected {JOB_SCHEMA_VERSION})")
         values = dict(data)
+        if isinstance(values.get("metrics"), Mapping):
+            values["metrics"] = current_metric_names(values["metrics"])
         try:
             if values.get("error") is not None:
                 values["error"] = JobError(**values["error"])
             return cls(**values)
         except TypeError as ex:  # a missing or unknown field
             raise RecordError(f"job record does not match schema version {version}: {ex}") from None
+
+
+def energy_quality(record: JobRecord) -> tuple[str | None, list[str]]:
+    """The quality of the measured window's energy (``info.energy``): ``ok``, or ``low`` with the reasons (a window
+    too short, too few samples); None where the job measured none or was recorded before energy had a quality."""
+    energy = record.info.get("energy")
+    if not isinstance(energy, Mapping) or not isinstance(energy.get("quality"), str):
+        return None, []
+    reasons = energy.get("quality_reasons")
+    return str(energy["quality"]), [str(r) for r in reasons] if isinstance(reasons, list) else []
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ RESTORED_ENV = (
 # Metric names that measure time, speed, energy, memory or resources: never expected to repeat exactly.
 MEASURED = re.compile(
     r"(_s$|_ms$|time|throughput|latency|ttft|_per_s$|energy|joule|kwh|emissions|memory|_mb$|_gb$|_bytes$|"
-    r"resources_|percent|power|_w$|duration)"
+    r"resources_|percent|power|_w$|duration|^window_|_mib$|_per_token_j$|_per_query_j$|per_kwh$|per_joule$)"
 )
 OUTPUT_HASH = re.compile(r"(sha256|_hash)$")
 LOG_FILE = "reproduce.log"

@@ -3,7 +3,8 @@ group (mean ± std over seeds), write CSV, plot. No CLI concerns here: every fun
 
 A row is one job: ``job`` (its folder, relative to the sweep), ``job_num``, ``status``, ``overrides`` (as one
 string), ``start_time``, ``duration_s``, then one column per override key (``model``, ``lam``, ``batching.x``:
-the value as typed, a string), then every numeric metric the job recorded, then ``error``. Rows are read from the
+the value as typed, a string), then every numeric metric the job recorded, then ``energy_quality`` (``ok`` / ``low``:
+the measured window's, where it recorded one) with ``energy_quality_reasons``, then ``error``. Rows are read from the
 job folders alone (``job.json``; a live sweep's ``plan.json`` for its running and pending jobs), so a sweep whose
 MLflow store is gone, or that is still running, can be reviewed.
 """
@@ -22,7 +23,8 @@ from explaunch import records
 from explaunch.dashboard import state
 from explaunch.errors import ConfigError, RecordError
 
-FIXED_COLUMNS = ("job", "job_num", "status", "overrides", "start_time", "duration_s", "error")
+QUALITY, QUALITY_REASONS = "energy_quality", "energy_quality_reasons"
+FIXED_COLUMNS = ("job", "job_num", "status", "overrides", "start_time", "duration_s", QUALITY, QUALITY_REASONS, "error")
 PARAM_PREFIX = "param:"  # an override key that clashes with a fixed column is shown as ``param:<key>``
 FAILED_STATUSES = state.FAILED_STATUSES
 ENERGY_METRICS = ("energy_joules", "job_energy_joules")
@@ -85,6 +87,9 @@ def load_rows(sweep_dir: Path) -> list[dict[str, Any]]:
                 row[param_column(parsed[0])] = parsed[1]
         for name, value in job.metrics.items():
             row.setdefault(name, value)
+        if job.energy_quality is not None:
+            row[QUALITY] = job.energy_quality
+            row[QUALITY_REASONS] = list(job.energy_quality_reasons)
         if job.error is not None:
             row["error"] = f"{job.error['type']}: {job.error['message']}"
         rows.append(row)
@@ -139,6 +144,22 @@ def default_metrics(rows: Sequence[dict[str, Any]]) -> list[str]:
     return shown
 
 
+def has_energy_quality(rows: Iterable[dict[str, Any]]) -> bool:
+    return any(row.get(QUALITY) is not None for row in rows)
+
+
+def energy_quality_note(rows: Sequence[dict[str, Any]]) -> str | None:
+    """One line on the jobs whose energy is low quality (too short a window, too few samples): how many, and the
+    first one's first reason; None when none is."""
+    low = [row for row in rows if row.get(QUALITY) == "low"]
+    if not low:
+        return None
+    rated = sum(1 for row in rows if row.get(QUALITY) is not None)
+    reasons = low[0].get(QUALITY_REASONS) or []
+    first = f" (job {low[0]['job']}: {reasons[0]})" if reasons else ""
+    return f"energy is low quality in {len(low)} of {rated} jobs{first}"
+
+
 def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -189,9 +210,9 @@ def value_matches(cell: Any, wanted: str) -> bool:
 
 def filter_rows(rows: Sequence[dict[str, Any]], where: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
     """Rows matching every key; several values of one key match any of them (``status=failed status=timeout``).
-    Keys: override columns, ``status`` and ``job``."""
+    Keys: override columns, ``status``, ``job`` and ``energy_quality`` (where a job recorded one)."""
     wanted: dict[str, list[str]] = {}
-    available = [*param_names(rows), "status", "job"]
+    available = [*param_names(rows), "status", "job", *([QUALITY] if has_energy_quality(rows) else [])]
     for key, value in where:
         if key not in available:
             allowed = f"no such swept parameter in this sweep; available: {', '.join(available)}"
@@ -231,7 +252,8 @@ def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
 def group_rows(rows: Sequence[dict[str, Any]], by: list[str], metrics: list[str]) -> list[dict[str, Any]]:
     """One row per combination of ``by`` values, in sorted order: those values, ``n`` (jobs in the group), and for
     each metric ``<m>_mean``, ``<m>_std`` (sample std over the group: seeds, repeats, the other parameters; None
-    below 2 values) and ``<m>_n`` (jobs that have the metric: a failed job has none)."""
+    below 2 values) and ``<m>_n`` (jobs that have the metric: a failed job has none); ``energy_quality``: ``low``
+    where a member's is, ``ok`` where every member that recorded one is ok."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(row.get(k) for k in by), []).append(row)
@@ -240,6 +262,9 @@ def group_rows(rows: Sequence[dict[str, Any]], by: list[str], metrics: list[str]
         members = groups[values]
         grouped: dict[str, Any] = dict(zip(by, values, strict=True))
         grouped["n"] = len(members)
+        qualities = {m.get(QUALITY) for m in members} - {None}
+        if qualities:
+            grouped[QUALITY] = "low" if "low" in qualities else "ok"
         for metric in metrics:
             numbers = [n for n in (as_number(m.get(metric)) for m in members) if n is not None]
             mean, std = mean_std(numbers)

@@ -7,8 +7,16 @@ from pathlib import Path
 
 from tests.conftest import MAIN
 
-# Small enough for CI on 2 cores, large enough that every batch size is really used (48 prompts / 32 = 2 batches).
-TINY = ("batching.num_prompts=48", "batching.max_new_tokens=8", "batching.warmup_batches=1")
+# Small enough for CI on 2 cores, large enough that every batch size is really used (48 prompts / 32 = 2 batches);
+# energy windows of a fraction of a second (one pass over the prompts): their energy is marked low quality.
+TINY = (
+    "batching.num_prompts=48",
+    "batching.max_new_tokens=8",
+    "batching.warmup_batches=1",
+    "energy.min_window_s=0.3",
+    "energy.min_iterations=1",
+    "energy.prefill_window_s=0.1",
+)
 
 
 def run_main(

@@ -34,7 +34,7 @@ def test_runs_list_counts_the_sweeps_runs(literal_sweep: Sweep, capsys: pytest.C
     assert counts["explaunch"] == 7  # 6 jobs and the sweep's own run
 
 
-@pytest.mark.parametrize(("metric", "mode"), [("throughput_tokens_per_s", "max"), ("latency_batch_p50_s", "min")])
+@pytest.mark.parametrize(("metric", "mode"), [("throughput_e2e_tokens_per_s", "max"), ("latency_batch_p50_s", "min")])
 def test_runs_best_returns_the_run_with_the_true_extreme(
     literal_sweep: Sweep, capsys: pytest.CaptureFixture[str], metric: str, mode: str
 ) -> None:
@@ -120,7 +120,7 @@ def test_runs_bad_input_is_one_error_line(
 
 
 def test_load_model_says_an_llm_run_has_none(literal_sweep: Sweep) -> None:
-    run = explaunch.get_best_run("explaunch", "throughput_tokens_per_s", tracking_uri=literal_sweep.store)
+    run = explaunch.get_best_run("explaunch", "throughput_e2e_tokens_per_s", tracking_uri=literal_sweep.store)
     with pytest.raises(ExplaunchError, match=f"run {run.run_id} has no logged model"):
         explaunch.load_model(run)
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ SMALL = (
     "batching.max_new_tokens=6",
     "batching.warmup_batches=1",
     "energy.enabled=false",
+    "energy.min_window_s=0.01",
+    "energy.min_iterations=1",
     "hardware=cpu",
 )
 
@@ -35,14 +38,64 @@ def test_metrics_are_positive_and_consistent(tmp_path: Path, model: str) -> None
     assert m["num_batches"] == 3  # 12 prompts in batches of 5: 5, 5, 2
     assert m["output_tokens"] == 12 * 6  # fixed-length generation
     assert m["input_tokens"] >= 12 * 4  # every prompt passed the >= 4 token filter
-    assert m["throughput_tokens_per_s"] == pytest.approx(m["output_tokens"] / m["generate_time_s"])
-    assert sum(result.info["batch_latencies_s"]) == pytest.approx(m["generate_time_s"])
+    assert m["throughput_e2e_tokens_per_s"] == pytest.approx(m["window_output_tokens"] / m["generate_time_s"])
+    assert sum(i["latency_s"] for i in result.info["iterations"]) == pytest.approx(m["generate_time_s"])
     assert 0 < m["ttft_p50_s"] <= m["latency_batch_p50_s"]
     assert m["latency_batch_p50_s"] <= m["latency_batch_p95_s"]
-    assert m["memory_peak_rss_mb"] > 0
+    assert m["prefill_time_s"] + m["decode_time_s"] == pytest.approx(m["generate_time_s"])
+    assert m["throughput_decode_tokens_per_s"] == pytest.approx(
+        (m["window_output_tokens"] - m["window_queries"]) / m["decode_time_s"]
+    )
+    assert m["throughput_decode_tokens_per_s"] > m["throughput_e2e_tokens_per_s"]  # the prefill is left out
+    assert m["memory_peak_rss_mib"] > 0
     assert m["flops"] > 0 and m["flops_per_output_token"] == pytest.approx(m["flops"] / m["output_tokens"])
     assert result.info["weights"] == "random-init"
     assert result.info["device"] == "cpu"
+
+
+def test_the_window_repeats_the_batches_until_it_lasted_long_enough(tmp_path: Path) -> None:
+    result = run_job(tmp_path, "batch=5", "energy.min_window_s=0.8", "energy.min_iterations=5")
+    m, iterations = result.metrics, result.info["iterations"]
+    assert m["generate_time_s"] >= 0.8 * 0.9  # the window's calls, less the loop's own moments between them
+    assert len(iterations) == m["window_iterations"] >= 5  # more than one pass over the 3 batches
+    assert [i["batch"] for i in iterations] == [n % 3 for n in range(len(iterations))]
+    assert m["output_tokens"] == 12 * 6  # one pass, whatever the window ran
+    assert m["window_output_tokens"] == sum(i["output_tokens"] for i in iterations)
+    assert m["window_queries"] == sum((5, 5, 2)[i["batch"]] for i in iterations)
+
+
+def test_a_window_runs_every_batch_and_min_iterations_calls_even_when_time_is_up(tmp_path: Path) -> None:
+    m = run_job(tmp_path, "batch=5", "energy.min_iterations=7").metrics
+    assert m["window_iterations"] == 7
+    m = run_job(tmp_path, "batch=5", "energy.min_iterations=1").metrics
+    assert m["window_iterations"] == 3
+
+
+def test_energy_window_prefill_decode_and_saved_outputs(tmp_path: Path) -> None:
+    result = run_job(
+        tmp_path,
+        "batch=6",
+        "energy.enabled=true",
+        "energy.min_window_s=1.0",
+        "energy.prefill_window_s=0.5",
+        "experiment_type.save_outputs=true",
+    )
+    m, energy = result.metrics, result.info["energy"]
+    assert energy["window_s"] >= 1.0 and m["energy_window_s"] == energy["window_s"]
+    assert energy["quality"] == "low" and energy["quality_reasons"][0].startswith("window ")  # < 5 s
+    assert {"cpu", "ram"} <= set(energy["components"])
+    joules = m["energy_joules"]
+    assert m["energy_per_output_token_j"] == pytest.approx(joules / m["window_output_tokens"])
+    assert m["energy_per_query_j"] == pytest.approx(joules / m["window_queries"])
+    assert m["queries_per_kwh"] == pytest.approx(m["window_queries"] / (joules / 3.6e6))
+    assert m["tokens_per_joule"] == pytest.approx(1 / m["energy_per_output_token_j"])
+    assert m["flops_per_joule"] > 0
+    assert energy["prefill"]["window_s"] >= 0.5 and m["prefill_energy_per_query_j"] > 0
+    assert m["decode_energy_joules"] == pytest.approx(joules - m["prefill_energy_per_query_j"] * m["window_queries"])
+    lines = (tmp_path / "outputs.jsonl").read_text().splitlines()
+    assert len(lines) == 12
+    first = json.loads(lines[0])
+    assert len(first["output_token_ids"]) == 6 and isinstance(first["output"], str) and first["prompt"]
 
 
 def test_flop_counter_and_analytical_count_agree_exactly(tmp_path: Path) -> None:

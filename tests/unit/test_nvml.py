@@ -1,5 +1,6 @@
-"""GPU paths with a stand-in for NVML: the one true edge, since CI has no GPU. The stand-in follows nvidia-ml-py's
-API (counters in millijoules, power in milliwatts, NVMLError on unsupported queries)."""
+"""The resource sampler's GPU columns with a stand-in for NVML, the one true edge, since CI has no GPU (GPU energy:
+tests/unit/test_counters.py). The stand-in follows nvidia-ml-py's API (power in milliwatts, NVMLError on unsupported
+queries)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from explaunch.measure.nvml import GpuEnergyMeter
 from explaunch.measure.resources import AlertThresholds, ResourceSampler
 
 
@@ -69,37 +69,6 @@ def nvml(monkeypatch: pytest.MonkeyPatch) -> FakeNvml:
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     return fake
-
-
-def test_job_gpu_energy_is_the_counter_difference_on_visible_devices(
-    nvml: FakeNvml, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
-    meter = GpuEnergyMeter().start()
-    nvml.energy_mj[0] += 999_000  # another job's GPU: not ours
-    nvml.energy_mj[1] += 2_500  # 2.5 J on ours
-    reading = meter.stop()
-    assert reading is not None
-    assert reading.joules == pytest.approx(2.5)
-    assert reading.per_device_joules == {"GPU-fake-1": pytest.approx(2.5)}
-    assert reading.source == "measured" and reading.attribution == "whole device"
-    assert nvml.shutdowns == 1
-
-
-def test_visible_devices_given_as_uuids(nvml: FakeNvml, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-fake-0,GPU-fake-1")
-    meter = GpuEnergyMeter().start()
-    nvml.energy_mj[0] += 1_000
-    nvml.energy_mj[1] += 3_000
-    reading = meter.stop()
-    assert reading is not None and reading.joules == pytest.approx(4.0)
-
-
-def test_gpu_without_an_energy_counter_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(energy_supported=False))
-    meter = GpuEnergyMeter().start()
-    assert meter.stop() is None
-    assert meter.unavailable is not None and "not supported" in meter.unavailable
 
 
 def test_sampler_records_gpu_columns_and_raises_a_gpu_memory_alert(nvml: FakeNvml, tmp_path: Path) -> None:

@@ -49,3 +49,29 @@ def test_syntax_error_in_an_override_is_one_line() -> None:
     with pytest.raises(ConfigError) as info:
         check("batch=[1,2")
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("energy.min_window_s=0", "energy.min_window_s=0.0: must be a number > 0 (seconds)"),
+        ("energy.prefill_window_s=-1", "energy.prefill_window_s=-1.0: must be a number > 0 (seconds)"),
+        ("energy.min_iterations=0", "energy.min_iterations=0: must be an integer >= 1"),
+        ("energy.baseline_s=-2", "energy.baseline_s=-2.0: must be a number >= 0.0"),
+    ],
+)
+@pytest.mark.parametrize("multirun", [False, True])
+def test_bad_energy_settings_are_refused_before_any_job(override: str, message: str, multirun: bool) -> None:
+    with pytest.raises(ConfigError) as info:
+        check(override, multirun=multirun)
+    assert str(info.value) == message
+
+
+def test_a_gpu_id_that_is_not_visible_is_refused_where_the_jobs_run_here() -> None:
+    """No NVIDIA GPU on CI: any GPU id is one that is not visible. On a GPU machine, an id past the last one is."""
+    with pytest.raises(ConfigError, match=r"^hardware\.gpu_ids=\[63\]: "):
+        check("hardware.gpu_ids=[63]")
+    with pytest.raises(ConfigError, match=r"^hardware\.gpu_ids=\[63\]: "):
+        check("hardware.gpu_ids=[63]", "seed=0,1", multirun=True)
+    check("hardware=cpu", "hardware.gpu_ids=[63]")  # a CPU job is given no GPU: nothing to check
+    check("hardware.gpu_ids=[63]", "seed=0,1", "hydra/launcher=submitit_slurm", multirun=True)  # seen on the nodes

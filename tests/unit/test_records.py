@@ -32,7 +32,7 @@ def make_record(
         end_time="2025-01-01T00:00:01.5+00:00",
         duration_s=1.5,
         job_num=job_num,
-        metrics=metrics if metrics is not None else {"throughput_tokens_per_s": 123.5},
+        metrics=metrics if metrics is not None else {"throughput_e2e_tokens_per_s": 123.5},
         info={"device": "cpu", "torch": "2.x"},
         error=error,
     )
@@ -52,7 +52,7 @@ def test_completed_job_record_round_trips(tmp_path: Path) -> None:
     record = make_record(
         job_num=3,
         overrides=["model=tiny", "batch_size=8"],
-        metrics={"throughput_tokens_per_s": 1234.5, "latency_batch_p50_s": 0.25, "flops_total": 1e12},
+        metrics={"throughput_e2e_tokens_per_s": 1234.5, "latency_batch_p50_s": 0.25, "flops_total": 1e12},
     )
 
     path = records.write_job_record(tmp_path / "3", record)
@@ -60,6 +60,41 @@ def test_completed_job_record_round_trips(tmp_path: Path) -> None:
     assert path == tmp_path / "3" / records.JOB_FILE
     assert path.is_file()
     assert records.read_job_record(path) == record
+
+
+def test_a_record_written_before_the_metric_renames_is_read_under_the_new_names(tmp_path: Path) -> None:
+    """job.json on disk keeps what it was written with; readers see today's names, kWh turned into joules."""
+    old_metrics = {
+        "throughput_tokens_per_s": 100.0,
+        "memory_peak_rss_mb": 512.0,
+        "job_gpu_energy_joules_nvml": 40.0,
+        "energy_gpu_kwh": 2e-5,
+        "energy_duration_s": 3.0,
+        "energy_joules": 80.0,
+        "tokens_per_joule": 2.0,
+    }
+    write_raw_job_json(tmp_path, make_record(metrics=old_metrics).to_dict())
+
+    metrics = records.read_job_record(tmp_path).metrics
+
+    assert list(metrics) == [
+        "throughput_e2e_tokens_per_s",
+        "memory_peak_rss_mib",
+        "job_energy_gpu_joules",
+        "energy_gpu_joules",
+        "energy_window_s",
+        "energy_joules",
+        "tokens_per_joule",
+    ]
+    assert metrics["energy_gpu_joules"] == pytest.approx(72.0)
+    assert metrics["throughput_e2e_tokens_per_s"] == 100.0 and metrics["energy_joules"] == 80.0
+    assert "throughput_tokens_per_s" in (tmp_path / records.JOB_FILE).read_text(encoding="utf-8")
+
+
+def test_a_metric_under_both_names_keeps_the_new_names_value() -> None:
+    assert records.current_metric_names({"throughput_e2e_tokens_per_s": 2.0, "throughput_tokens_per_s": 1.0}) == {
+        "throughput_e2e_tokens_per_s": 2.0
+    }
 
 
 def test_failed_job_is_recorded_with_its_error(tmp_path: Path) -> None:
@@ -220,7 +255,7 @@ def build_sweep(sweep_dir: Path) -> None:
         make_record(
             job_num=0,
             overrides=["model=tiny", "batch_size=1"],
-            metrics={"throughput_tokens_per_s": 100.0, "energy_joules": 5.0, "flops_total": 1e9},
+            metrics={"throughput_e2e_tokens_per_s": 100.0, "energy_joules": 5.0, "flops_total": 1e9},
         ),
     )
     records.write_job_record(
@@ -228,7 +263,7 @@ def build_sweep(sweep_dir: Path) -> None:
         make_record(
             job_num=1,
             overrides=["model=tiny", "batch_size=2"],
-            metrics={"throughput_tokens_per_s": 180.0, "energy_joules": 6.0, "flops_total": 2e9},
+            metrics={"throughput_e2e_tokens_per_s": 180.0, "energy_joules": 6.0, "flops_total": 2e9},
         ),
     )
     records.write_job_record(
@@ -273,8 +308,8 @@ def test_sweep_record_keeps_only_headline_metrics(tmp_path: Path) -> None:
 
     sweep = records.write_sweep_record(tmp_path)
 
-    assert sweep.jobs[0].metrics == {"throughput_tokens_per_s": 100.0, "energy_joules": 5.0}
-    assert sweep.jobs[1].metrics == {"throughput_tokens_per_s": 180.0, "energy_joules": 6.0}
+    assert sweep.jobs[0].metrics == {"throughput_e2e_tokens_per_s": 100.0, "energy_joules": 5.0}
+    assert sweep.jobs[1].metrics == {"throughput_e2e_tokens_per_s": 180.0, "energy_joules": 6.0}
     assert sweep.jobs[2].metrics == {}
     # Every metric is still in the job record itself.
     assert records.read_job_record(tmp_path / "0").metrics["flops_total"] == 1e9
@@ -303,7 +338,7 @@ def test_sweep_csv_has_one_row_per_job_with_headline_metrics_and_errors(tmp_path
         "overrides",
         "status",
         "duration_s",
-        "throughput_tokens_per_s",
+        "throughput_e2e_tokens_per_s",
         "energy_joules",
         "error",
     ]
@@ -311,8 +346,8 @@ def test_sweep_csv_has_one_row_per_job_with_headline_metrics_and_errors(tmp_path
     assert [row["job_dir"] for row in rows] == ["0", "1", "2"]
     assert [row["status"] for row in rows] == [records.COMPLETED, records.COMPLETED, records.FAILED]
     assert rows[1]["overrides"] == "model=tiny batch_size=2"
-    assert float(rows[1]["throughput_tokens_per_s"]) == 180.0
-    assert rows[2]["throughput_tokens_per_s"] == ""
+    assert float(rows[1]["throughput_e2e_tokens_per_s"]) == 180.0
+    assert rows[2]["throughput_e2e_tokens_per_s"] == ""
     assert [row["error"] for row in rows] == ["", "", "RuntimeError: CUDA out of memory"]
 
 

@@ -17,8 +17,8 @@ from explaunch.cli import main
 from explaunch.records import JobError, JobRecord
 
 COMPLETED_METRICS = [
-    {"throughput_tokens_per_s": 100.0, "latency_batch_p50_s": 0.5, "flops_total": 1e9},
-    {"throughput_tokens_per_s": 180.0, "latency_batch_p50_s": 0.75, "flops_total": 2e9},
+    {"throughput_e2e_tokens_per_s": 100.0, "latency_batch_p50_s": 0.5, "flops_total": 1e9},
+    {"throughput_e2e_tokens_per_s": 180.0, "latency_batch_p50_s": 0.75, "flops_total": 2e9},
 ]
 
 
@@ -65,7 +65,7 @@ def test_report_table_has_a_header_and_one_line_per_job(
     assert len(lines) == 5
     header = lines[0].split()
     assert header[:4] == ["job", "status", "batch_size", "duration_s"]  # the swept override as its own column
-    assert "throughput_tokens_per_s" in header
+    assert "throughput_e2e_tokens_per_s" in header
     assert "latency_batch_p50_s" in header
     assert "flops_total" not in header  # only headline metrics
     assert [line.split()[:3] for line in lines[1:4]] == [
@@ -94,10 +94,10 @@ def test_report_json_lists_every_job_with_overrides_and_metrics(
         "model=tiny batch_size=2",
         "model=tiny batch_size=4",
     ]
-    assert table[0]["throughput_tokens_per_s"] == 100.0
+    assert table[0]["throughput_e2e_tokens_per_s"] == 100.0
     assert table[1]["latency_batch_p50_s"] == 0.75
     assert "flops_total" not in table[0]
-    assert "throughput_tokens_per_s" not in table[2]
+    assert "throughput_e2e_tokens_per_s" not in table[2]
     assert table[2]["error"] == "RuntimeError: CUDA out of memory"
     assert "error" not in table[0]
 
@@ -503,3 +503,173 @@ def test_jobs_done_before_a_resume_are_reported_completed(
     records.write_json_atomic(completed_sweep / "plan.json", plan)
     assert main(["report", str(completed_sweep), "--json"]) == 0
     assert [row["status"] for row in json.loads(capsys.readouterr().out)] == [records.COMPLETED] * 2
+
+
+# ---- an LLM sweep in today's record format: energy with its quality ---------------------------------------------
+SHORT_WINDOW = "window 0.40 s < 5 s"
+
+
+def llm_job(num: int, batch: int, seed: int, *, low: bool = False, failed: bool = False) -> JobRecord:
+    """A job as llm_inference records it: speed of the window, energy per token, ``info.energy`` with its quality
+    (``low`` for a window of 0.4 s)."""
+    window_s = 0.4 if low else 10.3
+    tokens = 400.0 * batch * (1 + seed)
+    joules = 25.0 * window_s
+    metrics = {
+        "throughput_e2e_tokens_per_s": tokens / window_s,
+        "throughput_decode_tokens_per_s": 1.2 * tokens / window_s,
+        "latency_batch_p50_s": 0.1 * batch,
+        "ttft_p50_s": 0.01 * batch,
+        "memory_peak_rss_mib": 900.0 + batch,
+        "energy_joules": joules,
+        "energy_per_output_token_j": joules / tokens,
+        "tokens_per_joule": tokens / joules,
+        "energy_window_s": window_s,
+        "energy_iterations": 3.0 if low else 28.0,
+        "energy_cpu_joules": joules,
+        "queries_per_kwh": 1e6,
+        "job_energy_joules": 3 * joules,
+    }
+    component = {"joules": joules, "source": "counter", "scope": "apportioned", "reads": 2 if low else 52}
+    energy = {
+        "window_s": window_s,
+        "iterations": 3 if low else 28,
+        "joules": joules,
+        "components": {"cpu": component},
+        "quality": "low" if low else "ok",
+        "quality_reasons": [SHORT_WINDOW] if low else [],
+    }
+    return JobRecord(
+        status=records.FAILED if failed else records.COMPLETED,
+        overrides=[f"batch={batch}", f"seed={seed}"],
+        config={"batch": batch, "seed": seed},
+        config_hash=f"llm{num}",
+        start_time="2025-03-01T00:00:00+00:00",
+        end_time="2025-03-01T00:00:30+00:00",
+        duration_s=30.0,
+        job_num=num,
+        metrics={} if failed else metrics,
+        info={} if failed else {"energy": energy},
+        energy={} if failed else {**energy, "joules": 3 * joules, "region": "the whole job"},
+        error=JobError(type="RuntimeError", message="CUDA out of memory") if failed else None,
+    )
+
+
+@pytest.fixture
+def llm_sweep(tmp_path: Path) -> Path:
+    """batch 1, 4 x seed 0, 1; job 0's window lasted 0.4 s (its energy is low quality), job 4 failed."""
+    sweep_dir = tmp_path / "llm"
+    jobs = [llm_job(0, 1, 0, low=True), llm_job(1, 1, 1), llm_job(2, 4, 0), llm_job(3, 4, 1)]
+    jobs.append(llm_job(4, 16, 0, failed=True))
+    for record in jobs:
+        records.write_job_record(sweep_dir / str(record.job_num), record)
+    return sweep_dir
+
+
+def test_default_columns_are_the_headline_metrics_then_energy_quality(
+    llm_sweep: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["report", str(llm_sweep)])
+    lines = capsys.readouterr().out.splitlines()
+
+    assert lines[0].split() == [
+        "job",
+        "status",
+        "batch",
+        "seed",
+        "duration_s",
+        "throughput_e2e_tokens_per_s",
+        "throughput_decode_tokens_per_s",
+        "latency_batch_p50_s",
+        "ttft_p50_s",
+        "memory_peak_rss_mib",
+        "energy_joules",
+        "energy_per_output_token_j",
+        "tokens_per_joule",
+        "job_energy_joules",
+        "energy_quality",
+        "error",
+    ]
+    quality_at = lines[0].index("energy_quality")
+    cells = [line[quality_at : quality_at + len("energy_quality")].strip() for line in lines[1:6]]
+    assert cells == ["low", "ok", "ok", "ok", ""]  # the failed job measured none
+
+
+def test_a_sweep_with_low_quality_energy_says_how_many_and_why_under_the_table(
+    llm_sweep: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["report", str(llm_sweep)])
+    lines = capsys.readouterr().out.splitlines()
+
+    assert len(lines) == 7  # header, five jobs, the note
+    assert lines[-1] == f"energy is low quality in 1 of 4 jobs (job 0: {SHORT_WINDOW})"
+
+
+def test_no_energy_quality_note_when_every_energy_is_ok(llm_sweep: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["report", str(llm_sweep), "--where", "batch=4"])
+    out = capsys.readouterr().out
+
+    assert "energy_quality" in out.splitlines()[0]
+    assert "low quality" not in out
+
+
+def test_report_json_and_csv_carry_energy_quality(
+    llm_sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "jobs.csv"
+    code, rows = report_json(capsys, str(llm_sweep), "--csv", str(out))
+
+    assert code == 1  # job 4 failed
+    assert [row.get("energy_quality") for row in rows] == ["low", "ok", "ok", "ok", None]
+    assert rows[0]["energy_per_output_token_j"] == pytest.approx(10.0 / 400.0)
+    with out.open(encoding="utf-8", newline="") as handle:
+        assert [r["energy_quality"] for r in csv.DictReader(handle)] == ["low", "ok", "ok", "ok", ""]
+
+
+def test_where_sort_and_plot_take_the_new_metrics_and_energy_quality(
+    llm_sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, rows = report_json(capsys, str(llm_sweep), "--where", "energy_quality=low")
+    assert [row["job"] for row in rows] == ["0"]
+
+    _, rows = report_json(capsys, str(llm_sweep), "--sort", "energy_per_output_token_j", "--asc")
+    assert [row["job"] for row in rows] == ["0", "3", "2", "1", "4"]  # the failed job, without it, last
+
+    _, rows = report_json(capsys, str(llm_sweep), "--sort", "throughput_decode_tokens_per_s")
+    assert [row["job"] for row in rows] == ["0", "3", "2", "1", "4"]
+
+    png = tmp_path / "decode.png"
+    main(["report", str(llm_sweep), "--plot", "throughput_decode_tokens_per_s", "--x", "batch", "--out", str(png)])
+    assert f"plot: {png}" in capsys.readouterr().out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_group_by_marks_a_group_with_a_low_quality_energy(llm_sweep: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, groups = report_json(capsys, str(llm_sweep), "--group-by", "batch", "--metrics", "energy_joules")
+
+    assert code == 1
+    assert [(g["batch"], g.get("energy_quality")) for g in groups] == [("1", "low"), ("4", "ok"), ("16", None)]
+
+    main(["report", str(llm_sweep), "--group-by", "batch", "--metrics", "energy_joules"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["batch", "n", "energy_joules", "energy_quality"]
+    assert lines[1].split()[-1] == "low"
+    assert lines[-1] == f"energy is low quality in 1 of 4 jobs (job 0: {SHORT_WINDOW})"
+
+
+def test_a_sweep_recorded_before_the_renames_shows_the_new_names_and_no_energy_quality(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """job.json of an earlier version: ``throughput_tokens_per_s``, ``memory_peak_rss_mb``, codecarbon's energy."""
+    old = job(0).to_dict()
+    old["metrics"] = {"throughput_tokens_per_s": 100.0, "memory_peak_rss_mb": 512.0, "energy_joules": 5.0}
+    old["info"] = {"energy": {"codecarbon": {"energy_kwh": 5.0 / 3.6e6}}}
+    records.write_json_atomic(tmp_path / "0" / records.JOB_FILE, old)
+
+    main(["report", str(tmp_path)])
+    lines = capsys.readouterr().out.splitlines()
+
+    header = lines[0].split()
+    assert header[-3:] == ["throughput_e2e_tokens_per_s", "memory_peak_rss_mib", "energy_joules"]
+    assert "energy_quality" not in header
+    assert not any("low quality" in line for line in lines)

@@ -31,19 +31,36 @@ def statuses(rows: list[logic.Row]) -> dict[str, str]:
 
 
 def test_timings_are_informational_unless_a_tolerance_is_given() -> None:
-    a = record({"throughput_tokens_per_s": 100.0, "latency_batch_p50_s": 0.5, "output_tokens": 64.0})
-    b = record({"throughput_tokens_per_s": 50.0, "latency_batch_p50_s": 0.55, "output_tokens": 64.0})
+    a = record({"throughput_e2e_tokens_per_s": 100.0, "latency_batch_p50_s": 0.5, "output_tokens": 64.0})
+    b = record({"throughput_e2e_tokens_per_s": 50.0, "latency_batch_p50_s": 0.55, "output_tokens": 64.0})
     rows = logic.compare_results(a, b)
     assert statuses(rows) == {
         "status": "same",
-        "throughput_tokens_per_s": "changed",
+        "throughput_e2e_tokens_per_s": "changed",
         "latency_batch_p50_s": "changed",
         "output_tokens": "same",
     }
-    assert next(r.note for r in rows if r.name == "throughput_tokens_per_s") == "-50.0%"
+    assert next(r.note for r in rows if r.name == "throughput_e2e_tokens_per_s") == "-50.0%"
     strict = statuses(logic.compare_results(a, b, rtol=0.2))
-    assert strict["throughput_tokens_per_s"] == "differs"  # 50 % off
+    assert strict["throughput_e2e_tokens_per_s"] == "differs"  # 50 % off
     assert strict["latency_batch_p50_s"] == "changed"  # 10 % off, within 20 %
+
+
+def test_an_old_record_is_compared_under_the_new_metric_names(tmp_path: Path) -> None:
+    """A job recorded before the renames (``throughput_tokens_per_s``, kWh per component) against a rerun that
+    records the new names: the same metrics side by side, in the same unit, none missing."""
+    old = record({"throughput_tokens_per_s": 100.0, "energy_cpu_kwh": 1e-5, "memory_peak_rss_mb": 512.0})
+    new = record({"throughput_e2e_tokens_per_s": 110.0, "energy_cpu_joules": 36.0, "memory_peak_rss_mib": 512.0})
+    records.write_job_record(tmp_path / "old", old)
+    records.write_job_record(tmp_path / "new", new)
+
+    rows = {r.name: r for r in logic.compare(tmp_path / "old", tmp_path / "new").rows if r.section == "measured"}
+
+    assert set(rows) == {"throughput_e2e_tokens_per_s", "energy_cpu_joules", "memory_peak_rss_mib"}
+    assert rows["throughput_e2e_tokens_per_s"].note == "+10.0%"
+    assert rows["energy_cpu_joules"].original == pytest.approx(36.0)
+    assert rows["energy_cpu_joules"].status == "same"
+    assert rows["memory_peak_rss_mib"].status == "same"
 
 
 def test_deterministic_outputs_must_be_equal_exactly() -> None:

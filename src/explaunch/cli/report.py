@@ -20,7 +20,8 @@ def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "report",
         help="table of a sweep's jobs and their metrics (or of the sweeps below a folder)",
-        description="A table of a sweep's jobs: swept overrides as columns, status, headline metrics and energy. "
+        description="A table of a sweep's jobs: swept overrides as columns, status, headline metrics and energy, "
+        "and energy_quality (low: a measured window too short to trust). "
         "Given a folder of sweeps (multirun/), lists the sweeps instead.",
     )
     parser.add_argument("sweep_dir", type=Path, help="a multirun/<date>/<time> folder, one run's folder, or multirun/")
@@ -32,7 +33,8 @@ def add_parser(commands: Any) -> None:
         metavar="KEY=VALUE",
         action="append",
         default=[],
-        help="keep jobs whose override (or status) has this value; repeat for more keys, or for either value",
+        help="keep jobs whose override (or status, energy_quality) has this value; repeat for more keys, or for "
+        "either value",
     )
     parser.add_argument(
         "--group-by",
@@ -68,21 +70,22 @@ def run(args: argparse.Namespace) -> int:
             metrics.append(args.sort)
     rows = review.filter_rows(every_row, [review.parse_where(w) for w in args.where])
     params = review.varying_params(rows) or review.param_names(rows)
+    quality = [review.QUALITY] if review.has_energy_quality(rows) else []
 
     if group_by:
         table = review.group_rows(rows, group_by, metrics)
         if args.sort:
             key = args.sort if args.sort in group_by or args.sort == "n" else f"{args.sort}_mean"
             table = review.sort_rows(table, key, descending=not args.asc)
-        columns = [*group_by, "n", *metrics]
-        csv_columns = [*group_by, "n", *(f"{m}_{s}" for m in metrics for s in ("mean", "std", "n"))]
+        columns = [*group_by, "n", *metrics, *quality]
+        csv_columns = [*group_by, "n", *(f"{m}_{s}" for m in metrics for s in ("mean", "std", "n")), *quality]
         shown = [grouped_cells(g, group_by, metrics) for g in table]
     else:
         table = review.sort_rows(rows, args.sort, descending=not args.asc) if args.sort else rows
         metrics = [m for m in metrics if m != "duration_s"]  # a column of its own here
-        columns = ["job", "status", *params, "duration_s", *metrics, "error"]
+        columns = ["job", "status", *params, "duration_s", *metrics, *quality, "error"]
         every_param = review.param_names(rows)  # JSON and CSV keep the constant ones too, for scripts
-        csv_columns = ["job", "job_num", "status", "overrides", *every_param, "duration_s", *metrics, "error"]
+        csv_columns = ["job", "job_num", "status", "overrides", *every_param, "duration_s", *metrics, *quality, "error"]
         table = [{c: row[c] for c in csv_columns if c in row} for row in table]
         shown = table
 
@@ -98,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
         constant = [p for p in review.param_names(rows) if p not in params and rows]
         if constant and not group_by:
             print("same in every job: " + " ".join(f"{p}={rows[0].get(p)}" for p in constant))
+        note = review.energy_quality_note(rows)
+        if note is not None:
+            print(note)
         if args.plot:
             print(f"plot: {args.out}")
         if args.csv:
@@ -133,6 +139,8 @@ def chosen_metrics(option: str | None, rows: list[dict[str, Any]]) -> list[str]:
 
 def check_sort(column: str, rows: list[dict[str, Any]], group_by: list[str]) -> None:
     allowed = [*group_by, "n"] if group_by else [*review.param_names(rows), "duration_s", "job_num", "status"]
+    if not group_by and review.has_energy_quality(rows):
+        allowed.append(review.QUALITY)
     if column in allowed:
         return
     review.check_metric("--sort", column, rows)
@@ -158,7 +166,7 @@ def check_plot_options(args: argparse.Namespace, rows: list[dict[str, Any]]) -> 
 
 def grouped_cells(group: dict[str, Any], group_by: list[str], metrics: list[str]) -> dict[str, Any]:
     """``0.812 ± 0.004`` per metric (the mean alone for one value; ``(n=2)`` where fewer jobs had it)."""
-    out = {k: group[k] for k in [*group_by, "n"]}
+    out = {k: group[k] for k in [*group_by, "n", review.QUALITY] if k in group}
     for metric in metrics:
         mean, std, n = group[f"{metric}_mean"], group[f"{metric}_std"], group[f"{metric}_n"]
         if mean is None:

@@ -17,18 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from explaunch.errors import EXIT_FAILED, ExplaunchError
+from explaunch.records import HEADLINE_METRICS
 from explaunch.table import format_table
 
 MARKS = {"same": "", "changed": "~", "differs": "DIFFERS"}
-SHOWN_MEASURED = (
-    "throughput_tokens_per_s",
-    "generate_time_s",
-    "latency_batch_p50_s",
-    "ttft_p50_s",
-    "memory_peak_rss_mb",
-    "energy_joules",
-    "tokens_per_joule",
-)
+SHOWN_MEASURED = (*HEADLINE_METRICS, "generate_time_s")
 
 
 def add_parser(commands: Any) -> None:

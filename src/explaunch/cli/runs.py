@@ -48,7 +48,7 @@ def add_parser(commands: Any) -> None:
 
     best = common(sub.add_parser("best", help="the finished run with the best value of a metric"))
     best.add_argument("experiment", help="experiment name (or id)")
-    best.add_argument("--metric", required=True, help="the metric to rank by, e.g. throughput_tokens_per_s")
+    best.add_argument("--metric", required=True, help="the metric to rank by, e.g. throughput_e2e_tokens_per_s")
     best.add_argument("--mode", choices=("max", "min"), default="max", help="highest (max, default) or lowest")
     best.add_argument("--filter", default="", help="an MLflow filter the run must also match")
     best.set_defaults(handler=run_best)

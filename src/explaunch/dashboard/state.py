@@ -43,7 +43,7 @@ COUNTED_AS = {
     **dict.fromkeys(FAILED_STATUSES, "failed"),
 }
 COUNT_NAMES = ("completed", "running", "failed", "pending", "skipped")
-TABLE_METRICS = 6
+TABLE_METRICS = 8  # the headline metrics of an LLM job (records.HEADLINE_METRICS), or an experiment's first few
 RECENT_FINISHED = 6  # finished jobs whose resource series are shown beside the running ones
 MAX_POINTS = 200  # per series, after downsampling
 MACHINE_COLUMNS = ("system_cpu_percent", "system_memory_percent")
@@ -182,6 +182,8 @@ class JobView:
     error: dict[str, Any] | None = None
     alerts: list[str] = field(default_factory=list)
     skipped: bool = False
+    energy_quality: str | None = None  # of the measured window: ok / low (records.energy_quality)
+    energy_quality_reasons: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -289,6 +291,7 @@ class SweepReader:
                 "message": record.error.message,
                 "traceback": rel_path(trace_path, self.root) if trace_path and trace_path.is_file() else None,
             }
+        quality, reasons = records.energy_quality(record)
         return JobView(
             job_dir=rel,
             num=record.job_num if record.job_num is not None else num,
@@ -300,6 +303,8 @@ class SweepReader:
             error=error,
             alerts=[str(a) for a in record.resources.get("alerts", [])],
             skipped=skipped,
+            energy_quality=quality,
+            energy_quality_reasons=reasons,
         )
 
     def state(self, sweep_dir: Path, metric: str | None = None, param: str | None = None) -> dict[str, Any]:

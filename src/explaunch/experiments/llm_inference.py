@@ -1,8 +1,12 @@
 """LLM inference: batched ``generate`` over a prompt set, measuring speed, FLOPs, memory and energy.
 
 Protocol (as optimum-benchmark and AIEnergyScore do it): prompts filtered by token length, ``warmup_batches``
-unmeasured batches, then every batch timed; energy and peak memory cover exactly the timed batches. FLOPs are counted
-in a separate, untimed pass so that counting never slows what is timed.
+unmeasured batches, then a timed window that runs the batches in turn until it lasted ``energy.min_window_s`` (10 s)
+and ``energy.min_iterations`` calls, every batch at least once: speed, latency percentiles, energy and peak memory
+all come from that window. Token counts, FLOPs and the output hash are those of one pass over the prompts
+(deterministic); ``window_*`` counts what the window ran. With energy on, a prefill window first (``generate`` of one
+token per prompt) tells the prompt's forward pass from the decoding after it. FLOPs are counted in a separate,
+untimed pass so that counting never slows what is timed.
 """
 
 from __future__ import annotations
@@ -25,10 +29,11 @@ from explaunch.config import BatchingConfig, ExplaunchConfig, HardwareConfig, Mo
 from explaunch.errors import ConfigError
 from explaunch.experiments.base import ExperimentResult
 from explaunch.measure.compute import generate_flops, summarize
-from explaunch.measure.energy import EnergyTracker
+from explaunch.measure.energy import JOULES_PER_KWH, EnergyTracker, job_gpus
 from explaunch.measure.memory import PeakMemory
 
 MB = 1024 * 1024
+OUTPUTS_FILE = "outputs.jsonl"
 # torch's own choice at import (it honours OMP_NUM_THREADS, which joblib's workers set to cores / workers); a job
 # that asked for another count must not leave it to the next job of a reused worker.
 DEFAULT_THREADS = torch.get_num_threads()
@@ -208,14 +213,89 @@ def _count_cpu_attention() -> None:
         return int(sdpa_flop_count(query_shape, key_shape, value_shape))  # type: ignore[no-untyped-call]
 
 
-def count_flops(model: Any, batches: list[dict[str, torch.Tensor]], kwargs: dict[str, Any]) -> float:
+def count_flops(model: Any, batches: list[dict[str, torch.Tensor]], kwargs: dict[str, Any]) -> list[float]:
+    """FLOPs of one ``generate`` of each batch, counted by torch in a separate, untimed pass."""
     from torch.utils.flop_counter import FlopCounterMode
 
     _count_cpu_attention()
-    with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        for batch in batches:
+    counts = []
+    for batch in batches:
+        with FlopCounterMode(display=False) as counter, torch.inference_mode():
             model.generate(**batch, **kwargs)
-    return float(counter.get_total_flops())
+        counts.append(float(counter.get_total_flops()))
+    return counts
+
+
+@dataclass(frozen=True)
+class Window:
+    """A measured window: ``generate`` calls on the batches in turn (iteration i on batch i % len(batches)) until
+    it lasted ``min_window_s``, ran ``min_iterations`` calls and every batch once."""
+
+    timings: list[BatchTiming]
+    batch_of: list[int]  # the batch each iteration ran
+    first_pass: list[torch.Tensor]  # the token ids each batch generated, first time round
+    energy: EnergyTracker | None
+    seconds: float
+    queries: int  # prompts processed: the rows of every iteration's batch
+
+
+def run_window(
+    model: Any,
+    batches: list[dict[str, torch.Tensor]],
+    kwargs: dict[str, Any],
+    tokenizer: Any,
+    config: ExplaunchConfig,
+    min_window_s: float,
+    *,
+    world: int = 1,
+    gpus: dict[str, Any] | None = None,
+    memory: PeakMemory | None = None,
+) -> Window:
+    """Repeat ``generate`` over the batches for at least ``min_window_s`` and ``energy.min_iterations`` calls (each
+    batch at least once), inside an energy tracker when energy is on. With several processes, they start together
+    and stop after the same number of calls (fsdp needs equal forwards; ddp a shared window)."""
+    device = model.device
+    synchronize = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+    timings: list[BatchTiming] = []
+    batch_of: list[int] = []
+    first_pass: list[torch.Tensor] = []
+    if world > 1:
+        torch.distributed.barrier()
+    with ExitStack() as region:
+        energy = (
+            region.enter_context(EnergyTracker.from_config(config.energy, gpus, synchronize=synchronize))
+            if config.energy.enabled
+            else None
+        )
+        if memory is not None:
+            region.enter_context(memory)
+        start = time.perf_counter()
+        while True:
+            index = len(timings) % len(batches)
+            timing, new_ids = timed_generate(model, batches[index], kwargs, tokenizer, config.batching.fixed_length)
+            timings.append(timing)
+            batch_of.append(index)
+            if len(first_pass) < len(batches):
+                first_pass.append(new_ids.cpu())
+            done = (
+                time.perf_counter() - start >= min_window_s
+                and len(timings) >= config.energy.min_iterations
+                and len(timings) >= len(batches)
+            )
+            if _all_done(done, device, world):
+                break
+        seconds = time.perf_counter() - start
+    queries = sum(int(batches[b]["input_ids"].shape[0]) for b in batch_of)
+    return Window(timings, batch_of, first_pass, energy, seconds, queries)
+
+
+def _all_done(done: bool, device: torch.device, world: int) -> bool:
+    """Whether every process of the group is done (one all-reduce per iteration: microseconds on gloo/NCCL)."""
+    if world == 1:
+        return done
+    flag = torch.tensor([0 if done else 1], dtype=torch.int32, device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return int(flag.item()) == 0
 
 
 def run(config: ExplaunchConfig, job_dir: Path) -> ExperimentResult:
@@ -224,12 +304,17 @@ def run(config: ExplaunchConfig, job_dir: Path) -> ExperimentResult:
 
         return run_sharded(config, job_dir)
     torch.set_num_threads(config.hardware.num_threads or DEFAULT_THREADS)
-    return measure(config, resolve_device(config.hardware))
+    outputs = job_dir / OUTPUTS_FILE if config.experiment_type.save_outputs else None
+    return measure(config, resolve_device(config.hardware), outputs=outputs)
 
 
-def measure(config: ExplaunchConfig, device: torch.device, rank: int = 0, world: int = 1) -> ExperimentResult:
-    """Build the model, take this process's share of the prompts (every ``world``-th from ``rank``), warm up, time
-    every batch. With several processes, they start the timed region together (a barrier)."""
+def measure(
+    config: ExplaunchConfig, device: torch.device, rank: int = 0, world: int = 1, outputs: Path | None = None
+) -> ExperimentResult:
+    """Build the model, take this process's share of the prompts (every ``world``-th from ``rank``), warm up, then
+    measure two windows (see :func:`run_window`): prefill only (``generate`` of one token: the prompt's forward
+    pass), when energy is on, and the full generation. Decode = full generation minus prefill, as optimum-benchmark
+    tells them apart. With several processes, they start each window together (a barrier)."""
     batching = config.batching
     dtype = resolve_dtype(config.hardware)
     tokenizer = load_tokenizer(config.model)
@@ -260,60 +345,57 @@ def measure(config: ExplaunchConfig, device: torch.device, rank: int = 0, world:
     for i in range(batching.warmup_batches):
         timed_generate(model, batches[i % len(batches)], kwargs, tokenizer, batching.fixed_length)
 
-    timings: list[BatchTiming] = []
-    digest = hashlib.sha256()
-    if world > 1:
-        torch.distributed.barrier()
-    with ExitStack() as region:
-        energy = (
-            region.enter_context(EnergyTracker(config.energy.country_iso_code, config.energy.measure_power_secs))
-            if config.energy.enabled
-            else None
+    gpus = job_gpus("cuda", [device.index or 0]) if device.type == "cuda" else None
+    prefill = None
+    if config.energy.enabled:
+        prefill_kwargs = {**kwargs, "max_new_tokens": 1, "min_new_tokens": 1}
+        prefill = run_window(
+            model, batches, prefill_kwargs, tokenizer, config, config.energy.prefill_window_s, world=world, gpus=gpus
         )
-        memory = region.enter_context(PeakMemory(device))
-        for batch in batches:
-            timing, new_ids = timed_generate(model, batch, kwargs, tokenizer, batching.fixed_length)
-            timings.append(timing)
-            digest.update(new_ids.cpu().numpy().astype("int64").tobytes())
+    memory = PeakMemory(device)
+    window = run_window(
+        model, batches, kwargs, tokenizer, config, config.energy.min_window_s, world=world, gpus=gpus, memory=memory
+    )
+    digest = hashlib.sha256()
+    for new_ids in window.first_pass:
+        digest.update(new_ids.numpy().astype("int64").tobytes())
+    if outputs is not None:
+        write_outputs(outputs, tokenizer, batches, window.first_pass)
 
-    metrics = _speed_metrics(timings)
+    metrics = _speed_metrics(window, batches)
     info: dict[str, Any] = {}
     metrics["model_parameters"] = parameters
     if world > 1:
         metrics["model_parameters_local"] = parameters_local
-    metrics["memory_peak_rss_mb"] = (memory.peak_rss_bytes or 0) / MB
+    metrics["memory_peak_rss_mib"] = (memory.peak_rss_bytes or 0) / MB
     if memory.cuda_max_allocated_bytes is not None:
-        metrics["memory_cuda_max_allocated_mb"] = memory.cuda_max_allocated_bytes / MB
+        metrics["memory_cuda_max_allocated_mib"] = memory.cuda_max_allocated_bytes / MB
 
     layer_params, head_params = linear_parameters(model)
-    analytical = sum(
+    analytical = [
         generate_flops(
             layer_params=layer_params,
             head_params=head_params,
             num_layers=model.config.num_hidden_layers,
             hidden_size=model.config.hidden_size,
             batch=int(b["input_ids"].shape[0]),
-            prompt_len=t.prompt_len,
-            new_tokens=t.new_tokens,
+            prompt_len=int(b["input_ids"].shape[1]),
+            new_tokens=int(new_ids.shape[1]),
         )
-        for b, t in zip(batches, timings, strict=True)
-    )
-    metrics["flops_analytical"] = analytical
+        for b, new_ids in zip(batches, window.first_pass, strict=True)
+    ]
+    per_batch: list[float] | None = None
     if config.experiment_type.flops == "counter":
-        metrics["flops"] = count_flops(model, batches, kwargs)
+        per_batch = count_flops(model, batches, kwargs)
     elif config.experiment_type.flops == "analytical":
-        metrics["flops"] = analytical
-    if "flops" in metrics:
+        per_batch = analytical
+    metrics["flops_analytical"] = sum(analytical)
+    if per_batch is not None:  # one pass over the prompts; the window ran the batches window_iterations times
+        metrics["flops"] = sum(per_batch)
         metrics["flops_per_output_token"] = metrics["flops"] / metrics["output_tokens"]
 
-    if energy is not None and energy.error:
-        info["energy"] = {"error": energy.error}
-    if energy is not None and energy.reading is not None:
-        reading = energy.reading
-        metrics.update(reading.metrics("energy"))
-        if reading.energy_joules > 0:
-            metrics["tokens_per_joule"] = metrics["output_tokens"] / reading.energy_joules
-        info["energy"] = reading.to_dict() | {"region": "timed batches (after warmup)"}
+    if window.energy is not None:
+        info["energy"] = energy_metrics(window, prefill, per_batch, metrics)
 
     info.update(
         device=str(device),
@@ -328,23 +410,109 @@ def measure(config: ExplaunchConfig, device: torch.device, rank: int = 0, world:
         memory_method=memory.method,
         prompts_file=str(prompts_path),
         output_sha256=digest.hexdigest(),
-        batch_latencies_s=[t.latency_s for t in timings],
+        iterations=[
+            {"batch": b, "latency_s": t.latency_s, "ttft_s": t.ttft_s, "output_tokens": t.output_tokens}
+            for b, t in zip(window.batch_of, window.timings, strict=True)
+        ],
     )
+    if outputs is not None:
+        info["outputs_file"] = outputs.name
     return ExperimentResult(metrics=metrics, info=info)
 
 
-def _speed_metrics(timings: list[BatchTiming]) -> dict[str, float]:
-    total_time = sum(t.latency_s for t in timings)
-    input_tokens = sum(t.input_tokens for t in timings)
-    output_tokens = sum(t.output_tokens for t in timings)
-    metrics: dict[str, float] = {
-        "num_batches": float(len(timings)),
-        "input_tokens": float(input_tokens),
-        "output_tokens": float(output_tokens),
-        "generate_time_s": total_time,
-        "throughput_tokens_per_s": output_tokens / total_time,
-        "throughput_total_tokens_per_s": (input_tokens + output_tokens) / total_time,
+def energy_metrics(
+    window: Window, prefill: Window | None, flops_per_batch: list[float] | None, metrics: dict[str, float]
+) -> dict[str, Any]:
+    """The window's energy and what people compare it by (per output token, per query, per FLOP), prefill and
+    decode apart; adds them to ``metrics``, returns the record's ``info.energy``."""
+    assert window.energy is not None
+    if window.energy.reading is None:
+        return {"error": window.energy.error}
+    reading = window.energy.reading
+    joules = reading.energy_joules
+    metrics.update(reading.metrics("energy"))
+    metrics["energy_iterations"] = float(len(window.timings))
+    tokens, queries = metrics["window_output_tokens"], metrics["window_queries"]
+    if joules > 0:
+        metrics["energy_per_output_token_j"] = joules / tokens
+        metrics["energy_per_query_j"] = joules / queries
+        metrics["queries_per_kwh"] = queries / (joules / JOULES_PER_KWH)
+        metrics["tokens_per_joule"] = tokens / joules
+        if flops_per_batch is not None:
+            metrics["flops_per_joule"] = sum(flops_per_batch[b] for b in window.batch_of) / joules
+    info: dict[str, Any] = reading.to_dict() | {
+        "region": "timed generate calls (after warmup)",
+        "iterations": len(window.timings),
     }
+    if prefill is not None and prefill.energy is not None and prefill.energy.reading is not None:
+        prefill_reading = prefill.energy.reading
+        per_query = prefill_reading.energy_joules / prefill.queries
+        decode_joules = joules - per_query * queries
+        decode_tokens = tokens - queries  # each query's first token comes from the prefill
+        metrics.update(
+            prefill_window_s=prefill_reading.window_s,
+            prefill_energy_joules=prefill_reading.energy_joules,
+            prefill_energy_per_query_j=per_query,
+            prefill_energy_per_input_token_j=prefill_reading.energy_joules
+            / sum(t.input_tokens for t in prefill.timings),
+            decode_energy_joules=decode_joules,
+        )
+        if decode_tokens > 0:
+            metrics["decode_energy_per_token_j"] = decode_joules / decode_tokens
+        info["prefill"] = prefill_reading.to_dict() | {
+            "region": "generate of one token per query (the prompt's forward pass), repeated",
+            "iterations": len(prefill.timings),
+        }
+        info["decode_method"] = (
+            "decode energy = the generate window's energy - prefill energy per query (from the prefill window) x "
+            "the window's queries; per token: over the tokens after each query's first"
+        )
+    elif prefill is not None and prefill.energy is not None:
+        info["prefill"] = {"error": prefill.energy.error}
+    return info
+
+
+def write_outputs(path: Path, tokenizer: Any, batches: list[dict[str, torch.Tensor]], generated: list[Any]) -> None:
+    """The first pass's generations, one JSON line per prompt: its text, the generated text and token ids."""
+    lines = []
+    for batch, new_ids in zip(batches, generated, strict=True):
+        prompt_texts = tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)
+        for prompt, ids in zip(prompt_texts, new_ids.tolist(), strict=True):
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            lines.append(json.dumps({"prompt": prompt, "output": text, "output_token_ids": ids}))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _speed_metrics(window: Window, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """Token counts of one pass over the prompts (deterministic), speed over the whole window."""
+    timings = window.timings
+    rows = [int(b["input_ids"].shape[0]) for b in batches]
+    first = timings[: len(batches)]
+    total_time = sum(t.latency_s for t in timings)
+    window_output = sum(t.output_tokens for t in timings)
+    window_input = sum(t.input_tokens for t in timings)
+    window_queries = window.queries
+    decode_time = sum(t.latency_s - t.ttft_s for t in timings)
+    metrics: dict[str, float] = {
+        "num_batches": float(len(batches)),
+        "queries": float(sum(rows)),
+        "input_tokens": float(sum(t.input_tokens for t in first)),
+        "output_tokens": float(sum(t.output_tokens for t in first)),
+        "window_iterations": float(len(timings)),
+        "window_queries": float(window_queries),
+        "window_input_tokens": float(window_input),
+        "window_output_tokens": float(window_output),
+        "generate_time_s": total_time,
+        "prefill_time_s": sum(t.ttft_s for t in timings),
+        "decode_time_s": decode_time,
+        "throughput_e2e_tokens_per_s": window_output / total_time,
+        "throughput_total_tokens_per_s": (window_input + window_output) / total_time,
+    }
+    if decode_time > 0:
+        metrics["throughput_decode_tokens_per_s"] = (window_output - window_queries) / decode_time
     metrics.update(summarize([t.latency_s for t in timings], "latency_batch"))
     metrics.update(summarize([t.ttft_s for t in timings], "ttft"))
     decode = [(t.latency_s - t.ttft_s) / (t.new_tokens - 1) for t in timings if t.new_tokens > 1]

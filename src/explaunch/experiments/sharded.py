@@ -13,10 +13,9 @@ ddp: each process builds the same model (same seed). fsdp: the same, then FSDP2 
 and on the whole model, so each process keeps 1/N of the weights (``cpu_offload``: in host memory) and gathers a
 layer's weights for each forward; every process must run the same number of forwards, so prompts are cut to a
 multiple of N and lengths are fixed. Each process takes every N-th prompt, warms up, and all start the timed region
-together; each writes its result to ``ranks/rank-<r>.json``. The job then aggregates: tokens summed, throughput =
-all tokens / the slowest process's time, memory as the largest process (and the sum), energy as the sum of each
-process's CPU and GPU share with RAM counted once (codecarbon models the machine's RAM, so summing it would count it
-N times).
+together and stop after the same number of calls; each writes its result to ``ranks/rank-<r>.json``. The job then
+aggregates: tokens summed, throughput = all tokens / the slowest process's time, memory as the largest process (and
+the sum), energy by :func:`sum_rank_energy` (each rank measures only its own GPU; a device is never counted twice).
 """
 
 from __future__ import annotations
@@ -165,8 +164,12 @@ def rank_main(
         spawned = os.environ.get("EXPLAUNCH_SPAWNED") == "1"  # spawned processes share the job's CPUs
         torch.set_num_threads(config.hardware.num_threads or max(1, cores // world if spawned else cores))
         seed_everything(config.seed, deterministic=config.deterministic)
-        result = measure(config, device, rank=rank, world=world)
-        tokens = torch.tensor([result.metrics["output_tokens"]], dtype=torch.float64)
+        outputs = None
+        if config.experiment_type.save_outputs:
+            outputs = Path(job_dir) / RANKS_DIR / f"outputs-rank-{rank}.jsonl"
+        result = measure(config, device, rank=rank, world=world, outputs=outputs)
+        # NCCL reduces tensors on the GPU only
+        tokens = torch.tensor([result.metrics["output_tokens"]], dtype=torch.float64, device=device)
         dist.all_reduce(tokens)  # every process learns the group's total: a check that the group really formed
         info = {
             **result.info,
@@ -260,19 +263,27 @@ def aggregate(ranks: list[dict[str, Any]], strategy: str = "ddp") -> ExperimentR
     slowest = max(m["generate_time_s"] for m in metrics)
     out: dict[str, float] = {
         "num_processes": float(len(ranks)),
-        "num_batches": total("num_batches"),
-        "input_tokens": total("input_tokens"),
-        "output_tokens": total("output_tokens"),
-        "generate_time_s": slowest,
-        "throughput_tokens_per_s": total("output_tokens") / slowest,
-        "throughput_total_tokens_per_s": (total("input_tokens") + total("output_tokens")) / slowest,
         "model_parameters": metrics[0]["model_parameters"],
         "model_parameters_per_process_max": max(
             m.get("model_parameters_local", m["model_parameters"]) for m in metrics
         ),
-        "memory_peak_rss_mb": max(m["memory_peak_rss_mb"] for m in metrics),
-        "memory_peak_rss_total_mb": total("memory_peak_rss_mb"),
+        "memory_peak_rss_mib": max(m["memory_peak_rss_mib"] for m in metrics),
+        "memory_peak_rss_total_mib": total("memory_peak_rss_mib"),
+        "generate_time_s": slowest,
     }
+    for name in ("num_batches", "queries", "input_tokens", "output_tokens", "window_iterations", "window_queries"):
+        out[name] = total(name)
+    out["window_input_tokens"], out["window_output_tokens"] = (
+        total("window_input_tokens"),
+        total("window_output_tokens"),
+    )
+    out["throughput_e2e_tokens_per_s"] = out["window_output_tokens"] / slowest
+    out["throughput_total_tokens_per_s"] = (out["window_input_tokens"] + out["window_output_tokens"]) / slowest
+    if all("throughput_decode_tokens_per_s" in m for m in metrics):
+        slowest_decode = max(m["decode_time_s"] for m in metrics)
+        out["throughput_decode_tokens_per_s"] = (out["window_output_tokens"] - out["window_queries"]) / slowest_decode
+    if all("memory_cuda_max_allocated_mib" in m for m in metrics):
+        out["memory_cuda_max_allocated_mib"] = max(m["memory_cuda_max_allocated_mib"] for m in metrics)
     for name in ("latency_batch_p50_s", "latency_batch_p95_s", "ttft_p50_s", "ttft_p95_s"):
         out[name] = max(m[name] for m in metrics)  # the slowest process sets what a user waits for
     for name in ("flops", "flops_analytical"):
@@ -280,14 +291,25 @@ def aggregate(ranks: list[dict[str, Any]], strategy: str = "ddp") -> ExperimentR
             out[name] = total(name)
     if "flops" in out:
         out["flops_per_output_token"] = out["flops"] / out["output_tokens"]
-    if all("energy_kwh" in m for m in metrics):
-        cpu, gpu = total("energy_cpu_kwh"), total("energy_gpu_kwh")
-        ram = max(m["energy_ram_kwh"] for m in metrics)
-        out.update(energy_cpu_kwh=cpu, energy_gpu_kwh=gpu, energy_ram_kwh=ram, energy_kwh=cpu + gpu + ram)
-        out["energy_joules"] = out["energy_kwh"] * 3.6e6
-        out["energy_emissions_kg"] = total("energy_emissions_kg")
-        if out["energy_joules"] > 0:
-            out["tokens_per_joule"] = out["output_tokens"] / out["energy_joules"]
+    energy = [r["info"].get("energy") or {} for r in ranks]
+    energy_info: dict[str, Any] = {}
+    if all("components" in e for e in energy):
+        energy_info = sum_rank_energy(energy)
+        joules = energy_info["joules"]
+        out.update(
+            energy_joules=joules,
+            energy_kwh=joules / 3.6e6,
+            energy_window_s=max(e["window_s"] for e in energy),
+            energy_emissions_kg=total("energy_emissions_kg"),
+            energy_iterations=total("energy_iterations"),
+        )
+        for name in ("cpu", "gpu", "ram"):
+            out[f"energy_{name}_joules"] = energy_info["components"].get(name, {}).get("joules", 0.0)
+        if joules > 0:
+            out["energy_per_output_token_j"] = joules / out["window_output_tokens"]
+            out["energy_per_query_j"] = joules / out["window_queries"]
+            out["queries_per_kwh"] = out["window_queries"] / (joules / 3.6e6)
+            out["tokens_per_joule"] = out["window_output_tokens"] / joules
     processes = [
         {
             "rank": r["info"]["rank"],
@@ -298,23 +320,63 @@ def aggregate(ranks: list[dict[str, Any]], strategy: str = "ddp") -> ExperimentR
             "output_sha256": r["info"].get("output_sha256"),
             "output_tokens": r["metrics"]["output_tokens"],
             "generate_time_s": r["metrics"]["generate_time_s"],
-            "throughput_tokens_per_s": r["metrics"]["throughput_tokens_per_s"],
-            "memory_peak_rss_mb": r["metrics"]["memory_peak_rss_mb"],
+            "throughput_e2e_tokens_per_s": r["metrics"]["throughput_e2e_tokens_per_s"],
+            "memory_peak_rss_mib": r["metrics"]["memory_peak_rss_mib"],
             "energy_joules": r["metrics"].get("energy_joules"),
             "group_output_tokens": r["info"]["group_output_tokens"],
         }
         for r in ranks
     ]
-    info = {
+    info: dict[str, Any] = {
         "sharding": STRATEGY_NOTES[strategy],
         "processes": processes,
-        "energy_method": "sum of each process's CPU and GPU energy (codecarbon process mode), RAM counted once",
         "device": ranks[0]["info"]["device"],
         "dtype": ranks[0]["info"]["dtype"],
         "weights": ranks[0]["info"]["weights"],
         "flops_method": ranks[0]["info"]["flops_method"],
     }
+    if energy_info:
+        info["energy"] = energy_info
     return ExperimentResult(metrics=out, info=info)
+
+
+def sum_rank_energy(readings: list[dict[str, Any]]) -> dict[str, Any]:
+    """One job's energy from its processes' windows. GPUs: each device once (the sum over distinct UUIDs; two
+    ranks on one device read the same counter, so it is taken once, at its largest). Counted CPU/RAM
+    (``apportioned``, ``process``-scoped counters) are the processes' own shares: summed. Machine-scoped figures and
+    codecarbon's modelled RAM (a per-process constant of about 10 W whatever the process) are taken once."""
+    components: dict[str, dict[str, Any]] = {}
+    names = sorted({name for r in readings for name in r["components"]})
+    for name in names:
+        parts = [r["components"][name] for r in readings if name in r["components"]]
+        merged = dict(parts[0])
+        merged["reads"] = sum(int(p.get("reads", p.get("samples", 0)) or 0) for p in parts)
+        if name == "gpu":
+            devices: dict[str, float] = {}
+            for part in parts:
+                for uuid, joules in (part.get("devices") or {}).items():
+                    devices[uuid] = max(devices.get(uuid, 0.0), float(joules))
+            merged["devices"] = devices
+            merged["joules"] = sum(devices.values())
+        elif merged["scope"] == "machine" or (name == "ram" and merged["source"] == "modelled"):
+            merged["joules"] = max(float(p["joules"]) for p in parts)
+            merged["aggregation"] = "taken once (the largest process's figure): it is not the process's own"
+        else:
+            merged["joules"] = sum(float(p["joules"]) for p in parts)
+            if merged.get("machine_joules") is not None:
+                merged["machine_joules"] = max(float(p.get("machine_joules") or 0.0) for p in parts)
+                merged["share"] = merged["joules"] / merged["machine_joules"] if merged["machine_joules"] else None
+            merged["aggregation"] = "summed over the processes"
+        components[name] = merged
+    reasons = sorted({reason for r in readings for reason in r.get("quality_reasons", [])})
+    return {
+        "joules": sum(c["joules"] for c in components.values()),
+        "window_s": max(r["window_s"] for r in readings),
+        "components": components,
+        "quality": "low" if reasons else "ok",
+        "quality_reasons": reasons,
+        "processes": len(readings),
+    }
 
 
 def _main(argv: list[str]) -> None:

@@ -1,12 +1,19 @@
-"""Energy of a code region with codecarbon, offline.
+"""Energy of a code region: hardware counters first, codecarbon's model where there is none, each figure labelled.
 
-codecarbon runs in *process* mode so that parallel jobs on one machine each get the share of CPU power their own
-process used, not the whole machine. Every component says where its figure comes from: ``measured`` when read from
-a meter (RAPL, NVML, ...), ``estimated`` when codecarbon modelled it (CPU power from load and TDP, RAM from size).
+For every component (cpu, gpu, ram) the reading says its ``source``: ``counter`` (an energy counter read at the
+window's edges and between them: RAPL ``energy_uj``, NVML total energy), ``sampled`` (power samples integrated) or
+``modelled`` (codecarbon: TDP x load, RAM size x a constant), and its ``scope``: ``devices`` (the job's own GPUs),
+``process`` (the job's process tree), ``machine`` (a whole package or GPU), ``apportioned`` (a machine counter split
+by the job's share of the machine's busy CPU time, interval by interval, so that jobs side by side add up to no more
+than the machine). Counters are read in the energy meter sidecar (:mod:`explaunch.measure.meter`) by
+:mod:`explaunch.measure.counters`; codecarbon runs there too, for the modelled components and the grid's carbon
+intensity.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -18,60 +25,154 @@ if TYPE_CHECKING:
 JOULES_PER_KWH = 3.6e6
 # codecarbon CPU modes that read a power meter; any other mode (cpu_load, tdp, constant) is a model.
 _MEASURED_CPU_MODES = frozenset({"intel_rapl", "intel_power_gadget", "windows_emi", "apple_powermetrics"})
+# Below these a window's energy is noise: NVML/RAPL readings settle after a few seconds (ML.ENERGY), and a figure
+# integrated from a handful of samples is mostly the edges.
+QUALITY_MIN_WINDOW_S = 5.0
+QUALITY_MIN_SAMPLES = 10
+COMPONENTS = ("cpu", "gpu", "ram")
 
 
 @dataclass(frozen=True)
 class EnergyReading:
-    duration_s: float
-    energy_kwh: float
-    cpu_kwh: float
-    gpu_kwh: float
-    ram_kwh: float
+    """The energy of one window, by component. Each component says its ``source`` (counter / sampled / modelled)
+    and ``scope`` (devices / process / machine / apportioned); ``quality`` is ``low`` with its reasons when the
+    window is too short or holds too few samples to mean much."""
+
+    window_s: float
+    components: dict[str, dict[str, Any]]
     emissions_kg: float
-    cpu_power_w: float
-    gpu_power_w: float
-    ram_power_w: float
-    sources: dict[str, str]  # component -> measured | estimated | absent
+    emissions_method: str
     method: str
+    quality: str
+    quality_reasons: list[str]
+    unavailable: dict[str, str]
 
     @property
     def energy_joules(self) -> float:
-        return self.energy_kwh * JOULES_PER_KWH
+        return float(sum(c["joules"] for c in self.components.values()))
+
+    @property
+    def energy_kwh(self) -> float:
+        return self.energy_joules / JOULES_PER_KWH
+
+    def joules(self, component: str) -> float:
+        return float(self.components[component]["joules"]) if component in self.components else 0.0
 
     def metrics(self, prefix: str) -> dict[str, float]:
         return {
-            f"{prefix}_kwh": self.energy_kwh,
             f"{prefix}_joules": self.energy_joules,
-            f"{prefix}_cpu_kwh": self.cpu_kwh,
-            f"{prefix}_gpu_kwh": self.gpu_kwh,
-            f"{prefix}_ram_kwh": self.ram_kwh,
+            f"{prefix}_kwh": self.energy_kwh,
+            **{f"{prefix}_{c}_joules": self.joules(c) for c in COMPONENTS},
             f"{prefix}_emissions_kg": self.emissions_kg,
-            f"{prefix}_duration_s": self.duration_s,
+            f"{prefix}_window_s": self.window_s,
         }
 
     def fields(self) -> dict[str, Any]:
         return asdict(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "energy_joules": self.energy_joules}
+        return {"joules": self.energy_joules, **asdict(self)}
+
+
+def window_quality(window_s: float, components: dict[str, dict[str, Any]]) -> list[str]:
+    """Why a window's energy is low quality (empty: it is not)."""
+    reasons = []
+    if window_s < QUALITY_MIN_WINDOW_S:
+        reasons.append(f"window {window_s:.2f} s < {QUALITY_MIN_WINDOW_S:g} s")
+    for name, component in components.items():
+        samples = component.get("reads", component.get("samples"))
+        if samples is not None and component["source"] != "counter" and samples < QUALITY_MIN_SAMPLES:
+            reasons.append(f"{name}: {samples} {component['source']} samples < {QUALITY_MIN_SAMPLES}")
+    return reasons
+
+
+def combine(
+    window_s: float,
+    counted: dict[str, dict[str, Any]],
+    unavailable: dict[str, str],
+    codecarbon: dict[str, Any] | None,
+) -> EnergyReading:
+    """One reading from the counters (``counted``: component -> ComponentEnergy.to_dict()) and codecarbon's
+    figures (``codecarbon_figures``) for the components no counter covers. codecarbon's GPU figure is never taken:
+    it covers every visible GPU, not the job's own; GPUs come from the counter meter or not at all."""
+    components = dict(counted)
+    if codecarbon is not None:
+        interval = float(codecarbon["interval_s"])
+        samples = int(window_s // interval) + 1  # codecarbon measures on a fixed timer, and once more at stop
+        common = {"samples": samples, "interval_s": interval}
+        if "cpu" not in components:
+            measured = codecarbon["cpu_mode"] in _MEASURED_CPU_MODES
+            components["cpu"] = {
+                "joules": codecarbon["cpu_kwh"] * JOULES_PER_KWH,
+                "source": "sampled" if measured else "modelled",
+                "scope": "machine" if measured else "process",
+                "method": f"codecarbon {codecarbon['version']} cpu_mode={codecarbon['cpu_mode']}"
+                + ("" if measured else ": TDP x the job's share of CPU load (process mode)"),
+                **common,
+            }
+        if "ram" not in components:
+            components["ram"] = {
+                "joules": codecarbon["ram_kwh"] * JOULES_PER_KWH,
+                "source": "modelled",
+                "scope": "process",
+                "method": f"codecarbon {codecarbon['version']}: W per DIMM from the process's memory size "
+                "(at least 2 DIMMs, ~10 W): a constant, not a meter",
+                **common,
+            }
+    total_kwh = sum(c["joules"] for c in components.values()) / JOULES_PER_KWH
+    if codecarbon is not None and codecarbon["energy_kwh"] > 0:
+        factor = codecarbon["emissions_kg"] / codecarbon["energy_kwh"]
+        emissions = factor * total_kwh
+        emissions_method = (
+            f"codecarbon {codecarbon['version']} carbon intensity of {codecarbon['country']}: "
+            f"{factor * 1000:.1f} g CO2eq/kWh x this energy"
+        )
+    else:
+        emissions = 0.0
+        emissions_method = "no carbon intensity (codecarbon gave none)"
+    reasons = window_quality(window_s, components)
+    sources = sorted({f"{n}: {c['source']}/{c['scope']}" for n, c in components.items()})
+    return EnergyReading(
+        window_s=window_s,
+        components=components,
+        emissions_kg=emissions,
+        emissions_method=emissions_method,
+        method="; ".join(sources) + " (counters read from the energy meter sidecar)",
+        quality="low" if reasons else "ok",
+        quality_reasons=reasons,
+        unavailable=dict(unavailable),
+    )
+
+
+def job_gpus(device: str, gpu_ids: Sequence[int]) -> dict[str, Any] | None:
+    """The GPUs a job (or one rank of it) measures: None on ``cpu``; else CUDA ordinals (``gpu_ids``; empty: every
+    visible one) into ``CUDA_VISIBLE_DEVICES`` as this process sees it (SLURM sets it to the job's allocation)."""
+    if device == "cpu":
+        return None
+    return {"visible": os.environ.get("CUDA_VISIBLE_DEVICES"), "ids": [int(i) for i in gpu_ids]}
 
 
 class EnergyTracker:
     """``with EnergyTracker(...) as tracker: ...`` then ``tracker.reading``.
 
-    codecarbon runs in this process's energy meter sidecar (:mod:`explaunch.measure.meter`), not in this process:
-    its sampling threads would slow a GIL-bound job. The first tracker of a process waits for the sidecar's start
+    The meters run in this process's energy meter sidecar (:mod:`explaunch.measure.meter`), not in this process:
+    their sampling threads would slow a GIL-bound job. The first tracker of a process waits for the sidecar's start
     and hardware probe (about 0.4 s); later ones take a few milliseconds. A meter that fails never fails the measured
-    code: ``reading`` stays None and ``error`` says why.
+    code: ``reading`` stays None and ``error`` says why. ``synchronize`` (a CUDA job: ``torch.cuda.synchronize``) is
+    called right before each edge, so that queued GPU work falls inside the window it belongs to.
     """
 
     def __init__(
         self,
         country_iso_code: str = "USA",
-        measure_power_secs: float = 1.0,
+        measure_power_secs: float = 0.5,
         csv_path: Path | None = None,
         *,
         await_start: bool = True,
+        sample_interval_s: float = 0.2,
+        powercap_root: str = "/sys/class/powercap",
+        gpus: dict[str, Any] | None = None,
+        synchronize: Callable[[], object] | None = None,
     ) -> None:
         """``await_start=False``: ``__enter__`` returns without waiting for the sidecar to start the tracker (a
         job's whole run, whose set-up goes on meanwhile); a measured region waits, so that the sidecar's work is
@@ -79,18 +180,53 @@ class EnergyTracker:
         self.await_start = await_start
         self.country_iso_code = country_iso_code
         self.measure_power_secs = measure_power_secs
+        self.sample_interval_s = sample_interval_s
+        self.powercap_root = powercap_root
+        self.gpus = gpus
+        self.synchronize = synchronize
         self.csv_path = csv_path  # codecarbon's own emissions.csv, when wanted
         self.reading: EnergyReading | None = None
         self.error: str | None = None
         self._ticket: Ticket | None = None  # the tracker running in the sidecar
         self._stopping: Stopping | None = None  # its stop, requested
 
+    @classmethod
+    def from_config(
+        cls,
+        energy: Any,
+        gpus: dict[str, Any] | None,
+        *,
+        synchronize: Callable[[], object] | None = None,
+        csv_path: Path | None = None,
+        await_start: bool = True,
+    ) -> EnergyTracker:
+        """A tracker with the settings of an ``energy`` config node (explaunch.config.EnergyConfig)."""
+        return cls(
+            energy.country_iso_code,
+            energy.measure_power_secs,
+            csv_path,
+            await_start=await_start,
+            sample_interval_s=energy.sample_interval_s,
+            powercap_root=energy.powercap_root,
+            gpus=gpus,
+            synchronize=synchronize,
+        )
+
     def __enter__(self) -> EnergyTracker:
         from explaunch.measure import meter
 
         try:
-            csv = None if self.csv_path is None else str(self.csv_path)
-            self._ticket = meter.start(self.country_iso_code, self.measure_power_secs, csv, wait=self.await_start)
+            if self.synchronize is not None:
+                self.synchronize()
+            request = {
+                "country": self.country_iso_code,
+                "interval": self.measure_power_secs,
+                "csv": None if self.csv_path is None else str(self.csv_path),
+                "sample_interval": self.sample_interval_s,
+                "powercap_root": self.powercap_root,
+                "gpus": self.gpus,
+            }
+            self._ticket = meter.start(request, wait=self.await_start)
         except meter.MeterError as ex:
             self.error = f"energy meter: {ex}"
         return self
@@ -103,6 +239,8 @@ class EnergyTracker:
         if self._ticket is None or self._stopping is not None:
             return
         try:
+            if self.synchronize is not None:
+                self.synchronize()
             self._stopping = meter.stop_request(self._ticket)
         except meter.MeterError as ex:
             self.error = f"energy meter: {ex}"
@@ -123,11 +261,12 @@ class EnergyTracker:
             self.error = f"energy meter: {ex}"
             return
         self.reading = None if fields is None else EnergyReading(**fields)
-        if self.reading is None:  # codecarbon swallows its own errors in start()/stop() and only logs them
-            self.error = "codecarbon recorded no energy"
+        if self.reading is None:
+            self.error = "no meter recorded any energy"
 
 
-def reading_from(tracker: Any) -> EnergyReading | None:
+def codecarbon_figures(tracker: Any, interval_s: float) -> dict[str, Any] | None:
+    """What :func:`combine` takes from a stopped codecarbon tracker (its public ``final_emissions_data``)."""
     from importlib.metadata import version
 
     data = getattr(tracker, "final_emissions_data", None)
@@ -135,27 +274,14 @@ def reading_from(tracker: Any) -> EnergyReading | None:
         return None
     hardware = {type(h).__name__: h for h in tracker._hardware}  # codecarbon keeps no public list of meters
     cpu = hardware.get("CPU")
-    cpu_mode = getattr(cpu, "_mode", "absent") if cpu is not None else "absent"
-    sources = {
-        "cpu": "absent" if cpu is None else ("measured" if cpu_mode in _MEASURED_CPU_MODES else "estimated"),
-        "gpu": "measured" if "GPU" in hardware else "absent",  # codecarbon reads GPUs through NVML
-        "ram": "estimated",  # codecarbon models RAM power from its size; there is no RAM meter
+    return {
+        "version": version("codecarbon"),
+        "cpu_mode": getattr(cpu, "_mode", "absent") if cpu is not None else "absent",
+        "country": data.country_iso_code,
+        "interval_s": interval_s,
+        "duration_s": float(data.duration),
+        "energy_kwh": float(data.energy_consumed),
+        "cpu_kwh": float(data.cpu_energy),
+        "ram_kwh": float(data.ram_energy),
+        "emissions_kg": float(data.emissions),
     }
-    method = (
-        f"codecarbon {version('codecarbon')} offline, tracking_mode=process (sampled from a sidecar process), "
-        f"cpu_mode={cpu_mode}, "
-        f"country={data.country_iso_code}"
-    )
-    return EnergyReading(
-        duration_s=float(data.duration),
-        energy_kwh=float(data.energy_consumed),
-        cpu_kwh=float(data.cpu_energy),
-        gpu_kwh=float(data.gpu_energy),
-        ram_kwh=float(data.ram_energy),
-        emissions_kg=float(data.emissions),
-        cpu_power_w=float(data.cpu_power),
-        gpu_power_w=float(data.gpu_power),
-        ram_power_w=float(data.ram_power),
-        sources=sources,
-        method=method,
-    )

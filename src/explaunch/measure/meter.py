@@ -1,4 +1,6 @@
-"""codecarbon in a sidecar process, measuring the process that started it.
+"""The energy meters in a sidecar process, measuring the process that started it: hardware counters (RAPL, NVML,
+:mod:`explaunch.measure.counters`) read at each window's edges and every ``sample_interval`` between, and codecarbon
+for what no counter covers and for the grid's carbon intensity.
 
 Why: codecarbon samples from two ``threading.Timer`` threads. Inside a job's process each sample walks ``/proc``
 through psutil, and every read releases and retakes the GIL; a pure-Python job thread then loses the GIL at each
@@ -8,7 +10,9 @@ a separate process the sampler takes nothing from the job but a share of another
 One sidecar per measured process, started on first use (``python -m explaunch.measure.meter <pid>``) and alive as
 long as that process: it exits when its stdin closes, so a killed worker leaves no sidecar behind; a forked child
 starts its own. It runs codecarbon's trackers in ``tracking_mode="process"`` pointed at the client's pid (and its
-children); several may run at once (a job's tracker and a measured region's inside it). Requests and replies are
+children); several may run at once (a job's tracker and a measured region's inside it). One daemon thread reads the
+counters of every running window at its interval; a window's first and last reads are taken when its start and stop
+requests arrive (the client synchronizes its GPU right before sending them). Requests and replies are
 JSON lines, one reply per request, in order (a lock: trackers may live in different threads); a start's reply is
 read before the next request's rather than awaited. Every reply is awaited with a time limit: a sidecar that hangs
 is ended and its trackers read as errors, never as a hang.
@@ -83,13 +87,15 @@ def prestart() -> None:
         _current()
 
 
-def start(country_iso_code: str, measure_power_secs: float, csv_path: str | None, *, wait: bool = True) -> Ticket:
-    """Start a tracker in this process's sidecar; returns once it runs. ``wait=False``: once the request is sent
+def start(settings: dict[str, Any], *, wait: bool = True) -> Ticket:
+    """Start a tracker in this process's sidecar; returns once it runs (its counters are read: the window's first
+    edge). ``settings``: country, interval (codecarbon's), csv, sample_interval (counters), powercap_root, gpus.
+    ``wait=False``: once the request is sent
     (the sidecar builds and starts the tracker in ~10 ms that the caller need not wait for: a job's set-up goes on
     meanwhile); a start that fails is then reported by :func:`stop`. The first start of a sidecar always waits for
     its hardware probe (~0.4 s)."""
     global _next_id
-    message = {"op": "start", "country": country_iso_code, "interval": measure_power_secs, "csv": csv_path}
+    message = {**settings, "op": "start"}
     with _lock:
         sidecar = _current()
         _next_id += 1
@@ -247,45 +253,129 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # ---- the sidecar -----------------------------------------------------------------------------------------------
+class _Window:
+    """One tracker in the sidecar: codecarbon (modelled components, carbon intensity) and the counter meter."""
+
+    def __init__(self, client_pid: int, message: dict[str, Any], nvml: Any) -> None:
+        from explaunch.measure.counters import WindowMeter
+
+        self.interval = float(message.get("interval", 0.5))
+        self.sample_interval = float(message.get("sample_interval", 0.2))
+        self.codecarbon = _new_tracker(client_pid, message)
+        gpus = message.get("gpus")
+        self.gpu_error: str | None = None
+        uuids: list[str] = []
+        if gpus is not None:
+            uuids, self.gpu_error = _job_gpu_uuids(nvml, gpus)
+        self.counters = WindowMeter(
+            client_pid=client_pid,
+            exclude_pids={os.getpid()},
+            powercap_root=Path(message.get("powercap_root") or "/sys/class/powercap"),
+            nvml=nvml if uuids else None,
+            gpu_uuids=uuids,
+        )
+        self.next_sample = 0.0
+
+    def start(self) -> None:
+        self.codecarbon.start()
+        self.counters.start()
+        self.next_sample = time.monotonic() + self.sample_interval
+
+    def stop(self) -> dict[str, Any] | None:
+        from explaunch.measure.energy import codecarbon_figures, combine
+
+        counted = self.counters.stop()
+        window_s = self.counters.window_s
+        self.codecarbon.stop()
+        modelled = codecarbon_figures(self.codecarbon, self.interval)
+        unavailable = dict(self.counters.unavailable)
+        if self.gpu_error is not None:
+            unavailable["gpu"] = self.gpu_error
+        if not counted and modelled is None:
+            return None
+        reading = combine(window_s, {k: v.to_dict() for k, v in counted.items()}, unavailable, modelled)
+        return reading.fields()
+
+
+def _job_gpu_uuids(nvml: Any, gpus: dict[str, Any]) -> tuple[list[str], str | None]:
+    """The job's GPUs as NVML UUIDs, or why there are none."""
+    from explaunch.measure.counters import select_gpus
+
+    if nvml is None:
+        return [], "no NVML (no NVIDIA driver or GPU here)"
+    try:
+        return select_gpus(nvml, gpus.get("visible"), gpus.get("ids") or []), None
+    except Exception as ex:  # NVMLError or a GPU id that is not visible
+        return [], f"{type(ex).__name__}: {ex}"
+
+
+def _init_nvml() -> Any:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # no driver, no GPU, no library: GPUs read as unavailable
+        return None
+    return pynvml
+
+
+def _sample_forever(windows: dict[int, _Window], lock: threading.Lock) -> None:
+    """Read every running window's counters at its interval (a RAPL counter wraps every few minutes at full power:
+    reads in between keep each wrap countable, and CPU shares are taken per interval). Never raises."""
+    _lowest_priority()
+    while True:
+        with lock:
+            now = time.monotonic()
+            due = [w for w in windows.values() if w.next_sample <= now]
+            for window in due:
+                with contextlib.suppress(Exception):
+                    window.counters.sample()
+                window.next_sample = now + window.sample_interval
+            wake = min((w.next_sample for w in windows.values()), default=now + 0.5)
+        time.sleep(max(0.01, wake - time.monotonic()))
+
+
 def serve(client_pid: int) -> None:
     """Answer the client's requests until its end of stdin closes (it exited or was killed)."""
-    from explaunch.measure.energy import reading_from
-
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # whatever else is printed here (codecarbon, warnings) must not land in the replies
     sys.stdout = sys.stderr
     os.nice(5)  # answers to the client can wait a moment; the job's own threads should not
     # codecarbon samples from threading.Timer threads, each started by the one before; the first by start(). Started
     # from a thread at the lowest priority, they all run at it (Linux: a thread inherits its creator's nice value):
-    # a sample waits for a free core rather than interrupting the job's threads.
+    # a sample waits for a free core rather than interrupting the job's threads. The counters' sampler too.
     sampling = ThreadPoolExecutor(1, "sampling", initializer=_lowest_priority)
     _cpu_model_from_proc()
     probe = _new_tracker(client_pid, {})  # the hardware probe, once, before the first request
     sampling.submit(probe.start).result()
     probe.stop()
-    trackers: dict[int, Any] = {}
+    nvml = _init_nvml()
+    windows: dict[int, _Window] = {}
+    lock = threading.Lock()
+    # a daemon thread: the sidecar must exit when its client's stdin closes, whatever the sampler is doing
+    threading.Thread(target=_sample_forever, args=(windows, lock), name="counters", daemon=True).start()
     failed: dict[int, str] = {}  # trackers that did not start: their stop answers why (the start may not be awaited)
     for line in sys.stdin:
         message = json.loads(line)
         try:
             if message["op"] == "start":
                 try:
-                    tracker = _new_tracker(client_pid, message)
-                    sampling.submit(tracker.start).result()
+                    window = _Window(client_pid, message, nvml)
+                    with lock:  # the edge read, right when asked (the client synchronized its GPU before)
+                        sampling.submit(window.start).result()
+                        windows[message["id"]] = window
                 except Exception as ex:
                     failed[message["id"]] = f"{type(ex).__name__}: {ex}"
                     raise
-                trackers[message["id"]] = tracker
                 reply: dict[str, Any] = {"ok": True}
             elif message["id"] in failed:
                 reply = {"error": f"the tracker did not start: {failed.pop(message['id'])}"}
-            elif message["id"] not in trackers:
+            elif message["id"] not in windows:
                 reply = {"error": f"tracker {message['id']} is not running in this energy meter process"}
             else:
-                tracker = trackers.pop(message["id"])
-                tracker.stop()
-                reading = reading_from(tracker)
-                reply = {"reading": None if reading is None else reading.fields()}
+                with lock:
+                    window = windows.pop(message["id"])
+                reply = {"reading": window.stop()}
         except Exception as ex:  # one tracker failing must not end the meter
             reply = {"error": f"{type(ex).__name__}: {ex}"}
         replies.write(json.dumps(reply) + "\n")
