@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.
 export MLFLOW_DISABLE_TELEMETRY := true
 export HYDRA_FULL_ERROR := 0
 
-.PHONY: help setup demo test test-fast lint typecheck clean slurm-up slurm-down bench
+.PHONY: help setup demo test test-fast lint typecheck clean slurm-up slurm-down bench gpu-check
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -36,8 +36,11 @@ test: setup lint typecheck  ## install, then lint, type-check and run every test
 test-fast: setup  ## unit tests only
 	$(BIN)/pytest -W error -m "not slow"
 
-bench: setup  ## benchmark suite (B1-B7, about 10 min): table + benchmarks/results/*.json; exits 1 on a missed target
+bench: setup  ## benchmark suite (B1-B8, about 13 min): table + benchmarks/results/*.json; exits 1 on a missed target
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+gpu-check: setup  ## NVIDIA GPUs only: real GPU jobs + B7, records checked (~5 min); exit 2 without a GPU
+	$(BIN)/python scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 lint: setup  ## ruff
 	$(BIN)/ruff check .

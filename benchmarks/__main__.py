@@ -26,6 +26,7 @@ from benchmarks import (
     b5_cli_speed,
     b6_energy_overhead,
     b7_gpu_energy,
+    b8_repeatability,
 )
 from benchmarks.harness import (
     RESULTS_DIR,
@@ -49,6 +50,7 @@ MODULES: tuple[ModuleType, ...] = (
     b5_cli_speed,
     b6_energy_overhead,
     b7_gpu_energy,
+    b8_repeatability,
 )
 BENCHMARKS: dict[str, ModuleType] = {module.ID: module for module in MODULES}
 

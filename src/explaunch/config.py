@@ -177,7 +177,7 @@ class EnergyConfig:
 
     enabled: bool = spec(True, help="energy of the whole job and of the measured region (counters, codecarbon)")
     country_iso_code: str = spec("USA", help="grid carbon intensity used for emissions, ISO 3166-1 alpha-3")
-    measure_power_secs: float = spec(0.5, min=0.1, help="codecarbon's sampling interval (modelled CPU/RAM)")
+    measure_power_secs: float = spec(1.0, min=0.1, help="codecarbon's sampling interval (modelled CPU/RAM)")
     sample_interval_s: float = spec(0.2, min=0.01, help="how often counters and CPU times are read in a window")
     min_window_s: float = spec(10.0, help="the measured region repeats its work until it lasted this long (> 0)")
     min_iterations: int = spec(10, min=1, help="... and ran at least this many iterations (generate calls)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from benchmarks import __main__ as suite
-from benchmarks import b2_joblib_efficiency, b4_resume, b7_gpu_energy
+from benchmarks import b2_joblib_efficiency, b4_resume, b7_gpu_energy, b8_repeatability
 from benchmarks.harness import (
     ERROR,
     INFO,
@@ -136,7 +136,7 @@ def test_context_repeats_default_quick_and_forced() -> None:
 
 
 def test_only_picks_benchmarks_and_rejects_unknown_ids() -> None:
-    assert suite.parse_only(None) == ["B1", "B2", "B3", "B4", "B5", "B6", "B7"]
+    assert suite.parse_only(None) == ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"]
     assert suite.parse_only("b3, B1") == ["B3", "B1"]
     with pytest.raises(SystemExit, match="no such benchmark B9; allowed: B1, B2"):
         suite.parse_only("B1,B9")
@@ -194,3 +194,114 @@ def test_sampled_gpu_energy_is_the_trapezoid_integral_of_every_gpu_power_column(
     csv_path.write_text("elapsed_s,cpu_percent,gpu0_power_w,gpu1_power_w\n0,5,100,50\n1,5,200,50\n3,5,200,50\n")
     # gpu0: 150 J + 400 J, gpu1: 50 W for 3 s
     assert b7_gpu_energy.sampled_joules(csv_path) == pytest.approx(150 + 400 + 150)
+
+
+def test_sampled_gpu_energy_counts_only_the_columns_of_the_jobs_gpus(tmp_path: Path) -> None:
+    csv_path = tmp_path / "resources.csv"
+    csv_path.write_text("elapsed_s,gpu0_power_w,gpu1_power_w\n0,70,300\n2,70,300\n")
+    assert b7_gpu_energy.sampled_joules(csv_path, [1]) == pytest.approx(600)
+    assert b7_gpu_energy.power_columns(["elapsed_s", "gpu0_power_w", "gpu0_util_percent"]) == ["gpu0_power_w"]
+    with pytest.raises(RuntimeError, match="no column gpu3_power_w"):
+        b7_gpu_energy.sampled_joules(csv_path, [3])
+
+
+def test_b7_reads_the_whole_jobs_gpu_counter_from_the_record_or_the_flat_metric() -> None:
+    record = {
+        "energy": {
+            "components": {"gpu": {"joules": 900.0, "source": "counter", "devices": {"GPU-a": 500.0, "GPU-b": 400.0}}}
+        },
+        "metrics": {"job_energy_gpu_joules": 1.0},
+    }
+    assert b7_gpu_energy.job_gpu_counter(record) == b7_gpu_energy.GpuCounter(900.0, "counter", ("GPU-a", "GPU-b"))
+    flat = {"energy": {}, "metrics": {"job_energy_gpu_joules": 812.5}}
+    assert b7_gpu_energy.job_gpu_counter(flat) == b7_gpu_energy.GpuCounter(812.5, "unknown", ())
+    with pytest.raises(RuntimeError, match="no GPU energy"):
+        b7_gpu_energy.job_gpu_counter({"energy": {"components": {"cpu": {"joules": 5.0}}}, "metrics": {}})
+
+
+def test_coefficient_of_variation_is_the_sample_std_over_the_mean_in_percent() -> None:
+    assert b8_repeatability.coefficient_of_variation([10.0, 10.0, 10.0]) == 0.0
+    assert b8_repeatability.coefficient_of_variation([9.0, 10.0, 11.0]) == pytest.approx(10.0)
+    with pytest.raises(ValueError, match="at least 2 values"):
+        b8_repeatability.coefficient_of_variation([10.0])
+    with pytest.raises(ValueError, match="mean is 0"):
+        b8_repeatability.coefficient_of_variation([1.0, -1.0])
+
+
+def _repeat_record(job_num: int, tokens_per_s: float, status: str = "completed") -> dict[str, object]:
+    return {
+        "status": status,
+        "job_num": job_num,
+        "overrides": [f"+params.repeat={job_num}"],
+        "duration_s": 14.0,
+        "metrics": {
+            "throughput_e2e_tokens_per_s": tokens_per_s,
+            "throughput_decode_tokens_per_s": tokens_per_s * 1.2,
+            "energy_per_output_token_j": 0.05 + 0.001 * job_num,
+            "energy_window_s": 10.0 + 0.1 * job_num,
+            "energy_iterations": 30,
+            "energy_joules": 150.0,
+            "output_tokens": 3000.0,
+            "resources_mean_system_cpu_percent": 100.0 if job_num == 4 else 50.0,
+            "resources_mean_cpu_percent": 100.0,
+        },
+        "info": {
+            "device": "cpu",
+            "output_sha256": "same",
+            "energy": {"quality": "low" if job_num == 2 else "ok", "quality_reasons": ["cpu modelled"]},
+        },
+    }
+
+
+def _write_sweep(sweep: Path, records: dict[str, dict[str, object]]) -> None:
+    for folder, record in records.items():
+        (sweep / folder).mkdir(parents=True)
+        (sweep / folder / "job.json").write_text(json.dumps(record))
+
+
+def test_other_load_is_the_machines_busy_cores_less_the_jobs_own() -> None:
+    assert b8_repeatability.other_load_cores(100.0, 62.0, 2) == pytest.approx(1.38)
+    assert b8_repeatability.other_load_cores(78.0, 166.0, 2) == 0.0  # the two means are not taken at the same instants
+    assert b8_repeatability.other_load_cores(None, 50.0, 2) is None
+
+
+def test_repeatability_reads_the_sweeps_records_in_job_order(tmp_path: Path) -> None:
+    _write_sweep(tmp_path, {str(n): _repeat_record(n, 1000.0 + n) for n in (10, 2, 0, 1, 3)})
+    records = b8_repeatability.read_records(tmp_path, 5)
+    assert [r["job_num"] for r in records] == [0, 1, 2, 3, 10]
+
+
+def test_repeatability_refuses_a_sweep_with_a_missing_or_failed_job(tmp_path: Path) -> None:
+    _write_sweep(tmp_path, {str(n): _repeat_record(n, 1000.0, "failed" if n == 3 else "completed") for n in range(4)})
+    with pytest.raises(RuntimeError, match=r"4 of 5 job records .*; not completed: 3: failed"):
+        b8_repeatability.read_records(tmp_path, 5)
+
+
+def test_repeatability_names_the_figure_an_older_record_lacks() -> None:
+    old = {"job_num": 0, "metrics": {"throughput_tokens_per_s": 1000.0, "energy_joules": 1.0}}
+    with pytest.raises(RuntimeError, match="job 0: no throughput_e2e_tokens_per_s, energy_per_output_token_j"):
+        b8_repeatability.job_figures(old, cores=2)
+
+
+def test_repeatability_rows_hold_tokens_per_s_cv_to_5_percent_and_report_energy_cv() -> None:
+    steady = [
+        b8_repeatability.job_figures(_repeat_record(n, tps), cores=2)
+        for n, tps in enumerate([990, 1000, 1010, 995, 1005])
+    ]
+    summary = b8_repeatability.summarize_jobs(steady)
+    assert summary["cv_throughput_e2e_percent"] == pytest.approx(0.79, abs=0.01)
+    assert summary["same_outputs"] is True
+    assert summary["energy_window_s"]["mean"] == pytest.approx(10.2)
+    assert summary["low_quality"] == ["2: cpu modelled"]
+    tps_row, energy_row, window_row = b8_repeatability.rows_of(summary, 5)
+    assert (tps_row.status, energy_row.status, window_row.status) == (MET, INFO, INFO)
+    assert tps_row.detail == (
+        "mean 1000 tokens/s, 990 .. 1010; same tokens in every job; other processes kept up to 1.0 cores busy"
+    )
+    assert "quality low in 1" in energy_row.detail
+    assert window_row.detail == "30.0 generate calls on average"
+    noisy = [
+        b8_repeatability.job_figures(_repeat_record(n, tps), cores=2)
+        for n, tps in enumerate([800, 1000, 1200, 900, 1100])
+    ]
+    assert b8_repeatability.rows_of(b8_repeatability.summarize_jobs(noisy), 5)[0].status == MISSED

@@ -339,6 +339,8 @@ class _Gpu:
         devices = {u: s.last - s.first if self.counter else s.integral for u, s in self.series.items()}
         notes = [_MIG_NOTE.format(", ".join(self.mig))] if self.mig else []
         notes += [f"{len(self.errors)} NVML read error(s), e.g. {self.errors[0]}"] if self.errors else []
+        if not self.counter:
+            notes.append("no total-energy counter on this GPU (NVML has one from Volta on): power sampled instead")
         reads = min(s.reads for s in self.series.values())
         source, method = ("counter", _GPU_COUNTER) if self.counter else ("sampled", _GPU_POWER)
         scope, note = "machine" if self.mig else "devices", "; ".join(notes)

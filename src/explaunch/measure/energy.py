@@ -165,7 +165,7 @@ class EnergyTracker:
     def __init__(
         self,
         country_iso_code: str = "USA",
-        measure_power_secs: float = 0.5,
+        measure_power_secs: float = 1.0,
         csv_path: Path | None = None,
         *,
         await_start: bool = True,
