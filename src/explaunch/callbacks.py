@@ -19,7 +19,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from explaunch import records
-from explaunch.snapshot import redact_override
+from explaunch.errors import RecordError
+from explaunch.redaction import redact_override
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,9 @@ class RecordingCallback(Callback):
             start()
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from explaunch.recording import JobRecorder
+        from explaunch.recording import JobRecorder, redact_hydra_output
 
+        redact_hydra_output(config)
         self.recorder = JobRecorder(config).start()
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
@@ -110,12 +112,16 @@ class RecordingCallback(Callback):
             recorder = JobRecorder(config)
             recorder.errors.append("on_job_start did not run to the end; no snapshot, energy or resources")
         record = recorder.finish(job_return)
-        log.info("job %s: %s (%.1f s) -> %s", record.job_num, record.status, record.duration_s, recorder.job_dir)
+        what = "run" if record.job_num is None else f"job {record.job_num}"  # a single run has no job number
+        log.info("%s: %s (%.1f s) -> %s", what, record.status, record.duration_s, recorder.job_dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         if _explaunch_sweeper(config):
-            sweep = records.read_sweep_record(sweep_dir)  # explaunch's sweeper wrote it, with why it stopped
+            try:
+                sweep = records.read_sweep_record(sweep_dir)  # explaunch's sweeper wrote it, with why it stopped
+            except RecordError:  # it could not (a full disk): its summary said so
+                sweep = records.summarize_sweep(sweep_dir)
         else:
             sweep = records.write_sweep_record(sweep_dir)
         log.info("sweep: %s -> %s", sweep.counts, sweep_dir / records.SWEEP_FILE)

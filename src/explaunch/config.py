@@ -148,6 +148,8 @@ class TrackingConfig:
     experiment: str = spec("explaunch", help="MLflow experiment name")
     system_metrics: bool = spec(False, help="also MLflow's own system metrics for each run")
     log_artifacts: bool = spec(True, help="job.json, .hydra/, resources/emissions CSV, logs as run artifacts")
+    required: bool = spec(True, help="a store that cannot be written stops a sweep before its first job")
+    restore_deleted: bool = spec(True, help="restore the experiment when it was deleted; false: stop instead")
 
 
 @dataclass
@@ -454,6 +456,25 @@ def validate(cfg: DictConfig) -> ExplaunchConfig:
     if not isinstance(obj, ExplaunchConfig):
         raise ConfigError("config", type(obj).__name__, "the primary config must use explaunch_schema")
     _check_fields(obj, "")
+    return obj
+
+
+def validate_node(node: DictConfig, schema: type, key: str) -> Any:
+    """Check a node outside the job's config (``hydra.sweeper``, ``hydra.launcher``) against the dataclass
+    ``schema``, as :func:`validate` checks the job's: unknown keys, then the ``spec`` rules and the schema's
+    ``check``; return the schema's instance. A value that cannot be resolved before a job runs (``${hydra.job.num}``)
+    is left unchecked (None in the instance)."""
+    _check_keys(node, schema, f"{key}.")
+    known = {f.name for f in fields(schema)}
+    values: dict[str, Any] = {}
+    for name in (str(k) for k in node if str(k) in known):
+        try:
+            value = node[name]
+        except OmegaConfBaseException:
+            value = None
+        values[name] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    obj = schema(**values)
+    _check_fields(obj, f"{key}.")
     return obj
 
 

@@ -34,6 +34,14 @@ class RecordError(ExplaunchError):
     """A job or sweep record is missing, unreadable or of an unknown schema version."""
 
 
+class SweepFolderBusy(ExplaunchError):
+    """Another sweep holds the sweep folder (explaunch.sweeplock)."""
+
+
+class FolderNotWritable(ExplaunchError):
+    """A folder the sweep writes to cannot be created or written (read-only, a file in the path, a full disk)."""
+
+
 def format_value(value: object) -> str:
     if value is None:
         return "null"

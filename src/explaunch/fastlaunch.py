@@ -98,9 +98,12 @@ def stream(launcher: Any, tasks: Iterator[Task], gate: Gate) -> Iterator[tuple[i
     log.info("Joblib.Parallel(%s) is launching the jobs as workers free up", _joblib_line(settings))
     launch = shared_launch(launcher)
 
+    from explaunch.redaction import redact_override
+
     def calls() -> Iterator[Any]:
         for task in tasks:
-            log.info("\t#%d : %s", task.num, " ".join(filter_overrides(task.overrides)))
+            shown = " ".join(redact_override(o) for o in filter_overrides(task.overrides))
+            log.info("\t#%d : %s", task.num, shown)
             yield delayed(_numbered)(task, launch, gate)
 
     yield from Parallel(**settings)(calls())
@@ -150,6 +153,7 @@ def _shared(launch: Launch) -> tuple[Any, Any]:
 
 
 def _numbered(task: Task, launch: Launch, gate: Gate) -> tuple[int, JobReturn | None]:
+    keep_worker_with_job_sized_memory()  # a worker that was not warmed up (a replacement) too
     context, task_function = _shared(launch)
     job_return = run_composed(task, context, task_function, gate, job_id=f"{task.config.hydra.job.name}_{task.num}")
     if job_return is not None:
@@ -193,6 +197,7 @@ def warm_workers(
 
 def warm_up(with_mlflow: bool, energy: bool, experiments: Sequence[str] = (), launch: Launch | None = None) -> None:
     """In a worker: what every job, and its recording, needs once per process; Hydra's state as the launch has it."""
+    keep_worker_with_job_sized_memory()
     if launch is not None:
         _shared(launch)
     import importlib
@@ -213,6 +218,30 @@ def warm_up(with_mlflow: bool, energy: bool, experiments: Sequence[str] = (), la
 
         with EnergyTracker():  # starts this worker's energy meter sidecar and waits for its hardware probe
             pass
+
+
+def keep_worker_with_job_sized_memory() -> None:
+    """In a joblib (loky) worker: do not end the worker for holding a job's memory.
+
+    loky guards against leaking tasks: it takes a worker's memory after its first call as a reference and, when the
+    worker holds 300 MB more than that after a later call, ends it; a job handed to it meanwhile goes to a new, cold
+    worker, and joblib warns "A worker stopped while some jobs were given to the executor". Here the first call is
+    the warm-up, made before any job ran, and what a job leaves in its worker is not a leak but the job's lasting
+    footprint: the model's code modules, torch's allocator caches and kernels — about 250-300 MB for the demo's
+    tiny LLM jobs (measured: 601 MB after the warm-up, 853-901 MB after a job, flat after the next ones), far more
+    for a real model. So the demo's workers were ended at random, warm state lost. The threshold (a private name of
+    loky's, checked at each call) is raised to the machine's memory: a job's growth is watched by our own sampler
+    and its memory alerts instead. Without that name (another loky) nothing changes."""
+    try:
+        from joblib.externals.loky import process_executor
+    except ImportError:
+        return
+    if isinstance(getattr(process_executor, "_MAX_MEMORY_LEAK_SIZE", None), int):
+        import psutil
+
+        process_executor._MAX_MEMORY_LEAK_SIZE = max(
+            process_executor._MAX_MEMORY_LEAK_SIZE, psutil.virtual_memory().total
+        )
 
 
 def _joblib_settings(launcher: Any) -> dict[str, Any]:

@@ -6,7 +6,9 @@ output folder ``hydra.sweep.dir/hydra.sweep.subdir`` created and written to ``hy
 directory changed to it when ``hydra.job.chdir`` says so, the job's logging configured, ``.hydra/config.yaml``,
 ``hydra.yaml`` and ``overrides.yaml`` written before the task runs, ``hydra.job.env_set`` applied around the task and
 ``on_job_start``, the callbacks called with the same arguments, and the same ``JobReturn`` (a failing task's exception
-in it, not raised). tests/unit/test_jobrun.py runs the same job through both and compares all of it.
+in it, not raised). tests/unit/test_jobrun.py runs the same job through both and compares all of it. One thing
+differs on purpose: the ``.hydra/`` files are written with secrets redacted (:mod:`explaunch.redaction`), where after
+Hydra's own ``run_job`` the recording callback rewrites them at job start.
 
 What differs is only how often the config is copied. Hydra sets ``HydraConfig`` twice (each a copy of the ``hydra``
 node), copies the whole config to drop ``hydra`` from it, and copies ``hydra`` a fourth time for the ``JobReturn``;
@@ -28,6 +30,7 @@ from hydra.core.utils import JobReturn, JobRuntime, JobStatus, _flush_loggers, c
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf._utils import get_omega_conf_dumper
 
+from explaunch import redaction
 from explaunch.config import without_hydra
 
 
@@ -63,11 +66,17 @@ def run_job(config: DictConfig, hydra_context: Any, task_function: Any) -> JobRe
         configure_log(config.hydra.job_logging, config.hydra.verbose)
         if config.hydra.output_subdir is not None:
             folder = Path(config.hydra.runtime.output_dir) / Path(config.hydra.output_subdir)
-            save_yaml(task_cfg, folder / "config.yaml")
-            save_yaml(hydra_cfg, folder / "hydra.yaml")
-            save_yaml(config.hydra.overrides.task, folder / "overrides.yaml")
+            files = {"config.yaml": task_cfg, "hydra.yaml": hydra_cfg, "overrides.yaml": config.hydra.overrides.task}
+            containers = {name: _container(cfg) for name, cfg in files.items()}
+            secrets = redaction.secret_values(list(containers.values()))
+            for name, container in containers.items():  # redacted here, instead of after Hydra's write
+                _write_yaml(redaction.redact_unresolved(container, secrets), folder / name)
         with env_override(hydra_cfg.hydra.job.env_set):
-            callbacks.on_job_start(config=config, task_function=task_function)
+            written = redaction.hydra_files_redacted.set(True)
+            try:
+                callbacks.on_job_start(config=config, task_function=task_function)
+            finally:
+                redaction.hydra_files_redacted.reset(written)
             try:
                 job_return.return_value = task_function(task_cfg)
                 job_return.status = JobStatus.COMPLETED
@@ -117,9 +126,22 @@ for _type, _representer in get_omega_conf_dumper().yaml_representers.items():
     _Dumper.add_representer(_type, _representer)
 
 
-def save_yaml(cfg: Any, path: Path) -> None:
-    """``cfg`` as Hydra writes it into ``.hydra/`` (``OmegaConf.to_yaml``: unresolved, keys in order)."""
-    container = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
-    text = yaml.dump(container, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=_Dumper)
+def _container(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
+
+
+def dump_yaml(container: Any) -> str:
+    """A config's container as ``OmegaConf.to_yaml`` writes it (unresolved, keys in order)."""
+    text: str = yaml.dump(container, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=_Dumper)
+    return text
+
+
+def _write_yaml(container: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    path.write_text(dump_yaml(container), encoding="utf-8")
+
+
+def save_yaml(cfg: Any, path: Path) -> None:
+    """``cfg`` as Hydra writes it into ``.hydra/``, secrets redacted (explaunch.redaction)."""
+    container = _container(cfg)
+    _write_yaml(redaction.redact_unresolved(container), path)

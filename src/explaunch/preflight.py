@@ -4,6 +4,8 @@ Hydra's own reports of a composition error span several lines (search path, hint
 only surface inside a job. Here every override is composed the way Hydra will compose it and the result validated:
 each value of each swept key once (a sum over keys, not the product of the grid), plain values without a new
 composition (see explaunch.composition). The sweeper then composes and validates every job of the grid.
+The settings of our sweeper and of the launchers we ship presets for (``hydra.sweeper.*``, ``hydra.launcher.*``)
+are checked against their dataclasses' ``spec`` rules the same way, and the output folder must be creatable.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from explaunch.composition import JobComposer
-from explaunch.config import ExplaunchConfig, schema_keys, validate
+from explaunch.config import ExplaunchConfig, schema_keys, validate, validate_node
 from explaunch.errors import ConfigError
 
 # Hydra flags that print or inspect instead of running jobs: Hydra handles those alone.
@@ -58,13 +60,16 @@ def check_overrides(config_dir: Path, config_name: str, overrides: Sequence[str]
             value = str(first.input_line).partition("=")[2]
             raise ConfigError(key, value, "a list of values needs -m/--multirun")
 
-        base = _compose(config_name, fixed, fixed, return_hydra_config=multirun)
+        base = _compose(config_name, fixed, fixed, return_hydra_config=True)
+        check_settings(base)
+        check_output_folder(base, multirun=multirun)
         if multirun:  # grids written in config (hydra.sweeper.params) are swept too, unless the shell overrides a key
             params = OmegaConf.select(base, "hydra.sweeper.params", default=None) or {}
             from_config = parser.parse_overrides([f"{k}={v}" for k, v in params.items()])
             for o in from_config:
                 swept.setdefault(o.get_key_element(), o)
-        check_gpus_visible(validate(base), OmegaConf.select(base, "hydra.launcher._target_", default=None))
+        launcher = OmegaConf.select(base, "hydra.launcher._target_", default=None) if multirun else None
+        check_gpus_visible(validate(base), launcher)
         compose_job = JobComposer(
             lambda overrides: compose(config_name, overrides=[*fixed, *overrides]),
             GlobalHydra.instance().config_loader(),
@@ -73,7 +78,64 @@ def check_overrides(config_dir: Path, config_name: str, overrides: Sequence[str]
             if not override.is_discrete_sweep():
                 raise ConfigError(key, override.get_value_element_as_str(), "only lists, range() and glob() sweeps")
             for value in override.sweep_string_iterator():
-                validate(compose_job([f"{key}={value}"]))
+                if key.startswith(("hydra.sweeper.", "hydra.launcher.")):  # the job's config holds no hydra node
+                    check_settings(
+                        _compose(config_name, [*fixed, f"{key}={value}"], [f"{key}={value}"], return_hydra_config=True)
+                    )
+                else:
+                    validate(compose_job([f"{key}={value}"]))
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """``hydra.sweeper.*`` and ``hydra.launcher.*`` against the rules of the sweeper and launchers explaunch ships
+    presets for (their dataclasses' ``spec`` metadata, checked as the job's config is). Another sweeper or launcher
+    (one of your own) is left to check its settings itself."""
+    from hydra_plugins.explaunch_plugins.config import ExplaunchSweeperConf
+    from hydra_plugins.explaunch_plugins.launchers import SETTINGS_SCHEMAS
+
+    schemas = {**SETTINGS_SCHEMAS, ExplaunchSweeperConf._target_: ExplaunchSweeperConf}
+    for key in ("hydra.sweeper", "hydra.launcher"):
+        node = OmegaConf.select(cfg, key, default=None)
+        schema = schemas.get(str(OmegaConf.select(cfg, f"{key}._target_", default="")))
+        if isinstance(node, DictConfig) and schema is not None:
+            validate_node(node, schema, key)
+
+
+def check_output_folder(cfg: DictConfig, *, multirun: bool) -> None:
+    """The folder Hydra will write (``hydra.sweep.dir`` or ``hydra.run.dir``) must be creatable and writable:
+    its nearest existing folder is a folder we may write in. Nothing is created here. A path that only a running job
+    can resolve is left to the sweep (which says the same in one line when it cannot create it)."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    try:
+        value = OmegaConf.select(cfg, key, throw_on_missing=True)
+    except OmegaConfBaseException:
+        return
+    if value is None:
+        return
+    problem = folder_problem(Path(str(value)))
+    if problem is not None:
+        raise ConfigError(key, value, problem)
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot be created and written to, or None."""
+    path = folder.expanduser().absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"cannot be created: {existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "is read-only" if _read_only_mount(existing) else "is not writable by this user"
+        return f"cannot be {'written' if existing == path else 'created'}: {existing} {what}"
+    return None
+
+
+def _read_only_mount(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def check_gpus_visible(config: ExplaunchConfig, launcher: str | None) -> None:
@@ -82,8 +144,8 @@ def check_gpus_visible(config: ExplaunchConfig, launcher: str | None) -> None:
     hardware = config.hardware
     if hardware.device == "cpu" or (launcher is not None and "slurm" in launcher.lower()):
         return
-    wanted = list(hardware.gpu_ids) or ([0] if hardware.device == "cuda" else [])
-    if not wanted:
+    wanted = list(hardware.gpu_ids)
+    if not wanted:  # "every visible GPU": a job that finds none says so itself (hardware.device=cuda)
         return
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     try:

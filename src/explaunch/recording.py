@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from explaunch import records
 from explaunch.errors import ConfigError
-from explaunch.snapshot import redact_override, redact_tree
+from explaunch.redaction import redact_override, redact_resolved, secret_values
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,14 +46,35 @@ def task_config(config: DictConfig) -> DictConfig:
 
 
 def resolved_config(config: DictConfig) -> dict[str, Any]:
-    """The job's config with interpolations resolved (as given where that fails) and secrets redacted."""
+    """The job's config with interpolations resolved (as given where that fails) and secrets redacted, values read
+    from the environment included."""
+    task = task_config(config)
+    raw = OmegaConf.to_container(task, resolve=False)
     try:
-        data = OmegaConf.to_container(task_config(config), resolve=True)
+        data = OmegaConf.to_container(task, resolve=True)
     except Exception:  # an invalid config is still recorded as given
-        data = OmegaConf.to_container(task_config(config), resolve=False)
+        data = raw
     assert isinstance(data, dict)
-    redacted: dict[str, Any] = redact_tree({str(k): v for k, v in data.items()})
+    overrides = OmegaConf.select(config, "hydra.overrides.task", default=None)
+    values = secret_values([raw, OmegaConf.to_container(overrides) if overrides is not None else []])
+    redacted: dict[str, Any] = redact_resolved({str(k): v for k, v in data.items()}, raw, values)
     return redacted
+
+
+def redact_hydra_output(config: DictConfig) -> None:
+    """Hydra's ``run_job`` (single runs, SLURM, submitit) has written ``.hydra/`` with the secrets as given: rewritten
+    redacted here, first thing at job start. explaunch.jobrun writes them redacted in the first place."""
+    from explaunch import redaction
+
+    subdir = OmegaConf.select(config, "hydra.output_subdir", default=None)
+    if subdir is None or redaction.hydra_files_redacted.get():
+        return
+    try:
+        redaction.redact_hydra_files(Path(str(config.hydra.runtime.output_dir)) / str(subdir))
+    except Exception as ex:  # the job runs; what could not be redacted is removed rather than left
+        log.warning("could not redact %s: %s: %s; removing it", subdir, type(ex).__name__, ex)
+        for name in redaction.HYDRA_FILES:
+            (Path(str(config.hydra.runtime.output_dir)) / str(subdir) / name).unlink(missing_ok=True)
 
 
 def config_hash_or_none(config: DictConfig) -> str | None:
@@ -312,7 +333,7 @@ class JobRecorder:
                 reading["adjusted"] = {"baseline_power_w": watts, "joules": joules, "components": components}
 
     def _tracking_info(self) -> dict[str, Any]:
-        from explaunch.snapshot import redact
+        from explaunch.redaction import redact
 
         if self.relayed_uri is not None:  # the relay adds run_id once it has logged the run
             return {"backend": "mlflow", "uri": redact("uri", self.relayed_uri), "logged_by": "sweep"}

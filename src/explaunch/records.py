@@ -259,7 +259,10 @@ def summarize_sweep(
                 error=f"{record.error.type}: {record.error.message}" if record.error else None,
             )
         )
-    return SweepRecord(sweep_dir=str(sweep_dir), jobs=rows, stop_reason=stop_reason, not_run=list(not_run or []))
+    from explaunch.redaction import redact_override
+
+    hidden = [[redact_override(o) for o in overrides] for overrides in not_run or []]
+    return SweepRecord(sweep_dir=str(sweep_dir), jobs=rows, stop_reason=stop_reason, not_run=hidden)
 
 
 def write_sweep_record(

@@ -39,7 +39,8 @@ from typing import Any
 
 from explaunch import records
 from explaunch.errors import ExplaunchError
-from explaunch.snapshot import PATCH_FILE, REDACTED
+from explaunch.redaction import REDACTED
+from explaunch.snapshot import PATCH_FILE
 
 REPRODUCED = "REPRODUCED"
 DIFFERS = "DIFFERS"
@@ -139,7 +140,8 @@ def override_key(override: str) -> str:
 
 
 def recorded_overrides(job_dir: Path, record: records.JobRecord) -> list[str]:
-    """Hydra's own ``.hydra/overrides.yaml`` (the values as given), else the record's (secrets redacted)."""
+    """Hydra's ``.hydra/overrides.yaml`` (the values as given, but secrets redacted and ``${oc.env:...}`` kept as
+    written, so that the rerun reads the variable again), else the record's."""
     path = job_dir / ".hydra" / "overrides.yaml"
     if path.is_file():
         import yaml

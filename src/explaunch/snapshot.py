@@ -1,9 +1,9 @@
 """What a job ran on: code (git), packages, platform, hardware, seed, command line, selected environment.
 
-Secrets never leave the process. An environment variable whose name contains TOKEN, KEY, SECRET, PASSWORD or
-CREDENTIAL is recorded as ``<redacted>``; so is a config key with such a *word* in its name (``api_token``,
-``tracking.password``; not ``max_new_tokens`` or ``num_key_value_heads``, which are model settings). Credentials
-inside URLs are stripped.
+Secrets never leave the process (explaunch.redaction says what a secret is): a secret environment variable is
+recorded as ``<redacted>``, credentials inside URLs are stripped. ``git.patch`` holds the uncommitted changes of
+tracked files; untracked files only with ``EXPLAUNCH_PATCH_UNTRACKED=1``, and then never one that looks like
+credentials (``.env*``, ``*.pem``, ``*.key``, ``id_*``...) nor one over 1 MB.
 
 ``env_hash`` changes when the code (commit or uncommitted changes), the installed packages, the Python build or the
 hardware model change, and not otherwise (not with the host name, the time or the job's config).
@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -26,8 +25,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-REDACTED = "<redacted>"
-SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD", "CREDENTIAL")
+from explaunch.redaction import REDACTED, is_secret_variable, looks_like_credentials, redact
+
 # Environment variables worth recording (prefixes); anything else stays out of the record.
 ENV_PREFIXES = (
     "CUDA_",
@@ -50,48 +49,7 @@ ENV_PREFIXES = (
 )
 PATCH_FILE = "git.patch"
 _MAX_UNTRACKED_BYTES = 1_000_000
-_URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
-
-
-_SECRET_KEY = re.compile(
-    r"(?:^|[_.\-])(token|secret|password|passwd|credentials?|auth|(?:api|access|secret|private)_?key)(?:$|[_.\-])",
-    re.IGNORECASE,
-)
-
-
-def is_secret_variable(name: str) -> bool:
-    """Environment variables: any name containing one of SECRET_WORDS."""
-    upper = name.upper()
-    return any(word in upper for word in SECRET_WORDS)
-
-
-def is_secret(name: str) -> bool:
-    """Config keys and tags: a secret word as a whole word of the (last part of the) name."""
-    return bool(_SECRET_KEY.search(name.rpartition(".")[2]))
-
-
-def redact(name: str, value: Any) -> Any:
-    """``value`` with secrets removed: by the key it is stored under, or credentials inside a URL."""
-    if is_secret(name):
-        return REDACTED
-    if isinstance(value, str):
-        return _URL_CREDENTIALS.sub("", value)
-    return value
-
-
-def redact_override(override: str) -> str:
-    """``tracking.api_token=abc`` -> ``tracking.api_token=<redacted>``; other overrides unchanged."""
-    key, sep, value = override.partition("=")
-    return f"{key}{sep}{redact(key.lstrip('+~'), value)}" if sep else override
-
-
-def redact_tree(data: Any, name: str = "") -> Any:
-    """A copy of nested dicts/lists with every secret-named key's value redacted."""
-    if isinstance(data, Mapping):
-        return {k: redact_tree(v, str(k)) if not is_secret(str(k)) else REDACTED for k, v in data.items()}
-    if isinstance(data, list):
-        return [redact_tree(v, name) for v in data]
-    return redact(name, data)
+UNTRACKED_VARIABLE = "EXPLAUNCH_PATCH_UNTRACKED"  # 1: git.patch also holds untracked files (never credentials)
 
 
 @dataclass(frozen=True)
@@ -99,7 +57,7 @@ class GitState:
     commit: str | None
     branch: str | None
     dirty: bool
-    patch_file: str | None  # uncommitted changes (tracked and untracked files) as a patch, in the job folder
+    patch_file: str | None  # uncommitted changes of tracked files (untracked ones if asked) as a patch
     patch_sha256: str | None
     root: str | None
 
@@ -136,7 +94,7 @@ def _git(args: list[str], cwd: Path) -> str | None:
     return proc.stdout if proc.returncode == 0 else None
 
 
-def git_state(code_dir: Path, job_dir: Path | None) -> GitState:
+def git_state(code_dir: Path, job_dir: Path | None, environ: Mapping[str, str] | None = None) -> GitState:
     """Commit, branch and the uncommitted changes of the repository holding ``code_dir`` (a patch file if dirty)."""
     both = _git(["rev-parse", "--show-toplevel", "HEAD", "--abbrev-ref", "HEAD"], code_dir)  # one process, not 3
     if both is not None and len(both.split()) == 3:
@@ -149,19 +107,16 @@ def git_state(code_dir: Path, job_dir: Path | None) -> GitState:
     top = Path(root.strip())
     commit_id, branch_name = commit.strip() or None, branch.strip() or None
     patch = _git(["diff", "HEAD", "--binary"], top) or ""
-    untracked = (_git(["ls-files", "--others", "--exclude-standard", "-z"], top) or "").split("\0")
-    for name in sorted(n for n in untracked if n):
-        path = top / name
-        if path.is_file() and path.stat().st_size <= _MAX_UNTRACKED_BYTES:
-            # git diff --no-index exits 1 when files differ, which they do: read stdout regardless
-            proc = subprocess.run(
-                ["git", "diff", "--no-index", "--binary", "--", "/dev/null", name],
-                cwd=top,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            patch += proc.stdout
+    for name in untracked_files(top, environ):
+        # git diff --no-index exits 1 when files differ, which they do: read stdout regardless
+        proc = subprocess.run(
+            ["git", "diff", "--no-index", "--binary", "--", "/dev/null", name],
+            cwd=top,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        patch += proc.stdout
     dirty = bool(patch)
     patch_file = None
     if dirty and job_dir is not None:
@@ -170,6 +125,23 @@ def git_state(code_dir: Path, job_dir: Path | None) -> GitState:
         patch_file = PATCH_FILE
     digest = hashlib.sha256(patch.encode()).hexdigest() if dirty else None
     return GitState(commit_id, branch_name, dirty, patch_file, digest, str(top))
+
+
+def untracked_files(top: Path, environ: Mapping[str, str] | None = None) -> list[str]:
+    """The untracked files ``git.patch`` may hold: none unless ``EXPLAUNCH_PATCH_UNTRACKED=1``; then those not
+    ignored, not looking like credentials and not over the size limit."""
+    setting = (os.environ if environ is None else environ).get(UNTRACKED_VARIABLE, "")
+    if setting.strip().lower() not in ("1", "true", "yes"):
+        return []
+    listed = (_git(["ls-files", "--others", "--exclude-standard", "-z"], top) or "").split("\0")
+    return [
+        name
+        for name in sorted(n for n in listed if n)
+        if not looks_like_credentials(name)
+        and (top / name).is_file()
+        and not (top / name).is_symlink()
+        and (top / name).stat().st_size <= _MAX_UNTRACKED_BYTES
+    ]
 
 
 def installed_packages() -> dict[str, str]:
@@ -286,7 +258,7 @@ def take_snapshot(
     packages = installed_packages()
     environment = selected_environment(os.environ if environ is None else environ)
     snapshot = Snapshot(
-        git=git_state(code_dir, job_dir),
+        git=git_state(code_dir, job_dir, environ),
         python=sys.version.split()[0] + f" ({platform.python_implementation()})",
         executable=sys.executable,
         packages=packages,

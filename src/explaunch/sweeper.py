@@ -13,6 +13,7 @@ record (its worker was killed, the batch was interrupted) gets one written here,
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
 import os
@@ -31,9 +32,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from explaunch import jobguard, records
 from explaunch.config import config_hash, validate
-from explaunch.errors import ConfigError, JobInterrupted, RecordError
+from explaunch.errors import ExplaunchError, FolderNotWritable, JobInterrupted, RecordError
 from explaunch.ledger import Ledger, LedgerEntry
 from explaunch.recording import now_iso, resolved_config
+from explaunch.sweeplock import SweepLock
 from explaunch.table import format_table
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ ATTEMPT_FILES = (
     "artifacts",
 )
 EXIT_INTERRUPTED = 130
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})  # writes that no job can make succeed
 STOP_FILE = ".stop"  # while a streaming launch runs: the sweep stops launching, queued jobs do not begin
 PLAN_FILE = "plan.json"  # what this run of the sweep means to do, for the dashboard: rewritten at each (re)start
 
@@ -106,8 +109,11 @@ class Job:
 
 
 def outcome_line(job: Job, record: records.JobRecord) -> str:
+    from explaunch.redaction import redact_override
+
     extra = f" ({record.error.type}: {record.error.message})" if record.error else ""
-    return f"job {job.num} {record.status} in {record.duration_s:.1f} s: {' '.join(job.overrides)}{extra}"
+    shown = " ".join(redact_override(o) for o in job.overrides)
+    return f"job {job.num} {record.status} in {record.duration_s:.1f} s: {shown}{extra}"
 
 
 class Progress:
@@ -269,16 +275,46 @@ class SweepRunner:
             from explaunch.measure import meter
 
             meter.prestart()  # the jobs' energy meter probes the hardware while the sweep is planned
-        jobs = self.plan(self.expand(arguments, params))  # a bad job stops the sweep here, before anything is written
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
-        pending = sorted((j for j in jobs if self.to_run(j)), key=lambda j: j.num)
-        skipped = len(jobs) - len(pending)
+        grid = self.expand(arguments, params)
+        jobs = self.plan(grid)  # a bad job stops the sweep here, before anything is written
+        lock = self.lock_folder()
+        try:
+            fresh = Ledger(self.sweep_dir)
+            if fresh.latest != self.ledger.latest:  # a sweep ended here between our planning and our lock
+                self.ledger = fresh
+                jobs = self.plan(grid)
+            # under the lock: it reconciles the store with this folder's jobs, which no other sweep writes now
+            from explaunch import store_sync  # the MLflow store: writable, not deleted, agreeing with the job folders
+
+            store_sync.before_sweep(self.config, self.sweep_dir)
+            return self.run_jobs(jobs)
+        finally:
+            lock.release()
+
+    def lock_folder(self) -> SweepLock:
+        """Create the sweep folder and take its lock (one sweep at a time), or raise a one-line error."""
+        try:
+            self.sweep_dir.mkdir(parents=True, exist_ok=True)
+            lock = SweepLock(self.sweep_dir)
+            lock.acquire()
+        except OSError as ex:
+            raise FolderNotWritable(f"sweep folder {self.sweep_dir} cannot be created or written: {why(ex)}") from None
+        return lock
+
+    def run_jobs(self, jobs: list[Job]) -> int:
+        try:
+            from explaunch.jobrun import save_yaml
+
+            save_yaml(self.config, self.sweep_dir / "multirun.yaml")  # as OmegaConf.save, secrets redacted
+            pending = sorted((j for j in jobs if self.to_run(j)), key=lambda j: j.num)
+            skipped = len(jobs) - len(pending)
+            self.write_plan(jobs, pending)
+        except OSError as ex:
+            raise FolderNotWritable(f"sweep folder {self.sweep_dir} cannot be written: {why(ex)}") from None
         if skipped:
             log.info(
                 "resuming %s: %d of %d jobs already done, %d to run", self.sweep_dir, skipped, len(jobs), len(pending)
             )
-        self.write_plan(jobs, pending)
         dashboard = self.start_dashboard() if self.settings.dashboard else None
         self.progress = Progress(len(jobs), skipped, self.settings.progress)
         if pending:  # the MLflow sweep run (explaunch.callbacks), only when there is something to run
@@ -306,8 +342,12 @@ class SweepRunner:
         finally:
             self.progress.close()
         not_run = [j for j in pending if j.status is None]
-        self.finish_records(jobs)
-        records.write_sweep_record(self.sweep_dir, self.stop_reason, [j.overrides for j in not_run])
+        try:
+            self.finish_records(jobs)
+            records.write_sweep_record(self.sweep_dir, self.stop_reason, [j.overrides for j in not_run])
+        except OSError as ex:  # the summary below still says what happened
+            log.error("cannot write %s: %s", records.SWEEP_FILE, why(ex))
+            self.stop_reason = self.stop_reason or f"cannot write {records.SWEEP_FILE}: {why(ex)}"
         self.print_summary(jobs, not_run, skipped)
         if dashboard is not None:
             dashboard.stop()
@@ -320,7 +360,7 @@ class SweepRunner:
     def write_plan(self, jobs: list[Job], pending: list[Job]) -> None:
         """``plan.json``: every job of the grid (those done before are ``skipped``), the parallelism and this
         process, so that a dashboard can tell pending from running jobs and whether the sweep still runs."""
-        from explaunch.snapshot import redact_override
+        from explaunch.redaction import redact_override
 
         to_run = {id(job) for job in pending}
         plan = {
@@ -426,7 +466,10 @@ class SweepRunner:
 
     def start_attempt(self, job: Job) -> None:
         job.attempt += 1
-        archive_attempt(self.job_dir(job))
+        try:
+            archive_attempt(self.job_dir(job))
+        except OSError as ex:
+            self.cannot_write(f"job {job.num}'s earlier attempt to {ATTEMPTS_DIR}/", ex)
         if job not in self.ran:
             self.ran.append(job)
 
@@ -479,6 +522,7 @@ class SweepRunner:
             lost_reason = ("JobInterrupted", "the sweep was interrupted while the job ran")
         except Exception as ex:  # a worker died: joblib gives up on the jobs in flight; record them, go on
             lost_reason = ("WorkerDied", f"{type(ex).__name__}: {ex}".splitlines()[0])
+            self.check_disk_error(ex)
             if jobguard.stop_requested():
                 lost_reason = ("JobInterrupted", f"the sweep was interrupted while the job ran ({lost_reason[1]})")
         finally:
@@ -538,6 +582,7 @@ class SweepRunner:
             lost_reason = ("JobInterrupted", "the sweep was interrupted while the job ran")
         except Exception as ex:  # a worker died, the launcher gave up on the batch: record, go on
             lost_reason = ("WorkerDied", f"{type(ex).__name__}: {ex}".splitlines()[0])
+            self.check_disk_error(ex)
             if jobguard.stop_requested():  # Ctrl-C reached the workers too (the terminal signals the whole group)
                 lost_reason = ("JobInterrupted", f"the sweep was interrupted while the job ran ({lost_reason[1]})")
         finally:
@@ -572,7 +617,10 @@ class SweepRunner:
             duration_s=record.duration_s,
             details={"batch_size": job.batch_size, "launched_with": job.overrides},
         )
-        self.ledger.append(entry)
+        try:
+            self.ledger.append(entry)
+        except OSError as ex:  # a full disk: the job's own record stands; a rerun runs it again
+            self.cannot_write(f"job {job.num} in the ledger", ex)
         from explaunch.callbacks import deferred
 
         deferred.job_recorded(self.job_dir(job))  # the MLflow relay logs the job's run, when there is one
@@ -631,8 +679,30 @@ class SweepRunner:
             error=records.JobError(type=error_type, message=message),
             info={"recorded_by": "sweep parent: the job left no record of its own"},
         )
-        records.write_job_record(job_dir, record)
+        try:
+            records.write_job_record(job_dir, record)
+        except OSError as ex:  # reported in the summary from this record, and run again by a rerun
+            self.cannot_write(f"job {job.num}'s record", ex)
         return record
+
+    def check_disk_error(self, ex: BaseException) -> None:
+        """A job ended by a full disk (or a read-only one) as it wrote its folder: no new job could do better."""
+        if isinstance(ex, OSError) and ex.errno in DISK_ERRNOS:
+            self.cannot_write("a job's folder", ex)
+
+    def cannot_write(self, what: str, ex: OSError) -> None:
+        """A write of the sweep's own failed (a full disk, a folder gone read-only): no new job starts, and the
+        summary and ``sweep.json`` say why. What was written stays (every write is atomic or one whole line).
+
+        Log files on that disk (Hydra's job log) fail too, and Python's logging would print a traceback for every
+        line it cannot write: from here on such a failure is dropped silently (``logging.raiseExceptions``), the
+        console handler still prints each line."""
+        if ex.errno in DISK_ERRNOS:
+            logging.raiseExceptions = False
+        log.error("cannot write %s: %s", what, why(ex))
+        if self.stop_reason is None or self.stop_reason == "interrupted":
+            self.stop_reason = f"cannot write {what}: {why(ex)}"
+        self.should_stop()
 
     # ---- the end ---------------------------------------------------------------------------------------------
     def finish_records(self, jobs: list[Job]) -> None:
@@ -656,6 +726,8 @@ class SweepRunner:
         if self.stop_reason:
             lines.append(f"stopped early: {self.stop_reason}")
         if bad:
+            from explaunch.redaction import redact_override
+
             common = set.intersection(*(set(j.overrides) for j in jobs))  # show what tells the jobs apart
             rows = []
             for job in bad:
@@ -666,7 +738,7 @@ class SweepRunner:
                     {
                         "job": job.num,
                         "status": job.status,
-                        "overrides": " ".join(o for o in job.overrides if o not in common),
+                        "overrides": " ".join(redact_override(o) for o in job.overrides if o not in common),
                         "error": error.type if error else "",
                         "message": (error.message if error else "")[:100],
                         "traceback": str(trace) if trace else "",
@@ -675,7 +747,16 @@ class SweepRunner:
             lines.append(format_table(rows, ["job", "status", "overrides", "error", "message", "traceback"]))
         if not_run or bad:
             lines.append(f"to finish it: run the same command again with hydra.sweep.dir={self.sweep_dir}")
+        from explaunch import store_sync
+
+        lines += store_sync.pending_runs_lines(self.sweep_dir, self.config)  # runs the store did not take
         print("\n".join(lines), file=sys.stderr)
+
+
+def why(ex: OSError) -> str:
+    """An OSError in a few words: ``No space left on device: /path``."""
+    where = ex.filename if ex.filename is not None else ""
+    return f"{ex.strerror or type(ex).__name__}{': ' + str(where) if where else ''}"
 
 
 def lost_job_reason(job_return: Any) -> tuple[str, str]:
@@ -745,6 +826,7 @@ def archive_attempt(job_dir: Path) -> None:
             shutil.move(str(path), str(target / name))
 
 
-def config_error_exit(ex: ConfigError) -> None:
+def config_error_exit(ex: ExplaunchError) -> None:
+    """One line on stderr, the error's exit code (a bad setting, a busy or unwritable sweep folder)."""
     print(f"error: {ex}", file=sys.stderr)
     raise SystemExit(ex.exit_code)

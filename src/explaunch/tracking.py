@@ -13,13 +13,17 @@ import functools
 import json
 import math
 import os
+import sqlite3
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from explaunch.snapshot import redact
+from explaunch.redaction import redact
 
 TRACKING_FILE = "tracking.json"
 RUN_ID_FILE = "mlflow_run_id"  # in a job folder: its run (for a requeued attempt to go on with, for readers)
@@ -39,6 +43,154 @@ def resolve_uri(configured: str | None, base_dir: Path) -> str:
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         uri = f"sqlite:///{(base_dir / uri.removeprefix('sqlite:///')).resolve()}"
     return uri
+
+
+STORE_CHECK_TIMEOUT_S = 5.0  # a store that does not answer within this is reported before the first job
+CHECK_TAG = "explaunch.store_checked"  # the experiment tag rewritten by the check: a write that leaves no litter
+
+
+class StoreUnavailable(Exception):
+    """The tracking store cannot be read or written; the message is one line naming why (no credentials)."""
+
+
+@dataclass(frozen=True)
+class ExperimentState:
+    """What the check found: the experiment's id (None: it does not exist yet) and whether it is soft-deleted."""
+
+    experiment_id: str | None
+    deleted: bool
+
+
+def display_uri(uri: str) -> str:
+    """The URI without credentials (``user:password@``) or a query string (tokens ride there too)."""
+    parts = urllib.parse.urlsplit(uri)
+    if "@" not in parts.netloc and not parts.query:
+        return uri
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def check_store(uri: str, experiment: str) -> ExperimentState:
+    """Whether the store answers and can be written, and the state of the experiment, before any job starts.
+
+    sqlite and http(s) are checked without importing MLflow (about 2 s): the sqlite file (or its folder) must be
+    writable and take a write lock; a server must answer within ``STORE_CHECK_TIMEOUT_S`` and accept an experiment
+    tag. Other stores go through MLflow's client. Raises :class:`StoreUnavailable`."""
+    try:
+        if uri.startswith("sqlite:///"):
+            return _check_sqlite(Path(uri.removeprefix("sqlite:///")), experiment)
+        if uri.startswith(("http://", "https://")):
+            return _check_http(uri, experiment)
+        return _check_client(uri, experiment)
+    except StoreUnavailable:
+        raise
+    except Exception as ex:
+        raise StoreUnavailable(one_line(ex)) from ex
+
+
+def one_line(ex: BaseException) -> str:
+    text = " ".join(str(getattr(ex, "message", None) or ex).split())
+    return f"{type(ex).__name__}: {text}"[:300]
+
+
+def _check_sqlite(path: Path, experiment: str) -> ExperimentState:
+    if not path.exists():  # MLflow creates the file and its missing folders: the nearest existing one must take them
+        import tempfile
+
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise StoreUnavailable(f"{folder} is not a folder")
+        try:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".explaunch-check-"):
+                pass
+        except OSError as ex:
+            raise StoreUnavailable(f"cannot create a file in {folder}: {ex.strerror or ex}") from ex
+        return ExperimentState(None, False)
+    if not os.access(path.parent, os.W_OK | os.X_OK):  # sqlite writes its journal beside the file
+        raise StoreUnavailable(f"folder {path.parent} is not writable")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=STORE_CHECK_TIMEOUT_S)
+    except sqlite3.Error as ex:
+        raise StoreUnavailable(f"cannot open {path}: {ex}") from ex
+    try:
+        db.execute("BEGIN IMMEDIATE")  # the write lock every run's logging needs; nothing is written
+        db.execute("ROLLBACK")
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "experiments" not in tables:
+            return ExperimentState(None, False)
+        query = "SELECT experiment_id, lifecycle_stage FROM experiments WHERE name = ?"
+        row = db.execute(query, (experiment,)).fetchone()
+    except sqlite3.Error as ex:
+        raise StoreUnavailable(f"{path}: {ex}") from ex
+    finally:
+        db.close()
+    return ExperimentState(None, False) if row is None else ExperimentState(str(row[0]), row[1] == "deleted")
+
+
+def _http(uri: str, endpoint: str, body: Mapping[str, Any] | None = None, query: str = "") -> dict[str, Any]:
+    parts = urllib.parse.urlsplit(uri)
+    base = urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path.rstrip("/"), "", ""))
+    request = urllib.request.Request(
+        f"{base}/api/2.0/mlflow/{endpoint}{query}",
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="GET" if body is None else "POST",
+    )
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME") or urllib.parse.unquote(parts.username or "")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD") or urllib.parse.unquote(parts.password or "")
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    elif user:
+        import base64
+
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    with urllib.request.urlopen(request, timeout=STORE_CHECK_TIMEOUT_S) as response:
+        answer: dict[str, Any] = json.loads(response.read() or b"{}")
+    return answer
+
+
+def _check_http(uri: str, experiment: str) -> ExperimentState:
+    query = "?" + urllib.parse.urlencode({"experiment_name": experiment})
+    try:
+        found = _http(uri, "experiments/get-by-name", query=query)["experiment"]
+    except urllib.error.HTTPError as ex:
+        if ex.code != 404:
+            raise StoreUnavailable(f"the server answered HTTP {ex.code} {ex.reason}") from ex
+        found = None
+    except (urllib.error.URLError, OSError) as ex:
+        reason = getattr(ex, "reason", ex)
+        raise StoreUnavailable(f"no answer from the server: {reason}") from ex
+    try:
+        if found is None:  # the sweep would create it now anyway
+            created = _http(uri, "experiments/create", {"name": experiment})
+            return ExperimentState(str(created["experiment_id"]), False)
+        state = ExperimentState(str(found["experiment_id"]), found.get("lifecycle_stage") == "deleted")
+        if not state.deleted:
+            _http(
+                uri,
+                "experiments/set-experiment-tag",
+                {"experiment_id": state.experiment_id, "key": CHECK_TAG, "value": time.strftime("%Y-%m-%dT%H:%M:%S")},
+            )
+        return state
+    except urllib.error.HTTPError as ex:
+        raise StoreUnavailable(f"the server refused a write: HTTP {ex.code} {ex.reason}") from ex
+
+
+def _check_client(uri: str, experiment: str) -> ExperimentState:
+    tracker = MlflowTracker(uri)
+    found = tracker.client.get_experiment_by_name(experiment)
+    if found is not None and found.lifecycle_stage == "deleted":
+        return ExperimentState(str(found.experiment_id), True)
+    experiment_id = tracker.experiment_id(experiment)
+    tracker.client.set_experiment_tag(experiment_id, CHECK_TAG, time.strftime("%Y-%m-%dT%H:%M:%S"))
+    return ExperimentState(experiment_id, False)
+
+
+def restore_experiment(uri: str, experiment_id: str) -> None:
+    MlflowTracker(uri).client.restore_experiment(experiment_id)
 
 
 def artifact_root(uri: str) -> str | None:
@@ -299,11 +451,15 @@ def finish_sweep(sweep_dir: Path, sweep: Any) -> None:
     tracking = SweepTracking.read(sweep_dir)
     if tracking is None or not tracking.parent_run_id:
         return
-    tracker = MlflowTracker(tracking.tracking_uri)
+    log_sweep_end(MlflowTracker(tracking.tracking_uri), tracking.parent_run_id, sweep_dir, sweep)
+
+
+def log_sweep_end(tracker: MlflowTracker, run_id: str, sweep_dir: Path, sweep: Any) -> None:
+    """The sweep's counts as metrics, its summary files as artifacts, its run closed."""
     counts = sweep.counts
     metrics = {f"jobs_{status}": float(n) for status, n in counts.items()}
     metrics["jobs_total"] = float(len(sweep.jobs))
-    tracker.log(tracking.parent_run_id, metrics=metrics)
+    tracker.log(run_id, metrics=metrics)
     files = [sweep_dir / name for name in ("sweep.json", "sweep.csv", "multirun.yaml")]
-    tracker.log_artifacts(tracking.parent_run_id, files, sweep_dir)
-    tracker.finish(tracking.parent_run_id, failed=counts.get("completed", 0) != len(sweep.jobs))
+    tracker.log_artifacts(run_id, files, sweep_dir)
+    tracker.finish(run_id, failed=counts.get("completed", 0) != len(sweep.jobs))

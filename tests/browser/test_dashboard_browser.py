@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -118,8 +119,10 @@ def free_port() -> int:
         return port
 
 
-def get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as response:
+def get(url: str, token: str | None = None) -> str:
+    """``url`` (its token in it, or given apart for a link taken from the page)."""
+    request = urllib.request.Request(url, headers={"Authorization": f"token {token}"} if token else {})
+    with urllib.request.urlopen(request, timeout=10) as response:
         text: str = response.read().decode()
         return text
 
@@ -162,8 +165,10 @@ def test_a_running_sweep_is_followed_live_in_the_browser(browser: Any, tmp_path:
     dashboard = None
     try:
         # hydra.sweeper.dashboard=true: the sweep parent serves its own dashboard and prints where
-        sweep_url = wait_for_line(sweep_log, r"dashboard: (http://127\.0\.0\.1:\d+/)", sweep)
-        assert '"live":true' in get(sweep_url + "api/sweep")
+        sweep_url = wait_for_line(sweep_log, r"dashboard: (http://127\.0\.0\.1:\d+/\?token=[\w-]+)", sweep)
+        assert '"live":true' in get(sweep_url.replace("/?", "/api/sweep?"))
+        with pytest.raises(urllib.error.HTTPError, match="403"):
+            get(sweep_url.replace("/?", "/api/sweep?").partition("?")[0])  # no token: refused
 
         with dashboard_log.open("w") as log:
             dashboard = subprocess.Popen(
@@ -173,7 +178,8 @@ def test_a_running_sweep_is_followed_live_in_the_browser(browser: Any, tmp_path:
                 stderr=subprocess.STDOUT,
                 text=True,
             )
-        url = wait_for_line(dashboard_log, r" at (http://127\.0\.0\.1:\d+/)", dashboard, timeout=30)
+        url = wait_for_line(dashboard_log, r" at (http://127\.0\.0\.1:\d+/\?token=[\w-]+)", dashboard, timeout=30)
+        token = url.partition("?token=")[2]
         browser.get(url + "#sweep=live")
 
         seen: list[dict[str, int]] = []
@@ -206,7 +212,8 @@ def test_a_running_sweep_is_followed_live_in_the_browser(browser: Any, tmp_path:
         assert len(errors) == 2
         assert all("probe: failing on purpose (seed 2)" in row.text and "ValueError" in row.text for row in errors)
         link = errors[0].find_element(By.LINK_TEXT, "traceback").get_attribute("href")
-        assert "ValueError: probe: failing on purpose (seed 2)" in get(link)
+        assert "ValueError: probe: failing on purpose (seed 2)" in get(link, token)
+        assert "token=" not in browser.current_url  # the cookie carries it from the first page on
         rows = browser.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")
         assert sorted(r.get_attribute("data-status") for r in rows) == ["completed"] * 4 + ["failed"] * 2
         browser.save_screenshot(str(tmp_path / "dashboard.png"))
@@ -215,6 +222,9 @@ def test_a_running_sweep_is_followed_live_in_the_browser(browser: Any, tmp_path:
 
         with pytest.raises(OSError):  # the sweep's own dashboard ended with the sweep
             get(sweep_url)
+        sweep_token = sweep_url.partition("?token=")[2].encode()
+        written = [p for p in (multirun / "live").rglob("*") if p.is_file() and sweep_token in p.read_bytes()]
+        assert written == []  # printed for the user, never written into the sweep's records
 
         # Markup from records shows as text and never runs.
         Select(browser.find_element(By.ID, "sweep-select")).select_by_value("crafted")

@@ -18,7 +18,9 @@ pytestmark = pytest.mark.slow
 
 def test_fairness_grid_shows_the_accuracy_fairness_trade_off(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    proc = run_main("-m", "+experiment=fairness_grid", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    proc = run_main(
+        "-m", "+experiment=fairness_grid", "energy.min_window_s=1", f"hydra.sweep.dir={sweep}", cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     found = [r for _, r in records.iter_job_records(sweep)]
     assert len(found) == 15 and {r.status for r in found} == {"completed"}

@@ -127,26 +127,23 @@ def test_a_dead_tracking_server_is_recorded_and_the_job_still_completes(tmp_path
     assert any(e.startswith("mlflow: ") for e in record.callback_errors)
 
 
-def test_in_a_local_sweep_the_relay_logs_the_runs_and_a_dead_server_reaches_every_record(tmp_path: Path) -> None:
-    """Basic launcher: the jobs run in the sweep's process and never import MLflow; the relay's failure to reach the
-    store is in each job's record, and the jobs complete."""
+def test_a_dead_server_stops_a_sweep_at_once_or_leaves_every_run_pending(tmp_path: Path) -> None:
+    """The store is checked before the first job: down, the sweep stops (exit 2); with ``tracking.required=false``
+    the jobs complete and every record says its run is pending, for ``explaunch sync``."""
     sweep_dir = tmp_path / "sweep"
-    proc = run_main(
-        "-m",
-        "experiment_type=probe",
-        "seed=0,1",
-        "hydra/launcher=basic",
-        "tracking.uri=http://127.0.0.1:9",
-        f"hydra.sweep.dir={sweep_dir}",
-        cwd=tmp_path,
-        env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"},
-    )
+    args = ("-m", "experiment_type=probe", "seed=0,1", "hydra/launcher=basic", "tracking.uri=http://127.0.0.1:9")
+    proc = run_main(*args, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert not sweep_dir.exists() or {p.name for p in sweep_dir.iterdir()} <= {".sweep.lock"}  # no job folder
+    assert "error: MLflow store http://127.0.0.1:9 cannot be written: no answer from the server" in proc.stderr
+    proc = run_main(*args, "tracking.required=false", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"explaunch sync {sweep_dir} --tracking-uri http://127.0.0.1:9" in proc.stderr
     found = list(records.iter_job_records(sweep_dir))
     assert len(found) == 2
     for _, record in found:
         assert record.status == records.COMPLETED and record.tracking["logged_by"] == "sweep"
-        assert [e for e in record.callback_errors if e.startswith("mlflow: no run logged: ")], record.callback_errors
+        assert record.tracking["pending"] is True and "run_id" not in record.tracking
 
 
 def test_snapshot_has_the_commit_and_the_uncommitted_diff(tmp_path: Path) -> None:

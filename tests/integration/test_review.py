@@ -42,6 +42,7 @@ def fairness_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "lam=0.0,1.0",
         "seed=0,1,2",
         "tracking=none",
+        "energy.min_window_s=0.5",  # a short energy window: low quality, said in the report
         "hydra.launcher.n_jobs=2",
         f"hydra.sweep.dir={sweep_dir}",
         cwd=cwd,
@@ -96,8 +97,9 @@ def test_report_table_has_swept_columns_and_the_experiments_metrics(fairness_swe
     header = lines[0].split()
     assert header[:5] == ["job", "status", "lam", "seed", "duration_s"]
     assert {"accuracy", GAP, "energy_joules", "job_energy_joules"} <= set(header)
-    assert len(lines) == 1 + 6 + 1
-    assert lines[-1] == "same in every job: experiment_type=fairness_tradeoff tracking=none"
+    assert len(lines) == 1 + 6 + 2
+    assert lines[-2] == "same in every job: experiment_type=fairness_tradeoff tracking=none energy.min_window_s=0.5"
+    assert lines[-1].startswith("energy is low quality in 6 of 6 jobs (job 0: window ")  # under 5 s
 
 
 def test_group_by_lam_means_match_a_hand_computation(fairness_sweep: Path) -> None:

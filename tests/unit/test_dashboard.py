@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -99,12 +100,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningDa
 
 def request(dashboard: RunningDashboard, path: str, method: str = "GET", host: str | None = None) -> tuple[int, bytes]:
     """The path sent exactly as written (no client-side normalisation of ``..`` or ``%2f``)."""
-    port = int(dashboard.url.rsplit(":", 1)[1].strip("/"))
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", dashboard.port, timeout=10)
     try:
         conn.putrequest(method, path, skip_host=host is not None, skip_accept_encoding=True)
         if host is not None:
             conn.putheader("Host", host)
+        conn.putheader("Authorization", f"token {dashboard.token}")
         conn.endheaders()
         response = conn.getresponse()
         return response.status, response.read()
@@ -159,9 +160,8 @@ def test_files_inside_the_sweep_folder_are_served_as_inert_text(served: tuple[Ru
     for path in ["/files/2026-01-01/live/3/traceback.txt", "/files/2026-01-01/live/0/inside.txt"]:
         status, body = request(dashboard, path)
         assert status == 200 and b"ValueError: boom" in body
-    port = int(dashboard.url.rsplit(":", 1)[1].strip("/"))
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("GET", "/files/2026-01-01/live/3/traceback.txt")
+    conn = http.client.HTTPConnection("127.0.0.1", dashboard.port, timeout=10)
+    conn.request("GET", "/files/2026-01-01/live/3/traceback.txt", headers={"Authorization": f"token {dashboard.token}"})
     response = conn.getresponse()
     assert response.getheader("Content-Type") == "text/plain; charset=utf-8"
     assert "sandbox" in (response.getheader("Content-Security-Policy") or "")
@@ -210,9 +210,8 @@ def test_the_page_and_its_script_are_served_with_a_strict_policy(served: tuple[R
     assert status == 200 and b'<script src="/static/app.js">' in body
     status, body = request(dashboard, "/static/app.js")
     assert status == 200 and b"textContent" in body
-    port = int(dashboard.url.rsplit(":", 1)[1].strip("/"))
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("GET", "/")
+    conn = http.client.HTTPConnection("127.0.0.1", dashboard.port, timeout=10)
+    conn.request("GET", "/", headers={"Authorization": f"token {dashboard.token}"})
     policy = conn.getresponse().getheader("Content-Security-Policy") or ""
     conn.close()
     assert "script-src 'self'" in policy and "unsafe-inline" not in policy
@@ -334,3 +333,58 @@ def test_cli_refuses_a_missing_folder_and_a_port_in_use(tmp_path: Path, capsys: 
     assert (
         capsys.readouterr().err.strip() == "error: --host=192.0.2.1: not an address of this machine (default 127.0.0.1)"
     )
+
+
+def test_every_request_needs_the_dashboards_token(served: tuple[RunningDashboard, Path]) -> None:
+    dashboard, _ = served
+    assert dashboard.url == f"http://127.0.0.1:{dashboard.port}/?token={dashboard.token}"
+    assert len(dashboard.token) >= 32
+    other = start_in_thread(served[1])
+    try:
+        assert other.token != dashboard.token  # new at every start
+    finally:
+        other.stop()
+    for path in ["/", "/static/app.js", LIVE, "/api/sweeps", "/files/2026-01-01/live/3/traceback.txt"]:
+        for headers in [{}, {"Authorization": "token wrong"}, {"Cookie": f"explaunch-x={dashboard.token}"}]:
+            conn = http.client.HTTPConnection("127.0.0.1", dashboard.port, timeout=10)
+            conn.request("GET", path, headers=headers)
+            response = conn.getresponse()
+            body = response.read()
+            conn.close()
+            assert response.status == 403, (path, headers)
+            assert b"ValueError" not in body and dashboard.token.encode() not in body
+        conn = http.client.HTTPConnection("127.0.0.1", dashboard.port, timeout=10)
+        conn.request("GET", f"{path}{'&' if '?' in path else '?'}token=wrong")
+        assert conn.getresponse().status == 403
+        conn.close()
+
+
+def test_the_token_in_the_url_sets_a_cookie_that_the_pages_requests_carry(
+    served: tuple[RunningDashboard, Path],
+) -> None:
+    dashboard, _ = served
+    conn = http.client.HTTPConnection("127.0.0.1", dashboard.port, timeout=10)
+    conn.request("GET", f"/?token={dashboard.token}")
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    assert response.status == 200
+    cookie = response.getheader("Set-Cookie") or ""
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("SameSite=Strict", "SameSite=strict")
+    name_value = cookie.split(";")[0]
+    conn = http.client.HTTPConnection("127.0.0.1", dashboard.port, timeout=10)
+    conn.request("GET", LIVE, headers={"Cookie": name_value})
+    assert conn.getresponse().status == 200
+    conn.close()
+
+
+def test_the_cli_prints_its_url_with_a_token(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "explaunch", "dashboard", str(tmp_path)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline().strip()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    assert re.search(r" at http://127\.0\.0\.1:\d+/\?token=[\w-]{32,}  \(Ctrl-C stops it\)$", line), line

@@ -3,7 +3,10 @@ as it begins."""
 
 from __future__ import annotations
 
+import os
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
@@ -55,3 +58,40 @@ def test_a_job_behind_a_closed_gate_does_not_begin(tmp_path: Path) -> None:
     ran: list[object] = []
     result = fastlaunch.run_composed(task, None, ran.append, fastlaunch.Gate(str(tmp_path / ".stop")), job_id="0")
     assert result is None and ran == [] and not (tmp_path / "sweep").exists()
+
+
+_KEPT: list[bytes] = []
+
+
+def _hold_a_jobs_memory(megabytes: int) -> int:
+    """A job's lasting footprint in its worker (a model's modules, allocator caches), past loky's 1 s check delay."""
+    time.sleep(1.2)
+    _KEPT.append(b"\1" * (megabytes << 20))
+    return os.getpid()
+
+
+def _pid() -> int:
+    return os.getpid()
+
+
+def _worker_pids(first_call: Callable[[], object]) -> list[int]:
+    from joblib.externals.loky import get_reusable_executor
+
+    executor = get_reusable_executor(max_workers=1, reuse=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # loky's, in its manager thread; the pids tell the story
+            executor.submit(first_call).result()
+            futures = [executor.submit(_hold_a_jobs_memory, 350), executor.submit(_pid), executor.submit(_pid)]
+            return [f.result(timeout=60) for f in futures]
+    finally:
+        executor.shutdown(wait=True, kill_workers=True)
+
+
+def test_a_worker_holding_a_jobs_memory_is_not_ended_as_leaking() -> None:
+    """The cause of joblib's "A worker stopped while some jobs were given to the executor" in the demo: loky ends a
+    worker that holds 300 MB more than after its first call (our warm-up). Without the fix the worker is replaced."""
+    replaced = _worker_pids(_pid)
+    assert len(set(replaced)) == 2  # the mechanism, as loky has it
+    kept = _worker_pids(fastlaunch.keep_worker_with_job_sized_memory)
+    assert len(set(kept)) == 1

@@ -120,3 +120,34 @@ def test_yaml_as_omegaconf_writes_it(tmp_path: Path) -> None:
     )
     jobrun.save_yaml(cfg, tmp_path / "c.yaml")
     assert (tmp_path / "c.yaml").read_text(encoding="utf-8") == OmegaConf.to_yaml(cfg)
+
+
+class RedactAtStart(Callback):
+    """What the recording callback does first at job start, alone."""
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from explaunch.recording import redact_hydra_output
+
+        redact_hydra_output(config)
+
+
+def test_a_secret_is_redacted_the_same_by_both_and_never_written_by_explaunch(tmp_path: Path) -> None:
+    secret = "hunter2-" + tmp_path.name
+    config = job_config(tmp_path / "sweep", f"+params.password={secret}", "+params.db=${oc.env:EXPLAUNCH_DB}")
+    files = {}
+    for runner in ("hydra", "explaunch"):
+        callbacks = Callbacks()
+        callbacks.callbacks.append(RedactAtStart())
+        context = HydraContext(config_loader=None, callbacks=callbacks)  # type: ignore[arg-type]
+        JobRuntime.instance().set("name", "main")
+        job = copy.deepcopy(config)
+        if runner == "hydra":
+            run_job(lambda cfg: None, job, "hydra.sweep.dir", "hydra.sweep.subdir", hydra_context=context)
+        else:
+            jobrun.run_job(job, context, lambda cfg: None)
+        folder = tmp_path / "sweep" / "7" / ".hydra"
+        files[runner] = {p.name: p.read_text() for p in sorted(folder.iterdir())}
+        shutil.rmtree(tmp_path / "sweep")
+    assert files["explaunch"] == files["hydra"]
+    assert secret not in str(files) and "+params.password=<redacted>" in files["hydra"]["overrides.yaml"]
+    assert "db: ${oc.env:EXPLAUNCH_DB}" in files["hydra"]["config.yaml"]

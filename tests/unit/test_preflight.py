@@ -1,5 +1,11 @@
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from explaunch.errors import ConfigError
@@ -75,3 +81,107 @@ def test_a_gpu_id_that_is_not_visible_is_refused_where_the_jobs_run_here() -> No
         check("hardware.gpu_ids=[63]", "seed=0,1", multirun=True)
     check("hardware=cpu", "hardware.gpu_ids=[63]")  # a CPU job is given no GPU: nothing to check
     check("hardware.gpu_ids=[63]", "seed=0,1", "hydra/launcher=submitit_slurm", multirun=True)  # seen on the nodes
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["hydra.sweeper.max_retries=-1"], "hydra.sweeper.max_retries=-1: must be an integer >= 0"),
+        (["hydra.sweeper.max_failure_rate=1.5"], "hydra.sweeper.max_failure_rate=1.5: must be a number <= 1.0"),
+        (
+            ["hydra.sweeper.job_timeout_s=0"],
+            "hydra.sweeper.job_timeout_s=0.0: must be a number > 0, or null for no limit",
+        ),
+        (["hydra.sweeper.dashboard_port=70000"], "hydra.sweeper.dashboard_port=70000: must be an integer <= 65535"),
+        (
+            ["hydra.launcher.n_jobs=0"],
+            "hydra.launcher.n_jobs=0: must be N > 0 (workers), or -1 every core, -2 all but one, ...",
+        ),
+        (["hydra.launcher.prefer=gpus"], "hydra.launcher.prefer=gpus: allowed: processes, threads"),
+        (["hydra.launcher.batch_size=0"], "hydra.launcher.batch_size=0: must be auto or an integer >= 1"),
+        (
+            ["hydra.sweeper.max_retries=two"],
+            "hydra.sweeper.max_retries=two: Value 'two' of type 'str' could not be converted to Integer",
+        ),
+        (
+            ["hydra.launcher.verbose=true"],
+            "hydra.launcher.verbose=true: Value 'True' of type 'bool' could not be converted to Integer",
+        ),
+        (["+hydra.sweeper.max_retry=2"], "hydra.sweeper.max_retry=2: no such key; keys here: _target_, params, "),
+        (
+            ["hydra/launcher=basic", "+hydra.launcher.n_jobs=4"],
+            "hydra.launcher.n_jobs=4: no such key; keys here: _target_",
+        ),
+        (
+            ["hydra/launcher=submitit_local", "hydra.launcher.nodes=0"],
+            "hydra.launcher.nodes=0: must be an integer >= 1",
+        ),
+        (
+            ["hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=1"],
+            "hydra.launcher.signal_delay_s=120: must be below timeout_min*60 - 30 = 30 (timeout_min=1)",
+        ),
+        (
+            ["hydra/launcher=submitit_slurm", "hydra.launcher.array_parallelism=0"],
+            "hydra.launcher.array_parallelism=0: must be an integer >= 1",
+        ),
+    ],
+)
+@pytest.mark.parametrize("multirun", [False, True])
+def test_bad_sweeper_and_launcher_settings_get_one_line_naming_key_value_and_allowed(
+    overrides: list[str], message: str, multirun: bool
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        check(*overrides, multirun=multirun)
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+def test_every_swept_sweeper_or_launcher_setting_is_checked() -> None:
+    with pytest.raises(ConfigError, match=r"^hydra\.launcher\.n_jobs=0: "):
+        check("hydra.launcher.n_jobs=2,0", multirun=True)
+
+
+def test_good_sweeper_and_launcher_settings_pass() -> None:
+    check("hydra.sweeper.max_retries=2", "hydra.sweeper.max_failure_rate=1.0", "hydra.launcher.n_jobs=-2")
+    check("hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=5", "hydra.launcher.signal_delay_s=60")
+    check("hydra/launcher=basic", "hydra.sweeper.job_timeout_s=30", "seed=0,1", multirun=True)
+
+
+def test_a_sweep_folder_under_a_file_is_refused_and_nothing_is_created(tmp_path: Path) -> None:
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("not a folder")
+    with pytest.raises(ConfigError) as info:
+        check(f"hydra.sweep.dir={blocker}/sweep", "seed=0,1", multirun=True)
+    assert str(info.value) == f"hydra.sweep.dir={blocker}/sweep: cannot be created: {blocker} is a file, not a folder"
+    with pytest.raises(ConfigError, match=r"^hydra\.run\.dir=.*: cannot be created: .* is a file, not a folder$"):
+        check(f"hydra.run.dir={blocker}/run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.txt"]
+
+
+def test_a_sweep_folder_on_a_read_only_folder_is_refused(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    with read_only(locked):
+        with pytest.raises(ConfigError, match=rf"^hydra\.sweep\.dir={locked}/a/b: cannot be created: {locked} is "):
+            check(f"hydra.sweep.dir={locked}/a/b", "seed=0,1", multirun=True)
+        assert list(locked.iterdir()) == []
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """``folder`` made read-only: a read-only tmpfs mounted on it when root (root writes through file modes),
+    its mode otherwise."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"root cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)

@@ -5,16 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from explaunch.snapshot import (
-    REDACTED,
-    compute_env_hash,
-    git_state,
-    redact,
-    redact_override,
-    redact_tree,
-    selected_environment,
-    take_snapshot,
-)
+from explaunch.redaction import REDACTED, redact, redact_override, redact_tree
+from explaunch.snapshot import compute_env_hash, git_state, selected_environment, take_snapshot
 
 
 def git(repo: Path, *args: str) -> None:
@@ -85,17 +77,34 @@ def test_clean_repository_has_its_commit_and_no_patch(repo: Path, tmp_path: Path
     assert not state.dirty and state.patch_file is None
 
 
-def test_uncommitted_changes_and_new_files_are_saved_as_a_patch(repo: Path, tmp_path: Path) -> None:
+def test_uncommitted_changes_are_saved_as_a_patch_and_untracked_files_only_when_asked(
+    repo: Path, tmp_path: Path
+) -> None:
     (repo / "train.py").write_text("print('v2')\n")
     (repo / "new_module.py").write_text("X = 1\n")
+    git_state(repo, tmp_path / "default")
+    assert "+X = 1" not in (tmp_path / "default" / "git.patch").read_text()
     job = tmp_path / "job"
-    state = git_state(repo, job)
+    state = git_state(repo, job, {"EXPLAUNCH_PATCH_UNTRACKED": "1"})
     assert state.dirty and state.patch_file == "git.patch"
     patch = (job / "git.patch").read_text()
     assert "+print('v2')" in patch and "-print('v1')" in patch
     assert "+X = 1" in patch
     check = subprocess.run(["git", "apply", "--check", "-R", str(job / "git.patch")], cwd=repo, capture_output=True)
     assert check.returncode == 0, check.stderr  # the patch is exactly the working tree's difference
+
+
+def test_untracked_credentials_and_big_files_never_go_into_the_patch(repo: Path, tmp_path: Path) -> None:
+    secrets = {".env": "A=SEKRIT", ".env.local": "B=SEKRIT", "deploy/server.pem": "SEKRIT", "tls.key": "SEKRIT"}
+    secrets |= {"id_ed25519": "SEKRIT", "conf/credentials.json": "SEKRIT", "prod.env": "SEKRIT"}
+    for name, text in secrets.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text + "\n")
+    (repo / "big.bin").write_bytes(b"SEKRIT" * 200_000)
+    (repo / "notes.txt").write_text("fine\n")
+    state = git_state(repo, tmp_path / "job", {"EXPLAUNCH_PATCH_UNTRACKED": "1"})
+    patch = (tmp_path / "job" / "git.patch").read_text()
+    assert state.dirty and "+fine" in patch and "SEKRIT" not in patch
 
 
 def test_outside_a_repository_git_is_empty(tmp_path: Path) -> None:

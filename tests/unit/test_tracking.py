@@ -8,7 +8,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from explaunch.snapshot import REDACTED
+from explaunch.redaction import REDACTED
 from explaunch.tracking import (
     MlflowTracker,
     SweepTracking,

@@ -12,6 +12,7 @@ from explaunch.cli import clean as clean_cli
 from explaunch.cli import dashboard, report
 from explaunch.cli import reproduce as reproduce_cli
 from explaunch.cli import runs as runs_cli
+from explaunch.cli import sync as sync_cli
 from explaunch.cli import validate as validate_cli
 from explaunch.errors import ExplaunchError
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs_cli.add_parser(commands)
     reproduce_cli.add_parser(commands)
     clean_cli.add_parser(commands)
+    sync_cli.add_parser(commands)
     validate_cli.add_parser(commands)
     return parser
 

@@ -2,13 +2,20 @@
 
 Read-only: every route is GET. ``/files/<path>`` serves only regular files inside the served folder, found by
 resolving the path (symlinks included) and checking it is still inside; ``..``, absolute paths, hidden entries
-(``.hydra/`` keeps the overrides unredacted) and anything that resolves outside answer 404. Files are sent as plain
+(``.hydra/``, Hydra's internals) and anything that resolves outside answer 404. Files are sent as plain
 text (images as images) under a sandboxing Content-Security-Policy, so an HTML file in a job folder cannot run on
 the dashboard's origin. The page's own CSP allows only its own script and styles.
+
+Every request needs the dashboard's token (loopback is not private on a login node shared with other users): as
+``?token=`` in the URL printed at start (the answer then sets it as an HTTP-only cookie, so that the page's own
+requests carry it), as that cookie, or as an ``Authorization: token ...`` header. Without it, or with a wrong one:
+403. The token is compared in constant time and never logged (uvicorn's access log is off).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from importlib import resources
 from pathlib import Path
@@ -58,23 +65,53 @@ def safe_file(root: Path, relative: str) -> Path | None:
     return target
 
 
-def create_app(root: Path, allowed_hosts: list[str] | None = None) -> FastAPI:
+def cookie_name(token: str) -> str:
+    """One cookie per dashboard: cookies are shared by every port of a host, and so by every dashboard on it."""
+    return "explaunch-" + hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+def presented_token(request: Request, cookie: str) -> tuple[str, bool]:
+    """The token a request carries, and whether it came in the URL (then the answer sets the cookie)."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "token" and value:
+        return value.strip(), False
+    if "token" in request.query_params:
+        return request.query_params["token"], True
+    return request.cookies.get(cookie, ""), False
+
+
+def create_app(root: Path, allowed_hosts: list[str] | None = None, token: str | None = None) -> FastAPI:
     """The app serving ``root``: one sweep folder, or a folder of sweeps (``multirun/``) to choose from.
 
-    ``allowed_hosts``: the Host headers accepted (loopback names by default), against DNS rebinding."""
+    ``allowed_hosts``: the Host headers accepted (loopback names by default), against DNS rebinding. ``token``: what
+    every request must carry (None: none, for a caller that guards the app itself)."""
     root = root.resolve()
     reader = SweepReader(root)
     app = FastAPI(title="explaunch dashboard", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or LOOPBACK_NAMES)
+    cookie = cookie_name(token or "")
 
     @app.middleware("http")
     async def headers(request: Request, call_next: Any) -> Response:
+        in_url = False
+        if token is not None:
+            presented, in_url = presented_token(request, cookie)
+            if not hmac.compare_digest(presented.encode(), token.encode()):
+                return Response(
+                    "403: this dashboard needs its token: open the URL it printed (…/?token=...)\n",
+                    status_code=403,
+                    media_type="text/plain; charset=utf-8",
+                    headers={"Cache-Control": "no-store", "Content-Security-Policy": FILE_CSP},
+                )
         response: Response = await call_next(request)
+        if in_url:
+            response.set_cookie(cookie, str(token), httponly=True, samesite="strict", path="/")
         response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["Cache-Control"] = "no-store"
         return response
+
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or LOOPBACK_NAMES)  # checked first
 
     def sweep_dir(sweep: str | None) -> Path:
         path = root if sweep in (None, "", ".") else safe_dir(root, sweep)

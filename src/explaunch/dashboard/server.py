@@ -50,10 +50,18 @@ def bind_socket(host: str, port: int | None, port_key: str = "--port") -> socket
     return sock
 
 
-def url_of(sock: socket.socket) -> str:
+def new_token() -> str:
+    """The dashboard's token: 192 random bits, new at every start."""
+    import secrets
+
+    return secrets.token_urlsafe(24)
+
+
+def url_of(sock: socket.socket, token: str | None = None) -> str:
+    """The address to open: with ``?token=`` (as Jupyter prints it) when the dashboard has one."""
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/"
+    return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
 
 
 def allowed_hosts(host: str) -> list[str] | None:
@@ -65,13 +73,13 @@ def allowed_hosts(host: str) -> list[str] | None:
     return [host, "127.0.0.1", "localhost"]
 
 
-def make_server(root: Path, sock: socket.socket, host: str) -> Any:
+def make_server(root: Path, sock: socket.socket, host: str, token: str) -> Any:
     import uvicorn
 
     from explaunch.dashboard.app import create_app
 
     config = uvicorn.Config(
-        create_app(root, allowed_hosts(host)),
+        create_app(root, allowed_hosts(host), token),
         log_level="warning",
         access_log=False,
         lifespan="off",
@@ -83,18 +91,20 @@ def make_server(root: Path, sock: socket.socket, host: str) -> Any:
 
 def serve(root: Path, host: str = LOOPBACK, port: int | None = None, on_ready: Any = None) -> None:
     """Serve ``root`` until interrupted (Ctrl-C, SIGTERM)."""
-    sock = bind_socket(host, port)
-    server = make_server(root, sock, host)
+    sock, token = bind_socket(host, port), new_token()
+    server = make_server(root, sock, host, token)
     if on_ready is not None:
-        on_ready(url_of(sock))
+        on_ready(url_of(sock, token))
     server.run(sockets=[sock])
 
 
 @dataclass
 class RunningDashboard:
-    url: str
+    url: str  # with its token: print it to the user, never to a log or a record
     server: Any
     thread: threading.Thread
+    token: str
+    port: int
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -105,8 +115,8 @@ def start_in_thread(
     root: Path, port: int | None = None, port_key: str = "--port", host: str = LOOPBACK
 ) -> RunningDashboard:
     """Serve ``root`` from a daemon thread (uvicorn installs no signal handlers outside the main thread)."""
-    sock = bind_socket(host, port, port_key)
-    server = make_server(root, sock, host)
+    sock, token = bind_socket(host, port, port_key), new_token()
+    server = make_server(root, sock, host, token)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="explaunch-dashboard", daemon=True)
     thread.start()
-    return RunningDashboard(url_of(sock), server, thread)
+    return RunningDashboard(url_of(sock, token), server, thread, token, int(sock.getsockname()[1]))

@@ -26,7 +26,7 @@ from typing import Any
 
 from explaunch import records
 from explaunch.errors import RecordError
-from explaunch.snapshot import redact_override
+from explaunch.redaction import redact_override
 
 PLAN_FILE = "plan.json"  # written by explaunch.sweeper (PLAN_FILE there)
 RESOURCES_CSV = "resources.csv"  # explaunch.measure.resources.CSV_FILE, without importing psutil

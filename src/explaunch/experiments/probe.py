@@ -9,6 +9,7 @@ from pathlib import Path
 
 from explaunch.config import ExplaunchConfig
 from explaunch.experiments.base import ExperimentResult
+from explaunch.records import write_text_atomic
 
 ATTEMPTS_FILE = "probe_attempts"  # survives retries into the same job folder: how `flaky` knows its attempt
 PROGRESS_FILE = "probe_progress"  # checkpoint=true: seconds slept by earlier attempts
@@ -18,7 +19,7 @@ def run(config: ExplaunchConfig, job_dir: Path) -> ExperimentResult:
     probe = config.experiment_type
     counter = job_dir / ATTEMPTS_FILE
     attempt = int(counter.read_text()) + 1 if counter.exists() else 1
-    counter.write_text(str(attempt))
+    write_text_atomic(counter, str(attempt))  # a full disk leaves the old count, never an empty file
     start = time.perf_counter()
     resumed_at = 0.0
     if probe.checkpoint:

@@ -25,11 +25,13 @@ from typing import Any, Optional
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides, setup_globals
+from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQueueConf, SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
 from omegaconf import II, OmegaConf, open_dict
 
 from explaunch import jobguard
+from explaunch.config import spec
 from explaunch.errors import ConfigError, JobInterrupted
 
 log = logging.getLogger(__name__)
@@ -194,19 +196,27 @@ class ExplaunchSlurmLauncher(_WaitForAll, SlurmLauncher):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self._take_own_params()
-        limit_s, delay_s = int(self.params["timeout_min"]) * 60, int(self.params["signal_delay_s"])
-        if delay_s + 30 >= limit_s:  # SLURM checks limits every 30 s: the warning could come before Python runs
-            raise ConfigError(
-                "hydra.launcher.signal_delay_s",
-                delay_s,
-                f"must be below timeout_min*60 - 30 = {limit_s - 30} (timeout_min={self.params['timeout_min']})",
-            )
+        check_signal_delay("hydra.launcher", int(self.params["timeout_min"]), int(self.params["signal_delay_s"]))
+
+
+def check_signal_delay(key: str, timeout_min: int, signal_delay_s: int) -> None:
+    limit_s = timeout_min * 60
+    if signal_delay_s + 30 >= limit_s:  # SLURM checks limits every 30 s: the warning could come before Python runs
+        raise ConfigError(
+            f"{key}.signal_delay_s",
+            signal_delay_s,
+            f"must be below timeout_min*60 - 30 = {limit_s - 30} (timeout_min={timeout_min})",
+        )
 
 
 class ExplaunchLocalLauncher(_WaitForAll, LocalLauncher):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self._take_own_params()
+
+
+_CPUS_PER_TASK = "${explaunch.cpus_per_task:${sharding.num_processes},${sharding.launch},1}"
+_TASKS_PER_NODE = "${explaunch.tasks_per_node:${sharding.num_processes},${sharding.launch}}"
 
 
 @dataclass
@@ -224,14 +234,22 @@ class ExplaunchSlurmConf(SlurmQueueConf):
     account: Optional[str] = "${oc.env:EXPLAUNCH_SLURM_ACCOUNT,null}"
     qos: Optional[str] = "${oc.env:EXPLAUNCH_SLURM_QOS,null}"
     constraint: Optional[str] = "${oc.env:EXPLAUNCH_SLURM_CONSTRAINT,null}"
-    timeout_min: int = 60
-    signal_delay_s: int = 120  # USR2 this long before the limit; signal_delay_s + 30 < timeout_min * 60
-    cpus_per_task: Optional[int] = "${explaunch.cpus_per_task:${sharding.num_processes},${sharding.launch},1}"  # type: ignore[assignment]
-    tasks_per_node: int = "${explaunch.tasks_per_node:${sharding.num_processes},${sharding.launch}}"  # type: ignore[assignment]
-    gpus_per_node: Optional[int] = II("hardware.num_gpus")
-    mem_gb: Optional[int] = 4
-    array_parallelism: int = 64
-    poll_s: float = 2.0  # how often the parent looks at its jobs
+    timeout_min: int = spec(60, min=1)
+    signal_delay_s: int = spec(120, min=0, help="USR2 this long before the limit; + 30 < timeout_min * 60")
+    cpus_per_task: Optional[int] = spec(_CPUS_PER_TASK, min=1)
+    tasks_per_node: int = spec(_TASKS_PER_NODE, min=1)
+    gpus_per_node: Optional[int] = spec(II("hardware.num_gpus"), min=0)
+    mem_gb: Optional[int] = spec(4, min=0, help="0: all of a node's memory (SLURM's --mem=0)")
+    nodes: int = spec(1, min=1)
+    cpus_per_gpu: Optional[int] = spec(None, min=1)
+    gpus_per_task: Optional[int] = spec(None, min=0)
+    max_num_timeout: int = spec(0, min=0)
+    array_parallelism: int = spec(64, min=1)
+    poll_s: float = spec(2.0, min=0.01, help="how often the parent looks at its jobs")
+
+    def check(self, key: str) -> None:
+        if self.timeout_min is not None and self.signal_delay_s is not None:
+            check_signal_delay(key, self.timeout_min, self.signal_delay_s)
 
 
 @dataclass
@@ -239,10 +257,58 @@ class ExplaunchLocalConf(LocalQueueConf):
     """``hydra/launcher=submitit_local``: the same submission and waiting as local processes (no SLURM)."""
 
     _target_: str = "hydra_plugins.explaunch_plugins.launchers.ExplaunchLocalLauncher"
-    cpus_per_task: Optional[int] = "${explaunch.cpus_per_task:${sharding.num_processes},${sharding.launch},1}"  # type: ignore[assignment]
-    tasks_per_node: int = "${explaunch.tasks_per_node:${sharding.num_processes},${sharding.launch}}"  # type: ignore[assignment]
-    gpus_per_node: Optional[int] = II("hardware.num_gpus")
-    poll_s: float = 1.0
+    timeout_min: int = spec(60, min=1)
+    cpus_per_task: Optional[int] = spec(_CPUS_PER_TASK, min=1)
+    tasks_per_node: int = spec(_TASKS_PER_NODE, min=1)
+    gpus_per_node: Optional[int] = spec(II("hardware.num_gpus"), min=0)
+    mem_gb: Optional[int] = spec(None, min=0)
+    nodes: int = spec(1, min=1)
+    poll_s: float = spec(1.0, min=0.01)
+
+
+@dataclass
+class BasicLauncherRules:
+    """``hydra/launcher=basic`` takes no settings (checked by explaunch.preflight)."""
+
+    _target_: str = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+
+
+@dataclass
+class JoblibRules(JobLibLauncherConf):
+    """The rules of Hydra's ``hydra/launcher=joblib`` settings (Hydra's config, unchanged, gives the values), checked
+    by explaunch.preflight before anything starts."""
+
+    n_jobs: int = spec(-1, help="N workers; -1 every core, -2 all but one, ... (not 0)")
+    backend: Optional[str] = spec(None, help="a joblib backend: loky, multiprocessing, threading, ...")
+    prefer: str = spec("processes", choices=("processes", "threads"))
+    require: Optional[str] = spec(None, choices=("sharedmem",))
+    verbose: int = spec(0, min=0)
+    timeout: Optional[float] = spec(None, help="> 0 seconds")
+    batch_size: str = spec("auto", help="auto, or a number of jobs > 0")
+    mmap_mode: str = spec("r", choices=("r+", "r", "w+", "c"))
+
+    def check(self, key: str) -> None:
+        if self.n_jobs == 0:
+            raise ConfigError(f"{key}.n_jobs", 0, "must be N > 0 (workers), or -1 every core, -2 all but one, ...")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ConfigError(f"{key}.timeout", self.timeout, "must be a number > 0 (seconds), or null")
+        batch_size = str(self.batch_size)
+        if self.batch_size is not None and batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
+            raise ConfigError(f"{key}.batch_size", self.batch_size, "must be auto or an integer >= 1")
+        if self.backend is not None:
+            from joblib.parallel import BACKENDS
+
+            if self.backend not in BACKENDS:
+                raise ConfigError(f"{key}.backend", self.backend, "allowed: " + ", ".join(sorted(BACKENDS)))
+
+
+# hydra.launcher._target_ / hydra.sweeper._target_ -> the dataclass whose rules explaunch.preflight checks
+SETTINGS_SCHEMAS: dict[str, type] = {
+    BasicLauncherRules._target_: BasicLauncherRules,
+    JobLibLauncherConf._target_: JoblibRules,
+    ExplaunchSlurmConf._target_: ExplaunchSlurmConf,
+    ExplaunchLocalConf._target_: ExplaunchLocalConf,
+}
 
 
 def register_launchers() -> None:

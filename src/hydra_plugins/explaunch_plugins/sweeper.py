@@ -37,7 +37,7 @@ class ExplaunchSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> None:
         """Run the sweep. On any job not completed: the summary, ``on_multirun_end`` callbacks (Hydra would skip
         them), then exit 1 (130 when interrupted)."""
-        from explaunch.errors import ConfigError
+        from explaunch.errors import ExplaunchError
         from explaunch.sweeper import SweeperSettings, SweepRunner, config_error_exit
 
         assert self.config is not None and self.hydra_context is not None
@@ -45,7 +45,7 @@ class ExplaunchSweeper(Sweeper):
         runner = SweepRunner(settings, self.launcher, self.hydra_context.config_loader, self.config)
         try:
             code = runner.run(arguments, {str(k): str(v) for k, v in self.params.items()})
-        except ConfigError as ex:
+        except ExplaunchError as ex:  # a bad job config, a sweep folder in use or not writable: one line
             config_error_exit(ex)
         if code != 0:
             self.hydra_context.callbacks.on_multirun_end(config=self.config)

@@ -425,6 +425,10 @@ function drawChart(svg, series, options) {
 }
 
 // ---- start ----------------------------------------------------------------------------------------------------
+// The token came in the URL and is now a cookie: out of the address bar, the history and any screenshot.
+if (new URLSearchParams(window.location.search).has("token")) {
+  window.history.replaceState(null, "", window.location.pathname + window.location.hash);
+}
 byId("sweep-select").addEventListener("change", (event) => {
   view.sweep = event.target.value;
   view.metric = null;
