@@ -344,7 +344,15 @@ def test_every_request_needs_the_dashboards_token(served: tuple[RunningDashboard
         assert other.token != dashboard.token  # new at every start
     finally:
         other.stop()
-    for path in ["/", "/static/app.js", LIVE, "/api/sweeps", "/files/2026-01-01/live/3/traceback.txt"]:
+    for path in ["/", "/static/app.js"]:  # the page shell, the same for every sweep: no data, no token needed
+        conn = http.client.HTTPConnection("127.0.0.1", dashboard.port, timeout=10)
+        conn.request("GET", path)
+        response = conn.getresponse()
+        body = response.read()
+        conn.close()
+        assert response.status == 200 and str(served[1]).encode() not in body  # nothing of the sweeps
+        assert dashboard.token.encode() not in body and response.getheader("Set-Cookie") is None
+    for path in [LIVE, "/api/sweeps", "/files/2026-01-01/live/3/traceback.txt"]:
         for headers in [{}, {"Authorization": "token wrong"}, {"Cookie": f"explaunch-x={dashboard.token}"}]:
             conn = http.client.HTTPConnection("127.0.0.1", dashboard.port, timeout=10)
             conn.request("GET", path, headers=headers)

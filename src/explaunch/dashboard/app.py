@@ -6,10 +6,12 @@ resolving the path (symlinks included) and checking it is still inside; ``..``, 
 text (images as images) under a sandboxing Content-Security-Policy, so an HTML file in a job folder cannot run on
 the dashboard's origin. The page's own CSP allows only its own script and styles.
 
-Every request needs the dashboard's token (loopback is not private on a login node shared with other users): as
-``?token=`` in the URL printed at start (the answer then sets it as an HTTP-only cookie, so that the page's own
-requests carry it), as that cookie, or as an ``Authorization: token ...`` header. Without it, or with a wrong one:
-403. The token is compared in constant time and never logged (uvicorn's access log is off).
+Every request for a sweep's data (``/api/...``, ``/files/...``) needs the dashboard's token (loopback is not
+private on a login node shared with other users): as ``?token=`` in the URL printed at start (the answer then sets
+it as an HTTP-only cookie, so that the page's own requests carry it), as that cookie, or as an ``Authorization:
+token ...`` header. Without it, or with a wrong one: 403. The page shell (``/``, ``/static/...``: the same bytes for
+every sweep, no data in them) is served without it, as Jupyter serves its login page; fetched without the token it
+says where to find it. The token is compared in constant time and never logged (uvicorn's access log is off).
 """
 
 from __future__ import annotations
@@ -95,7 +97,8 @@ def create_app(root: Path, allowed_hosts: list[str] | None = None, token: str | 
         in_url = False
         if token is not None:
             presented, in_url = presented_token(request, cookie)
-            if not hmac.compare_digest(presented.encode(), token.encode()):
+            shell = request.url.path == "/" or request.url.path.startswith("/static/")
+            if not shell and not hmac.compare_digest(presented.encode(), token.encode()):
                 return Response(
                     "403: this dashboard needs its token: open the URL it printed (…/?token=...)\n",
                     status_code=403,
@@ -103,7 +106,7 @@ def create_app(root: Path, allowed_hosts: list[str] | None = None, token: str | 
                     headers={"Cache-Control": "no-store", "Content-Security-Policy": FILE_CSP},
                 )
         response: Response = await call_next(request)
-        if in_url:
+        if in_url and hmac.compare_digest(presented.encode(), str(token).encode()):
             response.set_cookie(cookie, str(token), httponly=True, samesite="strict", path="/")
         response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
         response.headers["X-Content-Type-Options"] = "nosniff"

@@ -103,7 +103,9 @@ async function poll() {
     }
     byId("updated").textContent = "updated " + new Date().toLocaleTimeString();
   } catch (error) {
-    byId("updated").textContent = "cannot reach the dashboard server (" + error.message + "); retrying";
+    byId("updated").textContent = error.message === "HTTP 403"
+      ? "this dashboard needs its token: open the URL it printed (…/?token=...)"
+      : "cannot reach the dashboard server (" + error.message + "); retrying";
   }
   schedule(live ? POLL_LIVE_MS : POLL_FINISHED_MS);
 }
