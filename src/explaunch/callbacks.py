@@ -133,6 +133,10 @@ class RecordingCallback(Callback):
 
             finish_sweep(sweep_dir, sweep)
         deferred.sweep_start = None
+        if _explaunch_sweeper(config):  # its start reconciles the store with the folder, unless this says they agree
+            from explaunch.store_sync import stamp_agreement
+
+            stamp_agreement(config, sweep_dir)
 
 
 def _explaunch_sweeper(config: DictConfig) -> bool:

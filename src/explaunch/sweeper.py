@@ -17,6 +17,7 @@ import errno
 import logging
 import math
 import os
+import re
 import shutil
 import socket
 import sys
@@ -772,7 +773,9 @@ def lost_job_reason(job_return: Any) -> tuple[str, str]:
         return ("JobTimeout", f"SLURM ended the job at its time limit ({type(error).__name__})")
     if jobguard.stop_requested() and ("CANCELLED" in text or "state: PENDING" in text):
         return ("JobInterrupted", f"cancelled when the sweep was interrupted ({first})")
-    return ("WorkerDied", f"{type(error).__name__}: {first}")
+    state = re.search(r"\(state: ([A-Z_]+)\)", text)  # submitit: "... has not produced any output (state: FAILED)"
+    seen = f" (SLURM state {state.group(1)})" if state and state.group(1) not in first else ""
+    return ("WorkerDied", f"{type(error).__name__}{seen}: {first}")
 
 
 def with_batch(overrides: list[str], size: int, cfg: DictConfig) -> list[str]:

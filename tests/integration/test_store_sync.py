@@ -9,7 +9,7 @@ from typing import Any
 import mlflow
 import pytest
 
-from explaunch import records
+from explaunch import records, store_sync
 from explaunch.cli import main
 from tests.integration.helpers import run_main
 
@@ -88,9 +88,11 @@ def test_runs_lost_from_the_store_come_back_when_the_sweep_runs_again(tmp_path: 
     sweep_dir = tmp_path / "sweep"
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert (proc := sweep(tmp_path, sweep_dir)).returncode == 0, proc.stderr[-2000:]
+    assert store_sync.in_agreement(sweep_dir, store)  # a clean end stamps the store and the records
     (d0, r0), (d1, r1) = records.iter_job_records(sweep_dir)
     client = mlflow.MlflowClient(store)
     client.delete_run(r0.tracking["run_id"])
+    assert not store_sync.in_agreement(sweep_dir, store)  # any write to the store voids the stamp
     client.update_run(r1.tracking["run_id"], status="RUNNING")
 
     assert (proc := sweep(tmp_path, sweep_dir)).returncode == 0, proc.stderr[-2000:]
@@ -101,6 +103,9 @@ def test_runs_lost_from_the_store_come_back_when_the_sweep_runs_again(tmp_path: 
     assert records.read_job_record(d1).tracking["run_id"] == r1.tracking["run_id"]
     assert (proc := sweep(tmp_path, sweep_dir)).returncode == 0  # nothing more to add
     assert len(job_runs(store)) == 2
+    assert store_sync.in_agreement(sweep_dir, store)
+    records.write_job_record(d0, records.read_job_record(d0))  # a record rewritten (explaunch sync, by hand)
+    assert not store_sync.in_agreement(sweep_dir, store)
 
 
 def test_a_deleted_experiment_is_refused_or_restored(tmp_path: Path) -> None:

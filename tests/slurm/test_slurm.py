@@ -126,11 +126,13 @@ def test_a_two_process_job_runs_as_two_slurm_tasks_of_one_job(tmp_path: Path) ->
     assert found[0].info["processes"][1]["output_sha256"] == found[1].info["processes"][1]["output_sha256"]
 
 
-def release_requeued_jobs(stop: threading.Event) -> None:
+def release_requeued_jobs(stop: threading.Event, settle_s: float = 15.0) -> None:
     """SLURM holds a requeued job about two minutes (pending, reason BeginTime); an operator's ``scontrol update
-    StartTime=now`` lets it start at once, which is all this does, to keep the test short. Once per requeue: an
-    update that reaches a job as it starts can kill it."""
+    StartTime=now`` lets it start sooner, which is all this does, to keep the test short. Once per requeue, and only
+    after ``settle_s``: the attempt that was requeued is still ending (srun waits up to 7 s for its step), and an
+    attempt released meanwhile failed at once (seen: FAILED, NonZeroExitCode, 0.3 s after the release)."""
     released: set[tuple[str, str]] = set()
+    seen: dict[tuple[str, str], float] = {}
     while not stop.wait(1.0):
         queue = subprocess.run(["squeue", "-h", "-t", "PENDING", "-o", "%i %r"], capture_output=True, text=True)
         for line in queue.stdout.splitlines():
@@ -141,8 +143,9 @@ def release_requeued_jobs(stop: threading.Event) -> None:
             restarts = re.search(r"Restarts=(\d+)", shown)
             if "JobState=PENDING" not in shown or restarts is None or restarts.group(1) == "0":
                 continue  # not a requeued job (one just submitted can show BeginTime for a moment)
-            if (job_id, restarts.group(1)) not in released:
-                released.add((job_id, restarts.group(1)))
+            key = (job_id, restarts.group(1))
+            if key not in released and time.monotonic() - seen.setdefault(key, time.monotonic()) >= settle_s:
+                released.add(key)
                 subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
 
 
@@ -162,8 +165,8 @@ def test_a_checkpointing_job_past_its_time_limit_is_requeued_and_completes_in_on
     finally:
         stop.set()
         releaser.join()
-    assert proc.returncode == 0, proc.stderr[-3000:]
     record = records.read_job_record(sweep / "0")
+    assert proc.returncode == 0, f"{record.error}\n{proc.stderr[-3000:]}"
     assert record.status == "completed" and record.metrics["attempt"] >= 2
     assert 0 < record.metrics["resumed_at_s"] < 40  # the last attempt went on from saved progress
     assert int(record.snapshot["slurm"]["SLURM_RESTART_COUNT"]) >= 1
