@@ -27,7 +27,9 @@ class ConfigError(ExplaunchError, CompactHydraException):
         self.key = key
         self.value = value
         self.allowed = allowed
-        super().__init__(f"{key}={format_value(value)}: {allowed}")
+        from explaunch.redaction import redact, strip_url_credentials  # the line is printed and may be logged
+
+        super().__init__(strip_url_credentials(f"{key}={format_value(redact(key.lstrip('+~'), value))}: {allowed}"))
 
 
 class RecordError(ExplaunchError):

@@ -199,18 +199,17 @@ def sweep_uri(config: Any) -> str:
     return resolve_uri(None if uri is None else str(uri), Path.cwd())
 
 
-def before_sweep(config: Any, sweep_dir: Path) -> None:
-    """Before any job of a sweep, holding the sweep folder's lock (no other sweep logs runs of its jobs meanwhile;
-    this process must not take that lock a second time): the store must answer and take writes, its experiment
-    must not be deleted, and the runs of jobs already in the folder are reconciled. A store that cannot be written
-    stops the sweep with one line and exit 2, unless ``tracking.required=false``: then the jobs run and their
-    records say their runs are pending, for ``explaunch sync``."""
+def check_before_sweep(config: Any) -> bool:
+    """Before any job of a sweep and before its folder is made: the store must answer and take writes, and its
+    experiment must not be deleted. A store that cannot be written stops the sweep with one line and exit 2, unless
+    ``tracking.required=false``: then False, and the jobs run with records saying their runs are pending, for
+    ``explaunch sync``. True when the sweep logs into the store (or tracks nothing)."""
     from omegaconf import OmegaConf
 
-    from explaunch.tracking import StoreUnavailable, check_store, display_uri, one_line, restore_experiment
+    from explaunch.tracking import StoreUnavailable, check_store, display_uri, restore_experiment
 
     if OmegaConf.select(config, "tracking.backend") != "mlflow":
-        return
+        return True
     uri, experiment = sweep_uri(config), str(config.tracking.experiment)
     try:
         state = check_store(uri, experiment)
@@ -219,8 +218,7 @@ def before_sweep(config: Any, sweep_dir: Path) -> None:
         if OmegaConf.select(config, "tracking.required", default=True):
             stop(f"{line} (tracking.required=false runs the sweep and leaves the runs to `explaunch sync`)")
         log.warning("%s; the jobs run and their runs are left to `explaunch sync`", line)
-        _without_store(sweep_dir, uri)
-        return
+        return False
     if state.deleted:
         assert state.experiment_id is not None
         where = f"--backend-store-uri {display_uri(uri)}"
@@ -232,6 +230,24 @@ def before_sweep(config: Any, sweep_dir: Path) -> None:
             )
         restore_experiment(uri, state.experiment_id)
         print(f"MLflow: experiment '{experiment}' was deleted in {display_uri(uri)}; restored it", file=sys.stderr)
+    return True
+
+
+def reconcile_before_sweep(config: Any, sweep_dir: Path, store_ok: bool) -> None:
+    """Holding the sweep folder's lock (no other sweep logs runs of its jobs meanwhile; this process must not take
+    that lock a second time), before any job: the runs of jobs already in the folder are reconciled with the store,
+    unless the stamp says they still agree; without a store (``store_ok`` False) the jobs are told to leave MLflow
+    alone."""
+    from omegaconf import OmegaConf
+
+    from explaunch.tracking import one_line
+
+    if OmegaConf.select(config, "tracking.backend") != "mlflow":
+        return
+    uri, experiment = sweep_uri(config), str(config.tracking.experiment)
+    if not store_ok:
+        _without_store(sweep_dir, uri)
+        return
     if not sweep_dir.is_dir() or not job_records(sweep_dir):
         return
     agreed = in_agreement(sweep_dir, uri)

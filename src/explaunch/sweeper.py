@@ -278,6 +278,9 @@ class SweepRunner:
             meter.prestart()  # the jobs' energy meter probes the hardware while the sweep is planned
         grid = self.expand(arguments, params)
         jobs = self.plan(grid)  # a bad job stops the sweep here, before anything is written
+        from explaunch import store_sync  # the MLflow store: writable, not deleted, agreeing with the job folders
+
+        store_ok = store_sync.check_before_sweep(self.config)  # a dead store stops the sweep before its folder
         lock = self.lock_folder()
         try:
             fresh = Ledger(self.sweep_dir)
@@ -285,9 +288,7 @@ class SweepRunner:
                 self.ledger = fresh
                 jobs = self.plan(grid)
             # under the lock: it reconciles the store with this folder's jobs, which no other sweep writes now
-            from explaunch import store_sync  # the MLflow store: writable, not deleted, agreeing with the job folders
-
-            store_sync.before_sweep(self.config, self.sweep_dir)
+            store_sync.reconcile_before_sweep(self.config, self.sweep_dir, store_ok)
             return self.run_jobs(jobs)
         finally:
             lock.release()

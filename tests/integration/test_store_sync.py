@@ -30,8 +30,8 @@ def sweep(tmp_path: Path, sweep_dir: Path, *extra: str) -> Any:
 
 
 def nothing_launched(sweep_dir: Path) -> bool:
-    """No job folder, no record: at most the sweep folder's lock, taken before the store is checked."""
-    return not sweep_dir.exists() or {p.name for p in sweep_dir.iterdir()} <= {".sweep.lock"}
+    """Not even the sweep folder: the store is checked before the folder is made and locked."""
+    return not sweep_dir.exists()
 
 
 def job_runs(uri: str, experiment: str = "explaunch") -> list[Any]:

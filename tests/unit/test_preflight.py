@@ -38,12 +38,15 @@ def test_unknown_key_lists_the_keys_that_exist() -> None:
 
 
 def test_every_swept_value_is_checked_not_only_the_first() -> None:
+    """With another sweeper (Hydra's basic one here) the pre-flight composes each swept value itself; explaunch's
+    sweeper validates every job of the grid in its plan (tests/integration/test_bad_input.py)."""
     with pytest.raises(ConfigError, match=r"^seed=-5: "):
-        check("model=llama,mistral", "seed=0,1,2,-5", multirun=True)
+        check("hydra/sweeper=basic", "model=llama,mistral", "seed=0,1,2,-5", multirun=True)
     with pytest.raises(ConfigError, match=r"^model=gpt9: "):
-        check("model=llama,gpt9", multirun=True)
+        check("hydra/sweeper=basic", "model=llama,gpt9", multirun=True)
     with pytest.raises(ConfigError, match=r"^batching\.foo=1: no such key"):
-        check("+batching.foo=1,2", multirun=True)
+        check("hydra/sweeper=basic", "+batching.foo=1,2", multirun=True)
+    check("model=llama,mistral", "seed=0,1,2,-5", multirun=True)  # left to explaunch's sweeper's plan
 
 
 def test_a_list_without_multirun_is_refused() -> None:

@@ -88,3 +88,18 @@ def test_credential_files_are_recognised(name: str) -> None:
 @pytest.mark.parametrize("name", ["main.py", "conf/config.yaml", "notes.txt", "src/keyboard.py", "tokenizer.py"])
 def test_ordinary_files_are_not_taken_for_credentials(name: str) -> None:
     assert not looks_like_credentials(name)
+
+
+def test_a_config_error_line_names_the_key_but_never_shows_a_secret() -> None:
+    """The one-line error of a bad value is printed and often logged (CI, SLURM output): secrets stay out of it."""
+    from hydra.errors import HydraException
+
+    from explaunch.errors import ConfigError
+    from explaunch.preflight import composition_error
+
+    assert str(ConfigError("params.api_token", "abc123", "must be a number")) == (
+        "params.api_token=<redacted>: must be a number"
+    )
+    assert "pw99" not in str(ConfigError("tracking.uri", "http://alice:pw99@host:5000", "bad"))
+    line = str(composition_error(HydraException("broken"), ["seed=0", "+params.password=pw77", "x=http://a:pw88@h"]))
+    assert "pw77" not in line and "pw88" not in line and line.startswith("override=seed=0 +params.password=")
