@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from explaunch import records
 from explaunch.errors import RecordError
-from explaunch.redaction import redact_override
+from explaunch.redaction import install_log_redaction, redact_override
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ class RecordingCallback(Callback):
         return {**self.__dict__, "recorder": None}
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        install_log_redaction(config)
         if config.tracking.backend == "mlflow":
             from explaunch.tracking import MlflowTracker, resolve_uri
 
@@ -70,6 +71,7 @@ class RecordingCallback(Callback):
             tracker.experiment_id(config.tracking.experiment)  # creates the store before the job opens it
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        install_log_redaction(config)  # the launcher logs each job's overrides
         if config.tracking.backend != "mlflow":
             return
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -101,6 +103,7 @@ class RecordingCallback(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         from explaunch.recording import JobRecorder, redact_hydra_output
 
+        install_log_redaction(config)  # Hydra has just configured the job's logging (console, <job>.log)
         redact_hydra_output(config)
         self.recorder = JobRecorder(config).start()
 

@@ -21,9 +21,10 @@ A redacted value is ``<redacted>``; where a secret's value was also copied into 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -228,3 +229,55 @@ CREDENTIAL_FILES = re.compile(
 def looks_like_credentials(relative_path: str) -> bool:
     """A file never copied into a record, whatever the settings: ``.env*``, keys, certificates, ``id_*``..."""
     return bool(CREDENTIAL_FILES.search(relative_path))
+
+
+# ---- log lines: Hydra's launchers log every job's overrides ("Launching job #0 locally: ... api_token=...") ------
+_ASSIGNMENT = re.compile(r"(?P<key>[+~]{0,2}[A-Za-z_][\w.\-/@]*)=(?P<value>\S+)")
+_known_values: set[str] = set()  # secret texts this process has seen in a config (see install_log_redaction)
+
+
+def redact_text(text: str) -> str:
+    """A free-form line (a log message) with secrets removed: ``key=value`` pairs whose key is secret, credentials in
+    URLs, and every secret text registered with :func:`install_log_redaction`."""
+    text = strip_url_credentials(text)
+
+    def pair(match: re.Match[str]) -> str:
+        key, value = match.group("key"), match.group("value")
+        return f"{key}={REDACTED}" if is_secret(key.lstrip("+~")) and not is_env_reference(value) else match.group(0)
+
+    return scrub(_ASSIGNMENT.sub(pair, text), _known_values)
+
+
+_factory_installed = False
+
+
+def _redacting_factory(factory: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    def make(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a record that cannot be formatted: its handler reports it as it would
+            return record
+        clean = redact_text(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return record
+
+    return make
+
+
+def install_log_redaction(config: Any = None) -> None:
+    """Remember the secret texts of ``config`` (a DictConfig or container, unresolved) and, once per process, have
+    every log record made from now on carry its message with secrets removed (:func:`redact_text`), through
+    ``logging.setLogRecordFactory``: it holds whatever handlers Hydra configures later (``hydra_logging`` before
+    each launch, ``job_logging`` in each job, a user's own choice) and every logger (Hydra's launchers log each
+    job's overrides). Called at ``on_multirun_start``, ``on_run_start`` and ``on_job_start``."""
+    global _factory_installed
+    if config is not None:
+        from omegaconf import DictConfig, OmegaConf
+
+        data = OmegaConf.to_container(config, resolve=False) if isinstance(config, DictConfig) else config
+        _known_values.update(secret_values(data))
+    if not _factory_installed:
+        logging.setLogRecordFactory(_redacting_factory(logging.getLogRecordFactory()))
+        _factory_installed = True

@@ -179,3 +179,18 @@ def test_a_single_run_rewrites_hydras_own_files_redacted(tmp_path: Path) -> None
     assert (out / ".hydra" / "hydra.yaml").is_file() and (out / records.JOB_FILE).is_file()
     assert "+params.password=<redacted>" in (out / ".hydra" / "overrides.yaml").read_text()
     assert leaks(tmp_path) == []
+
+
+def test_hydras_launchers_log_the_jobs_overrides_redacted(tmp_path: Path) -> None:
+    """Hydra's basic launcher logs each job's overrides ("Launching job #0 locally: ...") to the console and to the
+    job's log file, after configuring logging itself: the lines come out redacted all the same."""
+    proc = run_main(
+        "-m", "experiment_type=probe", "experiment_type.duration_s=0", "seed=0,1", "tracking=none",
+        "hydra/launcher=basic", f"+params.api_token={KEY_SECRET}", "+params.note=${oc.env:EXPLAUNCH_TEST_SECRET}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, env={"EXPLAUNCH_TEST_SECRET": ENV_SECRET},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    console = proc.stdout + proc.stderr
+    assert "Launching job #0" in console and "+params.api_token=<redacted>" in console
+    assert not [s for s in SECRETS if s in console]
+    assert leaks(tmp_path) == []

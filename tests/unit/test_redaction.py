@@ -103,3 +103,14 @@ def test_a_config_error_line_names_the_key_but_never_shows_a_secret() -> None:
     assert "pw99" not in str(ConfigError("tracking.uri", "http://alice:pw99@host:5000", "bad"))
     line = str(composition_error(HydraException("broken"), ["seed=0", "+params.password=pw77", "x=http://a:pw88@h"]))
     assert "pw77" not in line and "pw88" not in line and line.startswith("override=seed=0 +params.password=")
+
+
+def test_a_log_line_loses_secret_pairs_url_credentials_and_known_secret_texts() -> None:
+    from explaunch.redaction import install_log_redaction, redact_text
+
+    install_log_redaction({"db": {"password": "hunter2-long"}})
+    line = "Launching job #0: seed=1 +params.api_token=abc123 uri=http://u:pw9@h:1/x note=${oc.env:TOKEN} hunter2-long"
+    assert redact_text(line) == (
+        "Launching job #0: seed=1 +params.api_token=<redacted> uri=http://h:1/x note=${oc.env:TOKEN} <redacted>"
+    )
+    assert redact_text("max_new_tokens=16 num_key_value_heads=2") == "max_new_tokens=16 num_key_value_heads=2"
