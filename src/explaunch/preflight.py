@@ -24,7 +24,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from explaunch.composition import JobComposer
 from explaunch.config import ExplaunchConfig, schema_keys, validate, validate_node
-from explaunch.errors import ConfigError
+from explaunch.errors import EXIT_USAGE, ConfigError
 
 # Hydra flags that print or inspect instead of running jobs: Hydra handles those alone.
 _INSPECTING_FLAGS = ("help", "hydra_help", "cfg", "info", "shell_completion", "experimental_rerun")
@@ -35,6 +35,7 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str] |
     from hydra._internal.utils import get_args_parser  # Hydra's own parser: the flags stay Hydra's
 
     args = get_args_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    check_secret_pattern()
     if any(getattr(args, flag, None) for flag in _INSPECTING_FLAGS) or args.config_dir or args.config_path:
         return
     try:
@@ -42,6 +43,20 @@ def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str] |
     except ConfigError as ex:
         print(f"error: {ex}", file=sys.stderr)
         raise SystemExit(ex.exit_code) from None
+
+
+def check_secret_pattern() -> None:
+    """``EXPLAUNCH_SECRET_PATTERN`` must compile: a pattern that does not would leave secrets unredacted."""
+    import re
+
+    from explaunch.redaction import PATTERN_VARIABLE, user_pattern
+
+    try:
+        user_pattern()
+    except re.error as ex:
+        value = os.environ.get(PATTERN_VARIABLE, "")
+        print(f"error: {PATTERN_VARIABLE}={value!r}: not a valid regular expression ({ex})", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
 
 
 def check_overrides(config_dir: Path, config_name: str, overrides: Sequence[str], *, multirun: bool) -> None:

@@ -188,3 +188,18 @@ def read_only(folder: Path) -> Iterator[None]:
         yield
     finally:
         subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_an_invalid_secret_pattern_stops_before_anything_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from explaunch.preflight import check_command_line
+
+    monkeypatch.setenv("EXPLAUNCH_SECRET_PATTERN", "(")
+    with pytest.raises(SystemExit) as info:
+        check_command_line(CONF_DIR, "config", ["experiment_type=probe"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: EXPLAUNCH_SECRET_PATTERN='(': not a valid regular expression "
+        "(missing ), unterminated subpattern at position 0)"
+    ]
