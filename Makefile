@@ -49,7 +49,7 @@ lint: setup  ## ruff
 typecheck: setup  ## mypy --strict
 	$(BIN)/mypy
 
-slurm-up:  ## start a real single-node SLURM cluster here (root; installs Debian's slurm and munge when missing)
+slurm-up:  ## start a real single-node SLURM cluster with its own accounting here (root; installs Debian's slurm, slurmdbd, mariadb and munge when missing)
 	scripts/slurm/up.sh
 
 slurm-down:  ## stop exactly what slurm-up started

@@ -1,34 +1,52 @@
 #!/usr/bin/env bash
-# A real single-node SLURM cluster on this machine, for trying explaunch on SLURM and for its tests.
-# Installs Debian's slurmctld, slurmd, slurm-client and munge when missing, writes a slurm.conf for this machine,
-# starts munged, slurmctld and slurmd without systemd and waits until the node is idle. Idempotent: a second run
-# starts nothing that already runs. Needs root (munge and the daemons). `down.sh` stops exactly what this started.
+# A real single-node SLURM cluster on this machine, with SLURM's own accounting, for trying explaunch on SLURM and for
+# its tests. Installs Debian's slurmctld, slurmd, slurm-client, munge, slurmdbd and mariadb-server when missing,
+# writes slurm.conf, cgroup.conf and slurmdbd.conf for this machine under .slurm/etc, and starts without systemd:
+# munged, a private MariaDB (data, socket, pid and log under .slurm/mysql, port 3307 on 127.0.0.1), slurmdbd,
+# slurmctld and slurmd; then waits until the node is idle. `sacct` is SLURM's own (jobs end COMPLETED, FAILED,
+# TIMEOUT, CANCELLED, OUT_OF_MEMORY: a job's memory is enforced with cgroups). Idempotent: a second run starts nothing
+# that already runs (a daemon whose configuration changed is restarted). Needs root. It never replaces a SLURM
+# configuration it did not write (/etc/slurm/slurm.conf must be absent or its own symlink). `down.sh` stops exactly
+# what this started.
 #   scripts/slurm/up.sh           (or: make slurm-up)
 set -euo pipefail
-BASE=${EXPLAUNCH_SLURM_DIR:-$(cd "$(dirname "$0")/../.." && pwd)/.slurm}
-PIDS=$BASE/pids
+source "$(dirname "$0")/common.sh"
 PARTITION=${EXPLAUNCH_SLURM_PARTITION:-debug}
-NODE=$(hostname -s)
+CLUSTER=explaunch
+DB=$BASE/mysql  # MariaDB's own folder (owned by mysql): data/, socket, pid file, log
+PASSFILE=$BASE/etc/db.pass
 say() { echo "[slurm-up] $*"; }
-[ "$(id -u)" -eq 0 ] || { echo "[slurm-up] error: needs root (munge and the SLURM daemons)" >&2; exit 1; }
+die() { echo "[slurm-up] error: $*" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || die "needs root (munge and the SLURM daemons)"
+ours || die "$ETC_CONF is not this script's (a file, or a link elsewhere): refusing to replace that SLURM configuration"
 mkdir -p "$BASE"/{etc,state,spool,log,run}
 touch "$PIDS"
-
-# running NAME: the pid this script recorded for NAME, if that process still runs that program
-running() {
-  local pid
-  pid=$(awk -v n="$1" '$1 == n {p = $2} END {print p}' "$PIDS")
-  [ -n "$pid" ] && [ -d "/proc/$pid" ] && grep -qx "$1" "/proc/$pid/comm" 2>/dev/null && echo "$pid"
-}
 remember() { sed -i "/^$1 /d" "$PIDS"; echo "$1 $2" >>"$PIDS"; }
+# put FILE MODE < content: write FILE (atomically, created with MODE) when its content differs; true when it did
+put() {
+  local tmp
+  tmp=$(mktemp "$1.XXXXXX")
+  chmod "$2" "$tmp"
+  cat >"$tmp"
+  if [ -f "$1" ] && cmp -s "$tmp" "$1"; then rm -f "$tmp"; return 1; fi
+  mv -f "$tmp" "$1"
+}
+# changed NAME...: a configuration of these running daemons changed: stop them here, so that they start again below
+changed() {
+  local name
+  for name in "$@"; do
+    running "$name" >/dev/null && { say "$name: its configuration changed, restarting it"; stop "$name" 30 >/dev/null; }
+  done
+  return 0
+}
 
 # 1. packages
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v sbatch >/dev/null \
-   || ! command -v munged >/dev/null; then
-  say "installing slurmctld slurmd slurm-client munge"
+   || ! command -v munged >/dev/null || ! command -v slurmdbd >/dev/null || ! command -v mariadbd >/dev/null; then
+  say "installing slurmctld slurmd slurm-client munge slurmdbd mariadb-server"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null
+  apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge slurmdbd mariadb-server >/dev/null
 fi
 
 # 2. munge: key, folders, daemon
@@ -49,27 +67,34 @@ if ! running munged >/dev/null; then
     say "munged started (pid $(cat /run/munge/munged.pid))"
   fi
 fi
-munge -n | unmunge >/dev/null || { echo "[slurm-up] error: munge self-test failed" >&2; exit 1; }
+munge -n | unmunge >/dev/null || die "munge self-test failed"
 
-# 3. slurm.conf for this machine (CPUs and memory from slurmd -C; memory at 95% so the node never drains)
+# 3. configuration for this machine (CPUs and memory from slurmd -C; memory at 95% so the node never drains)
 read -r CPUS SOCKETS CORES THREADS MEMORY < <(slurmd -C | awk '/^NodeName/ {
   for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
   print v["CPUs"], v["SocketsPerBoard"], v["CoresPerSocket"], v["ThreadsPerCore"], v["RealMemory"] }')
-cat >"$BASE/etc/slurm.conf" <<CONF
-ClusterName=explaunch
+MEMORY=$((MEMORY * 95 / 100))
+if put "$SLURM_CONF" 644 <<CONF; then changed slurmd slurmctld; fi
+ClusterName=$CLUSTER
 SlurmctldHost=$NODE(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
 MpiDefault=none
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
+# memory is enforced (cgroup.conf): a job over its --mem ends OUT_OF_MEMORY
+ProctrackType=proctrack/cgroup
+TaskPlugin=task/cgroup
 SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=$((MEMORY / CPUS))
+# accounting through slurmdbd: sacct is SLURM's own
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+AccountingStoragePort=6819
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=1
+JobCompType=jobcomp/none
 SchedulerType=sched/backfill
 ReturnToService=2
 MinJobAge=3600
@@ -82,47 +107,86 @@ SlurmctldLogFile=$BASE/log/slurmctld.log
 SlurmdLogFile=$BASE/log/slurmd.log
 SlurmctldPort=6817
 SlurmdPort=6818
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS SocketsPerBoard=$SOCKETS CoresPerSocket=$CORES ThreadsPerCore=$THREADS RealMemory=$((MEMORY * 95 / 100)) State=UNKNOWN
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS SocketsPerBoard=$SOCKETS CoresPerSocket=$CORES ThreadsPerCore=$THREADS RealMemory=$MEMORY State=UNKNOWN
 PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
+if put "$BASE/etc/cgroup.conf" 644 <<CONF; then changed slurmd; fi
+CgroupAutomount=no
+ConstrainRAMSpace=yes
+ConstrainSwapSpace=yes
+AllowedRAMSpace=100
+AllowedSwapSpace=0
+CONF
+[ -s "$PASSFILE" ] || (umask 077 && od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$PASSFILE")
+chmod 600 "$PASSFILE"
+if put "$BASE/etc/slurmdbd.conf" 600 <<CONF; then changed slurmdbd; fi
+AuthType=auth/munge
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort=6819
+SlurmUser=root
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=3307
+StorageUser=slurm
+StoragePass=$(cat "$PASSFILE")
+StorageLoc=slurm_acct_db
+LogFile=$BASE/log/slurmdbd.log
+PidFile=$BASE/run/slurmdbd.pid
+CONF
+if put "$MYCNF" 644 <<CONF; then changed slurmdbd mariadbd; fi
+[mariadbd]
+user=mysql
+datadir=$DB/data
+socket=$DB/mariadbd.sock
+pid-file=$DB/mariadbd.pid
+log-error=$DB/mariadb.log
+port=3307
+bind-address=127.0.0.1
+skip-name-resolve
+performance_schema=OFF
+innodb_buffer_pool_size=64M
+[client]
+socket=$DB/mariadbd.sock
+CONF
 mkdir -p /etc/slurm
-ln -sfn "$BASE/etc/slurm.conf" /etc/slurm/slurm.conf  # where Debian's SLURM tools look
+ln -sfn "$SLURM_CONF" "$ETC_CONF"
 
-# 4. sacct: this cluster has no accounting daemon, so Debian's sacct answers nothing and submitit would poll for
-#    job states forever. A stand-in in /usr/local/bin (ahead of /usr/bin on PATH) answers submitit's query from
-#    slurmctld's memory (squeue -t all). A /usr/local/bin/sacct that is not ours is left alone.
-if [ ! -e /usr/local/bin/sacct ] || grep -q "explaunch sacct stand-in" /usr/local/bin/sacct; then
-  cat >/usr/local/bin/sacct <<'SH'
-#!/usr/bin/env bash
-# explaunch sacct stand-in (written by scripts/slurm/up.sh, removed by down.sh): no slurmdbd on this cluster.
-ids=()
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -j | --jobs) ids+=("$2"); shift 2 ;;
-    -j*) ids+=("${1#-j}"); shift ;;
-    --jobs=*) ids+=("${1#--jobs=}"); shift ;;
-    *) shift ;;
-  esac
-done
-echo "JobID|State|NodeList"
-for id in "${ids[@]}"; do
-  IFS=, read -ra parts <<<"$id"
-  for part in "${parts[@]}"; do
-    rows=$(squeue -h -t all -o "%i|%T|%N" -j "$part" 2>/dev/null)
-    if [ -z "$rows" ] && [[ "$part" =~ ^([0-9]+)_([0-9]+)$ ]]; then
-      # an array element cancelled before it started has no record of its own: the array's record tells
-      state=$(squeue -h -t all -o "%i|%T|%N" -j "${BASH_REMATCH[1]}" 2>/dev/null | awk -F'|' -v id="${BASH_REMATCH[1]}" '$1 == id {print $2 "|" $3; exit}')
-      [ -n "$state" ] && rows="$part|$state"
-    fi
-    [ -n "$rows" ] && echo "$rows"
-  done
-done
-exit 0
-SH
-  chmod 755 /usr/local/bin/sacct
+# 4. sacct is SLURM's own now: an earlier version's stand-in goes; a /usr/local/bin/sacct of someone else stays
+if grep -q "$STANDIN_MARK" /usr/local/bin/sacct 2>/dev/null; then
+  rm -f /usr/local/bin/sacct
+  say "removed the old sacct stand-in from /usr/local/bin"
+elif [ -e /usr/local/bin/sacct ]; then
+  echo "[slurm-up] warning: /usr/local/bin/sacct (not ours) hides SLURM's own sacct on PATH" >&2
 fi
 
-# 5. daemons (each writes its pid file under $BASE/run, as slurm.conf says)
+# 5. MariaDB, private. The database and slurmctld's state go together: with the state gone (job ids restart at 1)
+#    old rows of the same ids would collide in sacct, so the database starts afresh too.
+if ! running slurmctld >/dev/null && [ ! -e "$BASE/state/job_state" ] && [ -d "$DB/data" ]; then
+  say "no slurmctld state (job ids restart at 1): starting the accounting database afresh too"
+  stop slurmdbd >/dev/null
+  stop mariadbd 30 >/dev/null
+  rm -rf "$DB/data"
+fi
+install -d -o mysql -g mysql -m 0750 "$DB"
+if [ ! -d "$DB/data/mysql" ]; then
+  rm -rf "$DB/data"
+  mariadb-install-db --defaults-file="$MYCNF" --user=mysql --auth-root-authentication-method=socket \
+    --skip-test-db >"$BASE/log/mariadb-install.log" 2>&1 || { tail -5 "$BASE/log/mariadb-install.log" >&2; exit 1; }
+fi
+if ! running mariadbd >/dev/null; then
+  rm -f "$DB/mariadbd.pid"
+  setsid -f /usr/sbin/mariadbd --defaults-file="$MYCNF" </dev/null >/dev/null 2>&1
+  for _ in $(seq 300); do
+    [ -s "$DB/mariadbd.pid" ] && mariadb-admin --defaults-file="$MYCNF" ping >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  [ -s "$DB/mariadbd.pid" ] || { tail -5 "$DB/mariadb.log" >&2; die "mariadbd did not start; see $DB/mariadb.log"; }
+  remember mariadbd "$(cat "$DB/mariadbd.pid")"
+  say "mariadbd started (pid $(cat "$DB/mariadbd.pid"), 127.0.0.1:3307, data in $DB/data)"
+fi
+
+# 6. daemons (each writes its pid file under $BASE/run, as its configuration says)
 start_daemon() {
   local name=$1 pidfile=$BASE/run/$1.pid
   running "$name" >/dev/null && return 0
@@ -132,17 +196,31 @@ start_daemon() {
   remember "$name" "$(cat "$pidfile")"
   say "$name started (pid $(cat "$pidfile"))"
 }
+if ! running slurmdbd >/dev/null; then
+  # slurmdbd's database user, with the password of slurmdbd.conf (as root over the socket; the password goes by stdin)
+  mariadb --defaults-file="$MYCNF" -u root <<SQL
+CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '$(cat "$PASSFILE")';
+ALTER USER 'slurm'@'127.0.0.1' IDENTIFIED BY '$(cat "$PASSFILE")';
+GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';
+SQL
+  start_daemon slurmdbd
+fi
+for _ in $(seq 100); do sacctmgr -n -P list cluster format=cluster >/dev/null 2>&1 && break; sleep 0.2; done
+if ! sacctmgr -n -P list cluster format=cluster 2>/dev/null | grep -qx "$CLUSTER"; then
+  sacctmgr -i add cluster "$CLUSTER" >/dev/null || die "sacctmgr could not add cluster $CLUSTER; see $BASE/log/slurmdbd.log"
+  say "cluster $CLUSTER registered in the accounting database"
+fi
 start_daemon slurmctld
 start_daemon slurmd
 
-# 6. wait until the node takes jobs
+# 7. wait until the node takes jobs
 for _ in $(seq 60); do
   state=$(sinfo -h -n "$NODE" -o %T 2>/dev/null || true)
   case "$state" in
-    idle* | mixed* | allocated*) say "node $NODE is $state, partition $PARTITION, $CPUS CPUs"; exit 0 ;;
+    idle* | mixed* | allocated*) say "node $NODE is $state, partition $PARTITION, $CPUS CPUs, accounting by slurmdbd"; exit 0 ;;
     down* | drain*) scontrol update NodeName="$NODE" State=RESUME 2>/dev/null || true ;;
   esac
   sleep 1
 done
-echo "[slurm-up] error: node $NODE did not become idle; see $BASE/log/" >&2
-exit 1
+die "node $NODE did not become idle; see $BASE/log/"

@@ -222,6 +222,12 @@ class ProbeConfig:
     fail_seeds: list[int] = spec([])
     fail_attempts: int = spec(0, min=0, help="misbehave on the first N attempts of a job only (0: on every one)")
     oom_above_batch: int = spec(16, min=0, help="oom: MemoryError while batch > this")
+    allocate_mb: int = spec(
+        0,
+        min=0,
+        help="fill this many MiB of memory before sleeping (the jobs fail_seeds picks, while batch > oom_above_batch): "
+        "past hydra.launcher.mem_gb SLURM kills it (its step ends OUT_OF_MEMORY)",
+    )
     checkpoint: bool = spec(
         False,
         help="sleep in steps and keep the progress in the job folder: a requeued attempt (SLURM time limit with "

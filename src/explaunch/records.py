@@ -29,8 +29,9 @@ COMPLETED = "completed"
 FAILED = "failed"
 TIMEOUT = "timeout"  # ended at hydra.sweeper.job_timeout_s
 INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM while it ran
+CANCELLED = "cancelled"  # cancelled on the scheduler by someone else than the sweep (scancel)
 # error type (as recorded) -> status other than "failed"
-STATUS_OF_ERROR = {"JobTimeout": TIMEOUT, "JobInterrupted": INTERRUPTED}
+STATUS_OF_ERROR = {"JobTimeout": TIMEOUT, "JobInterrupted": INTERRUPTED, "JobCancelled": CANCELLED}
 
 
 def status_of_error(error_type: str, message: str) -> str:

@@ -770,12 +770,21 @@ def lost_job_reason(job_return: Any) -> tuple[str, str]:
     first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
     if isinstance(error, JobInterrupted):
         return ("JobInterrupted", first)
-    if "state: TIMEOUT" in text:
+    state = re.search(r"\(state: ([^)\n]*)\)", text)  # submitit: "... has not produced any output (state: FAILED)"
+    full = state.group(1).strip() if state else ""  # as sacct says it: "CANCELLED by 0"
+    name = full.split(" ")[0]
+    if name == "TIMEOUT" or "state: TIMEOUT" in text:
         return ("JobTimeout", f"SLURM ended the job at its time limit ({type(error).__name__})")
+    # an OOM as the sweeper knows it (it halves the batch when hydra.sweeper.oom_fallback): the job's state, or, as
+    # submitit runs the job as an srun step, the step's (the job itself then ends FAILED): srun and slurmstepd say so
+    if name == "OUT_OF_MEMORY" or re.search(r"oom-kill event|^srun: error: .*: Out Of Memory", text, re.M):
+        where = f"state {full}" if name == "OUT_OF_MEMORY" else f"in its srun step; job state {full or 'unknown'}"
+        return ("OutOfMemoryError", f"SLURM ended the job: out of memory, over its hydra.launcher.mem_gb ({where})")
     if jobguard.stop_requested() and ("CANCELLED" in text or "state: PENDING" in text):
         return ("JobInterrupted", f"cancelled when the sweep was interrupted ({first})")
-    state = re.search(r"\(state: ([A-Z_]+)\)", text)  # submitit: "... has not produced any output (state: FAILED)"
-    seen = f" (SLURM state {state.group(1)})" if state and state.group(1) not in first else ""
+    if name == "CANCELLED":  # scancel by someone (not by this sweep): not retried
+        return ("JobCancelled", f"SLURM cancelled the job (state: {full})")
+    seen = f" (SLURM state {name})" if name and name not in first else ""
     return ("WorkerDied", f"{type(error).__name__}{seen}: {first}")
 
 

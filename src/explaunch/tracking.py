@@ -368,7 +368,7 @@ class MlflowTracker:
         from explaunch import records
 
         tags = {
-            "status": record.status.upper(),  # COMPLETED, FAILED, TIMEOUT, INTERRUPTED: tags.status = 'FAILED'
+            "status": record.status.upper(),  # COMPLETED, FAILED, TIMEOUT, INTERRUPTED, CANCELLED
             "git_commit": record.snapshot.get("git", {}).get("commit") or "",
             "config_hash": record.config_hash or "",
             "env_hash": record.env_hash or "",

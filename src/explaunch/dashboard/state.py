@@ -32,7 +32,7 @@ PLAN_FILE = "plan.json"  # written by explaunch.sweeper (PLAN_FILE there)
 RESOURCES_CSV = "resources.csv"  # explaunch.measure.resources.CSV_FILE, without importing psutil
 SWEEP_MARKERS = ("multirun.yaml", PLAN_FILE, records.SWEEP_FILE, "ledger.jsonl")
 NOT_JOB_FOLDERS = frozenset({"attempts", "artifacts"})
-FAILED_STATUSES = frozenset({records.FAILED, records.TIMEOUT, records.INTERRUPTED, "lost"})
+FAILED_STATUSES = frozenset({records.FAILED, records.TIMEOUT, records.INTERRUPTED, records.CANCELLED, "lost"})
 # status shown in the table -> the count it adds to
 COUNTED_AS = {
     records.COMPLETED: "completed",

@@ -20,14 +20,16 @@ def run(config: ExplaunchConfig, job_dir: Path) -> ExperimentResult:
     counter = job_dir / ATTEMPTS_FILE
     attempt = int(counter.read_text()) + 1 if counter.exists() else 1
     write_text_atomic(counter, str(attempt))  # a full disk leaves the old count, never an empty file
+    chosen = not probe.fail_seeds or config.seed in probe.fail_seeds
+    chosen = chosen and (probe.fail_attempts == 0 or attempt <= probe.fail_attempts)
+    filled = _fill_memory(probe.allocate_mb) if chosen and config.batch > probe.oom_above_batch else b""
     start = time.perf_counter()
     resumed_at = 0.0
     if probe.checkpoint:
         resumed_at = _sleep_with_progress(probe.duration_s, job_dir / PROGRESS_FILE)
     else:
         time.sleep(probe.duration_s)
-    chosen = not probe.fail_seeds or config.seed in probe.fail_seeds
-    chosen = chosen and (probe.fail_attempts == 0 or attempt <= probe.fail_attempts)
+    del filled
     if chosen and probe.fail == "raise":
         raise ValueError(f"probe: failing on purpose (seed {config.seed})")
     if chosen and probe.fail == "flaky":
@@ -40,6 +42,14 @@ def run(config: ExplaunchConfig, job_dir: Path) -> ExperimentResult:
     if probe.checkpoint:
         metrics["resumed_at_s"] = resumed_at
     return ExperimentResult(metrics=metrics, info={"pid": os.getpid()})
+
+
+def _fill_memory(mib: int) -> bytearray:
+    """``mib`` MiB written page by page (resident, not just reserved): what a job over its memory limit does."""
+    block = bytearray(mib * 1024 * 1024)
+    for offset in range(0, len(block), 4096):
+        block[offset] = 1
+    return block
 
 
 def _sleep_with_progress(total_s: float, progress: Path, step_s: float = 0.5) -> float:
