@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from explaunch import records
+from explaunch import jobguard, records
 from explaunch.errors import RecordError
 from explaunch.tracking import RUN_ID_FILE, SweepTracking
 
@@ -138,8 +138,11 @@ class MlflowRelay:
         if not self._send({"flush": self.sent}):
             return
         while True:
-            reply = self._take(timeout=1.0)
+            reply = self._take(timeout=0.2)
             if reply is None:
+                return
+            if jobguard.hurry_requested():
+                log.warning("MLflow relay: not waiting for it (Ctrl-C); %d job(s) to log", len(self.pending))
                 return
             if reply is False:
                 if time.monotonic() - self.last_reply > STALL_S:
@@ -155,7 +158,10 @@ class MlflowRelay:
             assert self.proc.stdin is not None
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
-            while self._take(timeout=1.0) is not None:
+            while self._take(timeout=0.2) is not None:
+                if jobguard.hurry_requested():
+                    self.proc.kill()
+                    break
                 if time.monotonic() - self.last_reply > STALL_S:
                     log.warning("MLflow relay: no progress for %.0f s, stopping it", STALL_S)
                     self.proc.kill()
@@ -209,6 +215,20 @@ def log_job(tracker: Any, sweep: SweepTracking, sweep_dir: Path, job_dir: Path) 
     return str(run_id)
 
 
+def why(ex: BaseException) -> str:
+    """Why the store refused, in one line. MLflow raises its own error *from* the store's (SQLAlchemy's, raised from
+    sqlite3's), and its first line may only say where it happened ("(raised as a result of Query-invoked autoflush;
+    ...)"): the innermost error of the explicit ``raise ... from`` chain says what happened ("database or disk is
+    full", "attempt to write a readonly database"). An error raised while handling another (MLflow's REST client) is
+    already about its cause and is kept as it is."""
+    seen = {id(ex)}
+    while ex.__cause__ is not None and id(ex.__cause__) not in seen:
+        ex = ex.__cause__
+        seen.add(id(ex))
+    lines = [line.strip() for line in str(getattr(ex, "message", None) or ex).splitlines() if line.strip()]
+    return f"{type(ex).__name__}: {lines[0] if lines else ''}"[:300].rstrip(": ")
+
+
 def _reply(out: TextIO, message: dict[str, Any]) -> None:
     out.write(json.dumps(message) + "\n")
     out.flush()
@@ -227,7 +247,7 @@ def serve(args: dict[str, Any], inp: TextIO, out: TextIO) -> int:
         _reply(out, {"ready": {"experiment_id": sweep.experiment_id, "parent_run_id": sweep.parent_run_id}})
         log.info("sweep run %s in %s", sweep.parent_run_id, sweep.tracking_uri)
     except Exception as ex:  # the store cannot be opened: every job's record says so
-        error = f"{type(ex).__name__}: {ex}".splitlines()[0]
+        error = why(ex)
         log.exception("MLflow unavailable")
         _reply(out, {"unavailable": error})
     finished = False
@@ -243,7 +263,7 @@ def serve(args: dict[str, Any], inp: TextIO, out: TextIO) -> int:
                 run_id = log_job(tracker, sweep, sweep_dir, job_dir)
                 _reply(out, {"logged": str(job_dir), "run_id": run_id})
             except Exception as ex:
-                text = f"mlflow: {type(ex).__name__}: {ex}".splitlines()[0]
+                text = f"mlflow: {why(ex)}"
                 log.exception("job %s", job_dir)
                 add_callback_error(job_dir, text)
                 _reply(out, {"failed": str(job_dir), "error": text})

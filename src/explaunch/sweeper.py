@@ -338,19 +338,20 @@ class SweepRunner:
             )
             if warming is not None:
                 warming.join()
-        try:
-            with jobguard.SweepSignals():
+        with jobguard.SweepSignals() as signals:
+            try:
                 self.launch_all(pending)
-        finally:
-            self.progress.close()
-        not_run = [j for j in pending if j.status is None]
-        try:
-            self.finish_records(jobs)
-            records.write_sweep_record(self.sweep_dir, self.stop_reason, [j.overrides for j in not_run])
-        except OSError as ex:  # the summary below still says what happened
-            log.error("cannot write %s: %s", records.SWEEP_FILE, why(ex))
-            self.stop_reason = self.stop_reason or f"cannot write {records.SWEEP_FILE}: {why(ex)}"
-        self.print_summary(jobs, not_run, skipped)
+            finally:
+                self.progress.close()
+            signals.closing()  # a Ctrl-C from here on never cuts the records short
+            not_run = [j for j in pending if j.status is None]
+            try:
+                self.finish_records(jobs)
+                records.write_sweep_record(self.sweep_dir, self.stop_reason, [j.overrides for j in not_run])
+            except OSError as ex:  # the summary below still says what happened
+                log.error("cannot write %s: %s", records.SWEEP_FILE, why(ex))
+                self.stop_reason = self.stop_reason or f"cannot write {records.SWEEP_FILE}: {why(ex)}"
+            self.print_summary(jobs, not_run, skipped)
         if dashboard is not None:
             dashboard.stop()
         outcomes = [j.status or self.ledger.status(j.key) for j in jobs if j not in not_run]
@@ -507,6 +508,12 @@ class SweepRunner:
         deadline = None if self.deadline is None else time.time() + self.deadline - time.monotonic()
         gate = fastlaunch.Gate(str(stop_file), deadline)
 
+        def tell_queued_jobs() -> None:  # at the Ctrl-C itself: every job may already be handed out (none asks again)
+            with contextlib.suppress(OSError):
+                stop_file.touch()
+
+        jobguard.add_stop_hook(tell_queued_jobs)
+
         returns: dict[int, Any] = {}
         declined: list[Job] = []
         lost_reason = None
@@ -528,6 +535,7 @@ class SweepRunner:
             if jobguard.stop_requested():
                 lost_reason = ("JobInterrupted", f"the sweep was interrupted while the job ran ({lost_reason[1]})")
         finally:
+            jobguard.remove_stop_hook(tell_queued_jobs)
             watcher.stop()
             self.stop_file = None
             stop_file.unlink(missing_ok=True)

@@ -9,6 +9,7 @@ leaves their ids in ``<sweep dir>/tracking.json`` for the jobs.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import json
 import math
@@ -18,7 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -251,7 +252,34 @@ def _client(tracking_uri: str, pid: int) -> Any:
     ~0.1 s), which a worker running many jobs should pay once. ``pid`` keeps a forked child from sharing it."""
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)  # registry in the same store
+    with _opening(tracking_uri):
+        return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)  # registry in the same store
+
+
+@contextlib.contextmanager
+def _opening(tracking_uri: str) -> Iterator[None]:
+    """Opening a sqlite store waits for any other process opening it: MLflow creates a missing store's tables (and
+    migrates an old one) when it opens it, and two processes doing that at once break it (``duplicate column name``,
+    ``table ... already exists``): two sweeps started together on a fresh ``mlflow.db``. The lock is the kernel's
+    (flock) on the store's folder (or the nearest one that exists): nothing is left behind, and it goes with the
+    process however it ends. Where the filesystem cannot lock a folder, the store opens unlocked, as before."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    folder = Path(tracking_uri.removeprefix("sqlite:///")).parent
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    fd = None
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:
+        pass
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
 
 
 class MlflowTracker:
