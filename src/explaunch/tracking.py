@@ -417,6 +417,8 @@ class MlflowTracker:
             files = [job_dir / n for n in (records.JOB_FILE, records.TRACEBACK_FILE, "resources.csv")]
             files += [job_dir / "emissions.csv", job_dir / "git.patch", job_dir / ".hydra"]
             files += [job_dir / "artifacts"]  # what an experiment collected (a script's outputs)
+            # files the experiment wrote and named in its record (generated outputs, per-call figures)
+            files += [job_dir / str(record.info[k]) for k in ("outputs_file", "iterations_file") if record.info.get(k)]
             files += [p for pattern in LOG_FILES for p in sorted(job_dir.glob(pattern))]
             self.log_artifacts(run_id, files, job_dir)
             wanted = record.info.get("register_model")

@@ -51,7 +51,7 @@ def test_each_job_is_one_mlflow_run_nested_under_one_sweep_run(literal_sweep: Sw
         for name in (*HEADLINE, "tokens_per_joule", "job_energy_joules", "resources_peak_rss_mb"):
             assert run.data.metrics[name] == pytest.approx(record.metrics[name]), name
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"job.json", ".hydra", "resources.csv", "emissions.csv", "main.log"} <= artifacts
+        assert {"job.json", ".hydra", "resources.csv", "emissions.csv", "main.log", "iterations.csv"} <= artifacts
         assert (job_dir / "resources.csv").read_text().count("\n") >= 2
 
 

@@ -11,8 +11,10 @@ untimed pass so that counting never slows what is timed.
 
 from __future__ import annotations
 
+import csv
 import functools
 import hashlib
+import io
 import json
 import random
 import time
@@ -31,9 +33,11 @@ from explaunch.experiments.base import ExperimentResult
 from explaunch.measure.compute import generate_flops, summarize
 from explaunch.measure.energy import JOULES_PER_KWH, EnergyTracker, job_gpus
 from explaunch.measure.memory import PeakMemory
+from explaunch.records import write_text_atomic
 
 MB = 1024 * 1024
 OUTPUTS_FILE = "outputs.jsonl"
+ITERATIONS_FILE = "iterations.csv"  # the window's calls, one row each: kept out of job.json, which readers parse whole
 # torch's own choice at import (it honours OMP_NUM_THREADS, which joblib's workers set to cores / workers); a job
 # that asked for another count must not leave it to the next job of a reused worker.
 DEFAULT_THREADS = torch.get_num_threads()
@@ -305,7 +309,23 @@ def run(config: ExplaunchConfig, job_dir: Path) -> ExperimentResult:
         return run_sharded(config, job_dir)
     torch.set_num_threads(config.hardware.num_threads or DEFAULT_THREADS)
     outputs = job_dir / OUTPUTS_FILE if config.experiment_type.save_outputs else None
-    return measure(config, resolve_device(config.hardware), outputs=outputs)
+    result = measure(config, resolve_device(config.hardware), outputs=outputs)
+    iterations = result.info.pop("iterations", None)
+    if iterations:
+        write_iterations(job_dir / ITERATIONS_FILE, iterations)
+        result.info["iterations_file"] = ITERATIONS_FILE
+    return result
+
+
+def write_iterations(path: Path, iterations: list[dict[str, Any]]) -> None:
+    """Per-call figures of the measured window (batch, latency_s, ttft_s, output_tokens), as CSV: a 10 s window
+    of a small model holds hundreds of calls, which in ``job.json`` made every reader of the sweep (report,
+    dashboard) parse ~70 KB per job."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(iterations[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(iterations)
+    write_text_atomic(path, out.getvalue())
 
 
 def measure(
