@@ -73,7 +73,7 @@ def test_the_window_repeats_the_batches_until_it_lasted_long_enough(tmp_path: Pa
     assert [i["batch"] for i in iterations] == [n % 3 for n in range(len(iterations))]
     assert m["output_tokens"] == 12 * 6  # one pass, whatever the window ran
     assert m["window_output_tokens"] == sum(i["output_tokens"] for i in iterations)
-    assert m["window_queries"] == sum((5, 5, 2)[i["batch"]] for i in iterations)
+    assert m["window_queries"] == sum((5, 5, 2)[int(i["batch"])] for i in iterations)
 
 
 def test_a_window_runs_every_batch_and_min_iterations_calls_even_when_time_is_up(tmp_path: Path) -> None:
