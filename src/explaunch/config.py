@@ -462,6 +462,9 @@ def validate(cfg: DictConfig) -> ExplaunchConfig:
     if not isinstance(obj, ExplaunchConfig):
         raise ConfigError("config", type(obj).__name__, "the primary config must use explaunch_schema")
     _check_fields(obj, "")
+    from explaunch import extras  # an experiment type whose extra is not installed: one line, before any job
+
+    extras.check(obj.experiment_type.name, obj.sharding.strategy)
     return obj
 
 

@@ -10,6 +10,7 @@ from explaunch.errors import ConfigError
 from tests.conftest import CONF_DIR, compose_config
 
 
+@pytest.mark.extras
 def test_default_config_validates_to_typed_objects() -> None:
     config = validate(compose_config())
     assert isinstance(config, ExplaunchConfig)
@@ -18,6 +19,7 @@ def test_default_config_validates_to_typed_objects() -> None:
     assert config.batching.batch_size == config.batch == 8
 
 
+@pytest.mark.extras
 def test_batch_knob_feeds_batching_batch_size() -> None:
     assert validate(compose_config("batch=32")).batching.batch_size == 32
 
@@ -66,6 +68,7 @@ def test_unknown_top_level_key_is_rejected() -> None:
         validate(compose_config("+speed=3"))
 
 
+@pytest.mark.extras
 def test_config_hash_is_stable_and_tracks_what_decides_the_result() -> None:
     base = config_hash(validate(compose_config()))
     assert base == config_hash(validate(compose_config()))
@@ -74,6 +77,7 @@ def test_config_hash_is_stable_and_tracks_what_decides_the_result() -> None:
     assert len(base) == 16
 
 
+@pytest.mark.extras
 def test_every_group_option_composes_and_validates() -> None:
     for group, options in {"model": ["llama", "mistral"], "hardware": ["cpu", "auto"]}.items():
         for option in options:
@@ -81,6 +85,7 @@ def test_every_group_option_composes_and_validates() -> None:
             assert OmegaConf.structured(config) is not None
 
 
+@pytest.mark.extras
 def test_gpu_option_composes_and_asks_for_cuda() -> None:
     config = validate(compose_config("hardware=gpu"))
     assert config.hardware.device == "cuda"
@@ -109,6 +114,7 @@ def test_script_type_needs_a_command_and_a_usable_metrics_regex() -> None:
     ("sharding", "launch", "tasks", "cpus"),
     [("none", "auto", 1, 1), ("ddp", "auto", 2, 1), ("fsdp", "slurm_tasks", 2, 1), ("ddp", "spawn", 1, 2)],
 )
+@pytest.mark.extras
 def test_slurm_preset_gives_a_multi_process_job_one_task_per_process(
     sharding: str, launch: str, tasks: int, cpus: int
 ) -> None:

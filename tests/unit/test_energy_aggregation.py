@@ -25,6 +25,7 @@ def rank(gpu: dict[str, float], cpu_j: float, machine_j: float, ram_j: float = 1
     }
 
 
+@pytest.mark.extras
 def test_ranks_on_distinct_gpus_add_up_and_a_shared_gpu_counts_once() -> None:
     from explaunch.experiments.sharded import sum_rank_energy
 

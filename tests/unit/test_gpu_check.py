@@ -115,6 +115,7 @@ def nvmlSystemGetCudaDriverVersion_v2(): return 12080
 """
 
 
+@pytest.mark.extras
 def test_with_a_gpu_that_torch_cannot_use_the_check_describes_it_runs_nothing_and_fails(tmp_path: Path) -> None:
     """NVML (a stand-in module) shows two GPUs, CUDA_VISIBLE_DEVICES picks the second; torch finds no such GPU."""
     (tmp_path / "pynvml.py").write_text(FAKE_NVML)

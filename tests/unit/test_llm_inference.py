@@ -15,6 +15,8 @@ from explaunch.measure.compute import generate_flops
 from explaunch.seeding import seed_everything
 from tests.conftest import compose_config
 
+pytestmark = pytest.mark.extras  # llm_inference needs torch and transformers
+
 SMALL = (
     "batching.num_prompts=12",
     "batching.max_new_tokens=6",

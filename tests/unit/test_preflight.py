@@ -17,6 +17,7 @@ def check(*overrides: str, multirun: bool = False) -> None:
     check_overrides(CONF_DIR, "config", list(overrides), multirun=multirun)
 
 
+@pytest.mark.extras
 def test_good_command_lines_pass() -> None:
     check("model=mistral", "batch=4", "seed=3", "batching.max_new_tokens=16")
     check("model=llama,mistral", "batch=8,16,32", multirun=True)
@@ -37,6 +38,7 @@ def test_unknown_key_lists_the_keys_that_exist() -> None:
         check("batching.foo=1")
 
 
+@pytest.mark.extras
 def test_every_swept_value_is_checked_not_only_the_first() -> None:
     """With another sweeper (Hydra's basic one here) the pre-flight composes each swept value itself; explaunch's
     sweeper validates every job of the grid in its plan (tests/integration/test_bad_input.py)."""
@@ -76,6 +78,7 @@ def test_bad_energy_settings_are_refused_before_any_job(override: str, message: 
     assert str(info.value) == message
 
 
+@pytest.mark.extras
 def test_a_gpu_id_that_is_not_visible_is_refused_where_the_jobs_run_here() -> None:
     """No NVIDIA GPU on CI: any GPU id is one that is not visible. On a GPU machine, an id past the last one is."""
     with pytest.raises(ConfigError, match=r"^hardware\.gpu_ids=\[63\]: "):
@@ -139,11 +142,13 @@ def test_bad_sweeper_and_launcher_settings_get_one_line_naming_key_value_and_all
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.extras
 def test_every_swept_sweeper_or_launcher_setting_is_checked() -> None:
     with pytest.raises(ConfigError, match=r"^hydra\.launcher\.n_jobs=0: "):
         check("hydra.launcher.n_jobs=2,0", multirun=True)
 
 
+@pytest.mark.extras
 def test_good_sweeper_and_launcher_settings_pass() -> None:
     check("hydra.sweeper.max_retries=2", "hydra.sweeper.max_failure_rate=1.0", "hydra.launcher.n_jobs=-2")
     check("hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=5", "hydra.launcher.signal_delay_s=60")

@@ -123,6 +123,7 @@ def test_env_hash_changes_with_code_and_packages_only(repo: Path, tmp_path: Path
     assert compute_env_hash(other_packages) != first.env_hash
 
 
+@pytest.mark.extras
 def test_snapshot_holds_platform_packages_and_command(repo: Path, tmp_path: Path) -> None:
     snap = take_snapshot(code_dir=repo, job_dir=tmp_path, seed=3, overrides=["model=mistral", "lam=0.5"])
     assert snap.packages["hydra-core"] and snap.packages["torch"].startswith("2.14")

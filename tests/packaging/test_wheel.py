@@ -1,0 +1,141 @@
+"""The wheel, installed (not editable) without extras into a fresh venv on Python 3.11, 3.12 and 3.13, as a user of
+another Hydra project would: no torch comes with it, Hydra finds our sweeper and launchers, the package data is
+inside, ``explaunch --version`` says the package's version, a two-job sweep runs from it, and an experiment type
+whose extra is missing stops with one line naming the extra. On 3.12 and 3.13 the core's unit tests (those not
+marked ``extras``) then run against that install.
+
+Each venv installs the wheel with ``requirements/constraints.txt`` as constraints: the versions the lock names are
+the lower bounds ``pyproject.toml`` declares, so this is the lower bounds tested on every interpreter. An interpreter
+that is not on the machine fails its test by name (pyenv's ``~/.pyenv/versions/3.X*`` or ``python3.X`` on PATH).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MAIN, ROOT
+
+pytestmark = pytest.mark.slow
+
+PYTHONS = ("3.11", "3.12", "3.13")
+HEAVY = ("torch", "transformers", "ultralytics", "torchvision", "accelerate")
+PIP_TIMEOUT_S = 900
+
+
+def find_python(version: str) -> str | None:
+    """pyenv's newest ``version`` first, then ``python3.X`` on PATH (not pyenv's shim, which may point elsewhere)."""
+    pyenv = sorted((Path.home() / ".pyenv" / "versions").glob(f"{version}*/bin/python{version}"))
+    if pyenv:
+        return str(pyenv[-1])
+    found = shutil.which(f"python{version}")
+    return found if found and ".pyenv/shims" not in found else None
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dist = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (built,) = dist.glob("explaunch-*.whl")
+    return built
+
+
+def run(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    return subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("version", PYTHONS)
+def test_the_core_wheel_installs_and_runs_a_sweep(version: str, wheel: Path, tmp_path: Path) -> None:
+    python = find_python(version)
+    if python is None:
+        pytest.fail(f"python{version} is not on this machine (looked in ~/.pyenv/versions and on PATH)")
+    venv = tmp_path / "venv"
+    made = run(python, "-m", "venv", str(venv), cwd=tmp_path)
+    assert made.returncode == 0, made.stderr[-2000:]
+    py, bin_dir = venv / "bin" / "python", venv / "bin"
+    pip = run(
+        str(py), "-m", "pip", "install", "-q", "-c", str(ROOT / "requirements" / "constraints.txt"), str(wheel),
+        cwd=tmp_path, timeout=PIP_TIMEOUT_S,
+    )  # fmt: skip
+    assert pip.returncode == 0, pip.stderr[-3000:]
+
+    probe = run(
+        str(py),
+        "-c",
+        f"""
+import importlib.util, importlib.metadata, importlib.resources, json
+from hydra.core.plugins import Plugins
+from hydra.plugins.launcher import Launcher
+from hydra.plugins.sweeper import Sweeper
+data = importlib.resources.files("explaunch")
+print(json.dumps({{
+    "heavy": [m for m in {HEAVY!r} if importlib.util.find_spec(m)],
+    "sweepers": [p.__name__ for p in Plugins.instance().discover(Sweeper)],
+    "launchers": [p.__module__ for p in Plugins.instance().discover(Launcher)],
+    "version": importlib.metadata.version("explaunch"),
+    "editable": not str(data).startswith({str(venv)!r}),
+    "data": sorted(p.name for p in data.iterdir() if p.name in ("py.typed", "data", "dashboard")),
+    "prompts": sorted(p.name for p in (data / "data").iterdir() if p.name.endswith(".jsonl")),
+    "tokenizer": sorted(p.name for p in (data / "data" / "tokenizer").iterdir()),
+    "static": sorted(p.name for p in (data / "dashboard" / "static").iterdir()),
+}}))
+""",
+        cwd=tmp_path,
+    )
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    found = json.loads(probe.stdout)
+    assert found["heavy"] == [], f"the core install pulled {found['heavy']}"
+    assert "ExplaunchSweeper" in found["sweepers"]
+    assert any("explaunch_plugins" in m for m in found["launchers"]), found["launchers"]
+    assert not found["editable"]
+    assert found["data"] == ["dashboard", "data", "py.typed"]
+    assert found["prompts"] and found["tokenizer"] and found["static"], found
+
+    version_line = run(str(bin_dir / "explaunch"), "--version", cwd=tmp_path)
+    assert version_line.returncode == 0 and found["version"] in version_line.stdout, version_line
+
+    sweep = tmp_path / "sweep"
+    swept = run(
+        str(py), str(MAIN), "-m", "experiment_type=probe", "seed=0,1", "tracking=none", f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert swept.returncode == 0, swept.stderr[-3000:]
+    statuses = sorted(json.loads(p.read_text())["status"] for p in sweep.glob("*/job.json"))
+    assert statuses == ["completed", "completed"]
+    report = run(str(bin_dir / "explaunch"), "report", str(sweep), "--json", cwd=tmp_path)
+    assert report.returncode == 0 and len(json.loads(report.stdout)) == 2, report.stderr[-2000:]
+
+    # the default experiment type (llm_inference) needs the [llm] extra: one line, exit 2, no job folder
+    no_extra = run(str(py), str(MAIN), "model=llama", f"hydra.run.dir={tmp_path / 'job'}", cwd=tmp_path)
+    assert no_extra.returncode == 2, no_extra.stderr[-3000:]
+    assert "Traceback" not in no_extra.stderr
+    assert "pip install 'explaunch[llm]'" in no_extra.stderr
+    assert not (tmp_path / "job").exists()
+
+    if version == PYTHONS[0]:
+        return  # `make test` runs every test on this interpreter, with the extras
+    # the core's unit tests on this interpreter, against the installed wheel (tests/ imports `explaunch` from the venv)
+    tools = run(
+        str(py), "-m", "pip", "install", "-q", "-c", str(ROOT / "requirements" / "constraints.txt"), "pytest",
+        cwd=tmp_path, timeout=PIP_TIMEOUT_S,
+    )  # fmt: skip
+    assert tools.returncode == 0, tools.stderr[-3000:]
+    tests = run(
+        str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error", "-m", "not extras",
+        "--ignore=tests/unit/test_llm_inference.py",  # imports torch at the top: it cannot even be collected
+        "tests/unit", cwd=ROOT, timeout=1200,
+    )  # fmt: skip
+    assert tests.returncode == 0, tests.stdout[-5000:]
