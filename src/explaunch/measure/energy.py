@@ -105,17 +105,17 @@ def combine(
             components["cpu"] = {
                 "joules": codecarbon["cpu_kwh"] * JOULES_PER_KWH,
                 "source": "sampled" if measured else "modelled",
-                "scope": "machine" if measured else "process",
+                "scope": "machine" if measured else codecarbon.get("scope", "process"),
                 "method": f"codecarbon {codecarbon['version']} cpu_mode={codecarbon['cpu_mode']}"
-                + ("" if measured else ": TDP x the job's share of CPU load (process mode)"),
+                + ("" if measured else f": TDP x CPU load ({codecarbon.get('scope', 'process')} mode)"),
                 **common,
             }
         if "ram" not in components:
             components["ram"] = {
                 "joules": codecarbon["ram_kwh"] * JOULES_PER_KWH,
                 "source": "modelled",
-                "scope": "process",
-                "method": f"codecarbon {codecarbon['version']}: W per DIMM from the process's memory size "
+                "scope": codecarbon.get("scope", "process"),
+                "method": f"codecarbon {codecarbon['version']}: W per DIMM from the memory size "
                 "(at least 2 DIMMs, ~10 W): a constant, not a meter",
                 **common,
             }
@@ -265,18 +265,19 @@ class EnergyTracker:
             self.error = "no meter recorded any energy"
 
 
-def codecarbon_figures(tracker: Any, interval_s: float) -> dict[str, Any] | None:
-    """What :func:`combine` takes from a stopped codecarbon tracker (its public ``final_emissions_data``)."""
-    from importlib.metadata import version
+def codecarbon_figures(tracker: Any, interval_s: float, scope: str = "process") -> dict[str, Any] | None:
+    """What :func:`combine` takes from a stopped codecarbon tracker (its public ``final_emissions_data``);
+    ``scope``: what its CPU and RAM meters covered (``process``: the job's processes; ``machine``: the fallback of
+    :mod:`explaunch._compat`)."""
+    from explaunch import _compat
 
     data = getattr(tracker, "final_emissions_data", None)
     if data is None:
         return None
-    hardware = {type(h).__name__: h for h in tracker._hardware}  # codecarbon keeps no public list of meters
-    cpu = hardware.get("CPU")
     return {
-        "version": version("codecarbon"),
-        "cpu_mode": getattr(cpu, "_mode", "absent") if cpu is not None else "absent",
+        "version": _compat.codecarbon_release(),
+        "cpu_mode": _compat.codecarbon_cpu_mode(tracker),
+        "scope": scope,
         "country": data.country_iso_code,
         "interval_s": interval_s,
         "duration_s": float(data.duration),

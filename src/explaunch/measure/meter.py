@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from explaunch import _compat
+
 PROBE_TIMEOUT_S = 120.0  # a sidecar's first reply: it imports codecarbon and probes the hardware first (~0.4 s)
 REPLY_TIMEOUT_S = 30.0  # any later reply (a tracker's start or stop takes milliseconds)
 CHILDREN_TTL_S = 0.5  # how long the client's list of child processes is reused between samples (see Client)
@@ -261,7 +263,7 @@ class _Window:
 
         self.interval = float(message.get("interval", 0.5))
         self.sample_interval = float(message.get("sample_interval", 0.2))
-        self.codecarbon = _new_tracker(client_pid, message)
+        self.codecarbon, self.codecarbon_scope = _new_tracker(client_pid, message)
         gpus = message.get("gpus")
         self.gpu_error: str | None = None
         uuids: list[str] = []
@@ -287,7 +289,7 @@ class _Window:
         counted = self.counters.stop()
         window_s = self.counters.window_s
         self.codecarbon.stop()
-        modelled = codecarbon_figures(self.codecarbon, self.interval)
+        modelled = codecarbon_figures(self.codecarbon, self.interval, self.codecarbon_scope)
         unavailable = dict(self.counters.unavailable)
         if self.gpu_error is not None:
             unavailable["gpu"] = self.gpu_error
@@ -346,7 +348,7 @@ def serve(client_pid: int) -> None:
     # a sample waits for a free core rather than interrupting the job's threads. The counters' sampler too.
     sampling = ThreadPoolExecutor(1, "sampling", initializer=_lowest_priority)
     _cpu_model_from_proc()
-    probe = _new_tracker(client_pid, {})  # the hardware probe, once, before the first request
+    probe, _ = _new_tracker(client_pid, {})  # the hardware probe, once, before the first request
     sampling.submit(probe.start).result()
     probe.stop()
     nvml = _init_nvml()
@@ -399,11 +401,10 @@ def _cpu_model_from_proc() -> None:
     tests/unit/test_energy.py checks both give the same model here."""
     try:
         model = proc_cpu_model(Path("/proc/cpuinfo").read_text())
-        import cpuinfo
-    except (OSError, ImportError):
+    except OSError:
         return
     if model is not None:
-        cpuinfo.get_cpu_info = lambda: {"brand_raw": model}
+        _compat.answer_cpu_model(model)
 
 
 def _lowest_priority() -> None:
@@ -411,7 +412,18 @@ def _lowest_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
-def _new_tracker(client_pid: int, message: dict[str, Any]) -> Any:
+def _new_tracker(client_pid: int, message: dict[str, Any]) -> tuple[Any, str]:
+    """A codecarbon tracker of the client's processes, and the scope its modelled CPU and RAM figures have:
+    ``process`` where its meters could be pointed at the client (see :mod:`explaunch._compat`), else ``machine``
+    (codecarbon's public machine mode; the record's ``scope`` and ``method`` say so)."""
+    if _compat.codecarbon_retargetable():
+        tracker = _tracker("process", message)
+        if _measure_client(tracker, client_pid):
+            return tracker, "process"
+    return _tracker("machine", message), "machine"
+
+
+def _tracker(mode: str, message: dict[str, Any]) -> Any:
     import logging
 
     from codecarbon import OfflineEmissionsTracker
@@ -422,29 +434,22 @@ def _new_tracker(client_pid: int, message: dict[str, Any]) -> Any:
     if message.get("csv"):
         csv = Path(message["csv"])
         output = {"output_methods": [OutputMethod.CSV], "output_dir": str(csv.parent), "output_file": csv.name}
-    tracker = OfflineEmissionsTracker(
+    return OfflineEmissionsTracker(
         country_iso_code=message.get("country", "USA"),
         measure_power_secs=float(message.get("interval", 1.0)),
-        tracking_mode="process",
+        tracking_mode=mode,
         log_level="error",
         allow_multiple_runs=True,
         project_name="explaunch",
         **output,
     )
-    tracker._ensure_hardware_ready()  # builds tracker._hardware (else done by start())
-    _measure_client(tracker, client_pid)
-    return tracker
 
 
-def _measure_client(tracker: Any, client_pid: int) -> None:
+def _measure_client(tracker: Any, client_pid: int) -> bool:
     """Point a tracker's CPU and RAM meters at the client process and its children, less this sidecar (a child of
-    the client too), before ``start()`` takes the first CPU times.
-
-    codecarbon 3.3.2 (pinned) has no option for it: it measures the process it runs in. Its CPU keeps
-    ``psutil.Process()`` as ``_pid``/``_process`` and the CPU times of the last sample in ``_last_cpu_times``
-    (``codecarbon/external/hardware.py``); its RAM keeps ``os.getpid()`` as ``_pid`` and lists the children's memory
-    in ``_get_children_memories`` (``codecarbon/external/ram.py``). tests/unit/test_energy.py checks that a busy
-    client reads as busy and an idle one as idle.
+    the client too), before ``start()`` takes the first CPU times; False where this codecarbon does not allow it
+    (:mod:`explaunch._compat`). tests/unit/test_energy.py checks that a busy client reads as busy and an idle one as
+    idle.
     """
     import psutil
 
@@ -465,17 +470,11 @@ def _measure_client(tracker: Any, client_pid: int) -> None:
                 self.listed = (now, recursive, kids)
             return list(kids)
 
+    meters = _compat.codecarbon_meters(tracker)
+    if meters is None:
+        return False
     client = Client(client_pid)
-    for hardware in tracker._hardware:
-        kind = type(hardware).__name__
-        if kind == "CPU":
-            hardware._pid = client_pid
-            hardware._process = client
-            hardware._last_cpu_times = {}
-            hardware._last_measurement_time = None
-        elif kind == "RAM":
-            hardware._pid = client_pid
-            hardware._get_children_memories = lambda: _memories(client.children(recursive=True))
+    return _compat.retarget_meters(meters, client_pid, client, lambda: _memories(client.children(recursive=True)))
 
 
 def _memories(processes: list[Any]) -> list[int]:
