@@ -1,5 +1,13 @@
 """explaunch's entry point: Hydra composes conf/, explaunch.task.run does the job."""
 
+import sys
+
+if sys.version_info < (3, 11):  # noqa: UP036 -- before any import that would fail with a traceback
+    sys.exit(
+        f"error: explaunch needs Python 3.11 to 3.13, this is {sys.version.split()[0]}: "
+        "run it with python3.11 or newer (make setup makes .venv with python3.11)"
+    )
+
 from pathlib import Path
 
 import hydra

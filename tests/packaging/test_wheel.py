@@ -139,3 +139,14 @@ print(json.dumps({{
         "tests/unit", cwd=ROOT, timeout=1200,
     )  # fmt: skip
     assert tests.returncode == 0, tests.stdout[-5000:]
+
+
+def test_main_py_on_an_interpreter_older_than_3_11_says_what_to_install_in_one_line(tmp_path: Path) -> None:
+    python = find_python("3.10")
+    if python is None:
+        pytest.skip("no python3.10 on this machine to try it with")
+    ran = run(python, str(MAIN), "-m", "experiment_type=probe", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert ran.returncode == 1
+    assert ran.stderr.strip().splitlines() == [ran.stderr.strip()], ran.stderr  # one line, no traceback
+    assert "needs Python 3.11 to 3.13" in ran.stderr and "3.10" in ran.stderr
+    assert not (tmp_path / "sweep").exists()
