@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.
 export MLFLOW_DISABLE_TELEMETRY := true
 export HYDRA_FULL_ERROR := 0
 
-.PHONY: help setup demo test test-fast lint typecheck clean slurm-up slurm-down bench gpu-check
+.PHONY: help setup demo test test-fast lint typecheck clean slurm-up slurm-down mlflow-server-up mlflow-server-down bench gpu-check
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -51,6 +51,12 @@ typecheck: setup  ## mypy --strict
 
 slurm-up:  ## start a real single-node SLURM cluster with its own accounting here (root; installs Debian's slurm, slurmdbd, mariadb and munge when missing)
 	scripts/slurm/up.sh
+
+mlflow-server-up: setup  ## start a shared MLflow server on PostgreSQL on loopback (.mlflow-server/; installs postgresql when missing)
+	scripts/mlflow_server/up.sh
+
+mlflow-server-down:  ## stop what mlflow-server-up started (the data stays)
+	scripts/mlflow_server/down.sh
 
 slurm-down:  ## stop exactly what slurm-up started
 	scripts/slurm/down.sh

@@ -395,7 +395,10 @@ def _gc(uri: str, candidates: list[Candidate]) -> list[str]:
                 client.delete_run(candidate.target)  # gc removes only runs in the deleted stage
     runs = [c.target for c in candidates if c.kind in (DELETED_RUN, OLD_RUN)]
     experiments = [c.target for c in candidates if c.kind == DELETED_EXPERIMENT]
-    args = ["--backend-store-uri", uri, "--tracking-uri", uri]
+    # gc deletes each run's artifacts where its artifact URI says; artifacts a server proxies (mlflow-artifacts:/...,
+    # `mlflow server --serve-artifacts`) are reached through that server: MLFLOW_TRACKING_URI when it names one
+    served = os.environ.get("MLFLOW_TRACKING_URI", "")
+    args = ["--backend-store-uri", uri, "--tracking-uri", served if served.startswith(("http://", "https://")) else uri]
     if runs:
         args += ["--run-ids", ",".join(runs)]
     if experiments:
