@@ -26,6 +26,9 @@ def main(cfg: DictConfig) -> dict[str, object]:
 
 if __name__ == "__main__":
     from explaunch.preflight import check_command_line
+    from explaunch.settings import load_dotenv_or_exit
+
+    load_dotenv_or_exit()  # ./.env: settings the environment does not give (MLFLOW_TRACKING_URI, EXPLAUNCH_*)
 
     check_command_line(Path(__file__).parent / "conf", "config")
     main()

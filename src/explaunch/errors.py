@@ -32,6 +32,12 @@ class ConfigError(ExplaunchError, CompactHydraException):
         super().__init__(strip_url_credentials(f"{key}={format_value(redact(key.lstrip('+~'), value))}: {allowed}"))
 
 
+class SettingsFileError(ExplaunchError):
+    """A settings file (``.env``) the user wrote has a line that cannot be read."""
+
+    exit_code = EXIT_USAGE
+
+
 class RecordError(ExplaunchError):
     """A job or sweep record is missing, unreadable or of an unknown schema version."""
 
