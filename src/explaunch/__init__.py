@@ -10,15 +10,21 @@ from typing import TYPE_CHECKING, Any
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 if TYPE_CHECKING:
+    from explaunch.api import SweepResult, load_sweep, sweep
     from explaunch.runs_api import RunSummary, get_best_run, load_model
 
-__all__ = ["RunSummary", "__version__", "get_best_run", "load_model"]
+__all__ = ["RunSummary", "SweepResult", "__version__", "get_best_run", "load_model", "load_sweep", "sweep"]
 
 
 def __getattr__(name: str) -> Any:
-    """``explaunch.get_best_run`` / ``load_model`` / ``RunSummary``, imported on first use (the CLI starts fast)."""
+    """``explaunch.sweep`` / ``load_sweep`` / ``get_best_run`` / ``load_model`` / ..., imported on first use (the
+    CLI starts fast)."""
     if name in ("RunSummary", "get_best_run", "load_model"):
         from explaunch import runs_api
 
         return getattr(runs_api, name)
+    if name in ("SweepResult", "load_sweep", "sweep"):
+        from explaunch import api
+
+        return getattr(api, name)
     raise AttributeError(f"module 'explaunch' has no attribute {name!r}")

@@ -32,6 +32,12 @@ class ConfigError(ExplaunchError, CompactHydraException):
         super().__init__(strip_url_credentials(f"{key}={format_value(redact(key.lstrip('+~'), value))}: {allowed}"))
 
 
+class UsageError(ExplaunchError):
+    """Bad input met outside a config (a command's arguments, an API call): its one line as the command said it."""
+
+    exit_code = EXIT_USAGE
+
+
 class SettingsFileError(ExplaunchError):
     """A settings file (``.env``) the user wrote has a line that cannot be read."""
 
