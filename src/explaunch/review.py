@@ -4,9 +4,10 @@ group (mean ± std over seeds), write CSV, plot. No CLI concerns here: every fun
 A row is one job: ``job`` (its folder, relative to the sweep), ``job_num``, ``status``, ``overrides`` (as one
 string), ``start_time``, ``duration_s``, then one column per override key (``model``, ``lam``, ``batching.x``:
 the value as typed, a string), then every numeric metric the job recorded, then ``energy_quality`` (``ok`` / ``low``:
-the measured window's, where it recorded one) with ``energy_quality_reasons``, then ``error``. Rows are read from the
-job folders alone (``job.json``; a live sweep's ``plan.json`` for its running and pending jobs), so a sweep whose
-MLflow store is gone, or that is still running, can be reviewed.
+the measured window's, where it recorded one) with ``energy_quality_reasons``, then ``error`` (``Type: message``)
+with ``error_type`` and ``error_message``. Rows are read from the job folders alone (``job.json``; a live sweep's
+``plan.json`` for its running and pending jobs), so a sweep whose MLflow store is gone, or that is still running,
+can be reviewed. ``job_history`` gives the rows of every sweep below a folder, each with its ``sweep``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,20 @@ from explaunch.dashboard import state
 from explaunch.errors import ConfigError, RecordError
 
 QUALITY, QUALITY_REASONS = "energy_quality", "energy_quality_reasons"
-FIXED_COLUMNS = ("job", "job_num", "status", "overrides", "start_time", "duration_s", QUALITY, QUALITY_REASONS, "error")
+ERROR_COLUMNS = ("error", "error_type", "error_message")
+SWEEP_COLUMN = "sweep"  # in a history of many sweeps (job_history): the sweep's folder
+FIXED_COLUMNS = (
+    SWEEP_COLUMN,
+    "job",
+    "job_num",
+    "status",
+    "overrides",
+    "start_time",
+    "duration_s",
+    QUALITY,
+    QUALITY_REASONS,
+    *ERROR_COLUMNS,
+)
 PARAM_PREFIX = "param:"  # an override key that clashes with a fixed column is shown as ``param:<key>``
 FAILED_STATUSES = state.FAILED_STATUSES
 ENERGY_METRICS = ("energy_joules", "job_energy_joules")
@@ -50,17 +64,19 @@ def param_column(key: str) -> str:
     return f"{PARAM_PREFIX}{key}" if key in FIXED_COLUMNS else key
 
 
-def load_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+def load_rows(sweep_dir: Path, reader: state.SweepReader | None = None) -> list[dict[str, Any]]:
     """One flat dict per job of the sweep in ``sweep_dir``, in job order; running and pending jobs included
     (status ``running`` / ``pending``; ``lost`` for a job that left no record in a sweep no longer running).
 
-    Raises ``RecordError`` for a folder that does not exist or holds no job, and for a damaged ``job.json``.
+    Raises ``RecordError`` for a folder that does not exist or holds no job, and, unless given another ``reader``
+    (the dashboard's, which keeps what it read and shows a damaged record as a running job), for a damaged
+    ``job.json``.
     """
     if not sweep_dir.is_dir():
         raise RecordError(f"{sweep_dir}: no such folder")
     plan = state.read_plan(sweep_dir)
     live = state.sweep_live(sweep_dir, plan)
-    reader = _StrictReader(sweep_dir)
+    reader = reader or _StrictReader(sweep_dir)
     jobs = reader.jobs(sweep_dir, plan, live)
     if not jobs:
         raise RecordError(f"{sweep_dir}: no job records (job.json) below this folder")
@@ -92,6 +108,7 @@ def load_rows(sweep_dir: Path) -> list[dict[str, Any]]:
             row[QUALITY_REASONS] = list(job.energy_quality_reasons)
         if job.error is not None:
             row["error"] = f"{job.error['type']}: {job.error['message']}"
+            row["error_type"], row["error_message"] = job.error["type"], job.error["message"]
         rows.append(row)
     return rows
 
@@ -110,6 +127,20 @@ def param_names(rows: Iterable[dict[str, Any]]) -> list[str]:
 def varying_params(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Override columns that take more than one value (a missing value counts as one)."""
     return [p for p in param_names(rows) if len({row.get(p) for row in rows}) > 1]
+
+
+def is_seed(param: str) -> bool:
+    """``seed`` or a group's own (``experiment_type.seed``): what repeats a configuration rather than changing it."""
+    return param.rsplit(".", 1)[-1] == "seed"
+
+
+def config_params(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The swept parameters that make a configuration: those taking more than one value, seeds excluded."""
+    return [p for p in varying_params(rows) if not is_seed(p)]
+
+
+def completed(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [row for row in rows if row.get("status") == records.COMPLETED]
 
 
 def metric_names(rows: Iterable[dict[str, Any]]) -> list[str]:
@@ -210,9 +241,11 @@ def value_matches(cell: Any, wanted: str) -> bool:
 
 def filter_rows(rows: Sequence[dict[str, Any]], where: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
     """Rows matching every key; several values of one key match any of them (``status=failed status=timeout``).
-    Keys: override columns, ``status``, ``job`` and ``energy_quality`` (where a job recorded one)."""
+    Keys: override columns, ``status``, ``job``, ``energy_quality`` (where a job recorded one), ``error_type`` (where
+    a job failed) and ``sweep`` (in a history of many sweeps)."""
     wanted: dict[str, list[str]] = {}
-    available = [*param_names(rows), "status", "job", *([QUALITY] if has_energy_quality(rows) else [])]
+    optional = [c for c in (QUALITY, "error_type", SWEEP_COLUMN) if any(row.get(c) is not None for row in rows)]
+    available = [*param_names(rows), "status", "job", *optional]
     for key, value in where:
         if key not in available:
             allowed = f"no such swept parameter in this sweep; available: {', '.join(available)}"
@@ -279,18 +312,26 @@ def group_rows(rows: Sequence[dict[str, Any]], by: list[str], metrics: list[str]
 COUNT_NAMES = state.COUNT_NAMES
 
 
+def sweeps_below(root: Path) -> list[tuple[dict[str, Any], list[dict[str, Any]], str | None]]:
+    """The sweeps below ``root`` (``multirun/``), newest first, each with its rows (``load_rows``) and, for a sweep
+    that cannot be read (a damaged ``job.json``), no rows and the reason."""
+    out: list[tuple[dict[str, Any], list[dict[str, Any]], str | None]] = []
+    for found in state.find_sweeps(root):
+        try:
+            out.append((found, load_rows(root / found["path"]), None))
+        except RecordError as ex:
+            out.append((found, [], str(ex)))
+    return out
+
+
 def list_sweeps(root: Path) -> list[dict[str, Any]]:
     """The sweeps below ``root`` (``multirun/``), newest first: path (relative to root), date, jobs and counts."""
     out = []
-    for found in state.find_sweeps(root):
-        sweep_dir = root / found["path"]
+    for found, rows, error in sweeps_below(root):
         entry: dict[str, Any] = {"path": found["path"], "date": None, "jobs": 0}
         entry.update(dict.fromkeys(COUNT_NAMES, 0))
-        try:
-            rows = load_rows(sweep_dir)
-        except RecordError as ex:
-            entry["error"] = str(ex)
-            rows = []
+        if error is not None:
+            entry["error"] = error
         starts = sorted(r["start_time"] for r in rows if r.get("start_time"))
         stamp = datetime.fromtimestamp(found["modified"]).astimezone().isoformat(timespec="seconds")
         entry["date"] = (starts[0] if starts else stamp)[:16].replace("T", " ")
@@ -300,6 +341,18 @@ def list_sweeps(root: Path) -> list[dict[str, Any]]:
         entry["live"] = found["live"]
         out.append(entry)
     return out
+
+
+def job_history(root: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every job of every sweep below ``root`` as one list of rows (``load_rows``'s, each with ``sweep``: the sweep's
+    path relative to ``root``), newest sweep first and its jobs in order; and one line per sweep that could not be
+    read (its rows are left out)."""
+    rows, problems = [], []
+    for found, sweep_rows, error in sweeps_below(root):
+        if error is not None:
+            problems.append(f"{found['path']}: {error}")
+        rows += [{SWEEP_COLUMN: found["path"], **row} for row in sweep_rows]
+    return rows, problems
 
 
 # ---- output ---------------------------------------------------------------------------------------------------

@@ -31,13 +31,12 @@ from __future__ import annotations
 import ast
 import math
 import operator
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from explaunch import review
+from explaunch import review, significance
 from explaunch.errors import ConfigError
 
 SECTIONS = ("where", "required", "ranges", "rules", "compare")
@@ -528,8 +527,7 @@ def check_job(rules: RuleSet, row: Mapping[str, Any], params: Sequence[str]) -> 
 
 def compare(comparison: Comparison, rows: Sequence[dict[str, Any]]) -> ComparisonResult:
     """Welch's t-test (effect: Cohen's d, pooled sample std) or Mann-Whitney U (effect: rank-biserial correlation,
-    2U/(n_a n_b) - 1) of the metric between the jobs of setting a and those of setting b."""
-    from scipy import stats
+    2U/(n_a n_b) - 1) of the metric between the jobs of setting a and those of setting b (explaunch.significance)."""
 
     def side(chosen: dict[str, str]) -> list[float]:
         picked = review.filter_rows(rows, list(chosen.items()))
@@ -569,32 +567,21 @@ def compare(comparison: Comparison, rows: Sequence[dict[str, Any]]) -> Compariso
         )
         return outcome(None, None, None, False, message)
     alternative = ALTERNATIVE[comparison.expect]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # constant groups: scipy warns and returns NaN, handled below
-        if comparison.test == "welch":
-            result = stats.ttest_ind(values_a, values_b, equal_var=False, alternative=alternative)
-            effect = cohens_d(values_a, values_b)
-        else:
-            result = stats.mannwhitneyu(values_a, values_b, alternative=alternative)
-            effect = 2.0 * float(result.statistic) / (len(values_a) * len(values_b)) - 1.0
-    statistic, p_value = float(result.statistic), float(result.pvalue)
-    if math.isnan(p_value):
+    if comparison.test == "welch":
+        result = significance.welch(values_a, values_b, alternative)
+        effect = significance.cohens_d(values_a, values_b)
+    else:
+        result = significance.mann_whitney(values_a, values_b, alternative)
+        effect = significance.rank_biserial(result.statistic or 0.0, len(values_a), len(values_b))
+    if result.p_value is None:
         message = "no p-value: both sides have no spread"
         return outcome(None, None, effect, False, message)
-    passed = p_value < comparison.alpha
+    passed = result.p_value < comparison.alpha
     verdict = "significant" if passed else "not significant"
-    message = f"p={p_value:.3g} {'<' if passed else '>='} alpha={comparison.alpha:g}: {verdict} ({comparison.expect})"
-    return outcome(statistic, p_value, effect, passed, message)
-
-
-def cohens_d(a: Sequence[float], b: Sequence[float]) -> float | None:
-    """(mean a - mean b) / pooled sample standard deviation; None when neither side varies."""
-    na, nb = len(a), len(b)
-    ma, mb = sum(a) / na, sum(b) / nb
-    var_a = sum((x - ma) ** 2 for x in a) / (na - 1)
-    var_b = sum((x - mb) ** 2 for x in b) / (nb - 1)
-    pooled = math.sqrt(((na - 1) * var_a + (nb - 1) * var_b) / (na + nb - 2))
-    return (ma - mb) / pooled if pooled > 0 else None
+    message = (
+        f"p={result.p_value:.3g} {'<' if passed else '>='} alpha={comparison.alpha:g}: {verdict} ({comparison.expect})"
+    )
+    return outcome(result.statistic, result.p_value, effect, passed, message)
 
 
 def validate(rules: RuleSet, rows: Sequence[dict[str, Any]], sweep_dir: str = "") -> Validation:

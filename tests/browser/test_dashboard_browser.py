@@ -240,3 +240,61 @@ def test_a_running_sweep_is_followed_live_in_the_browser(browser: Any, tmp_path:
             if proc is not None and proc.poll() is None:
                 proc.terminate()
                 proc.wait(timeout=30)
+
+
+def fairness_sweep(sweep_dir: Path) -> None:
+    """lam 0, 1, 2 x seeds 0, 1: lam=2.0 is less accurate and less fair than lam=1.0, so off the front."""
+    values = {("0.0", 0): (0.85, 0.40), ("0.0", 1): (0.87, 0.36), ("1.0", 0): (0.80, 0.10), ("1.0", 1): (0.82, 0.12)}
+    values |= {("2.0", 0): (0.79, 0.20), ("2.0", 1): (0.77, 0.22)}
+    for num, ((lam, seed), (accuracy, gap)) in enumerate(values.items()):
+        record = crafted_record(num, [f"lam={lam}", f"seed={seed}"])
+        metrics = {"accuracy": accuracy, "demographic_parity_difference": gap, "slept_s": 1.0 + num}
+        records.write_job_record(sweep_dir / str(num), JobRecord(**{**record.to_dict(), "metrics": metrics}))
+    records.write_sweep_record(sweep_dir)
+
+
+def test_the_tradeoff_view_draws_the_points_and_the_front(browser: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    sweep = tmp_path / "fair"
+    fairness_sweep(sweep)
+    log_path = tmp_path / "dashboard.log"
+    with log_path.open("w") as log:
+        dashboard = subprocess.Popen(
+            [EXPLAUNCH, "dashboard", str(sweep), "--port", str(free_port())],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    try:
+        url = wait_for_line(log_path, r" at (http://127\.0\.0\.1:\d+/\?token=[\w-]+)", dashboard, timeout=30)
+        browser.get(url)
+
+        def points(driver: Any) -> list[Any]:
+            return list(driver.find_elements(By.CSS_SELECTOR, "#tradeoff-chart circle.point"))
+
+        until(browser, lambda d: len(points(d)) == 3, timeout=30)
+        assert Select(browser.find_element(By.ID, "tradeoff-x")).first_selected_option.text == "accuracy"
+        labels = browser.find_elements(By.CSS_SELECTOR, "#tradeoff-chart text.point-label")
+        assert sorted(label.text for label in labels) == ["lam=0.0", "lam=1.0", "lam=2.0"]
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#tradeoff-chart circle.on-front")) == 2
+        assert browser.find_elements(By.CSS_SELECTOR, "#tradeoff-chart path.front")
+        note = browser.find_element(By.ID, "tradeoff-note").text
+        assert "better: higher accuracy, lower demographic_parity_difference" in note
+        assert "2 of 3 configurations on the Pareto front" in note
+        browser.save_screenshot(str(tmp_path / "dashboard-tradeoff.png"))
+        if os.environ.get("EXPLAUNCH_TRADEOFF_SCREENSHOT"):
+            shutil.copy(tmp_path / "dashboard-tradeoff.png", os.environ["EXPLAUNCH_TRADEOFF_SCREENSHOT"])
+
+        # A metric without a known direction: the page asks, and draws once told.
+        Select(browser.find_element(By.ID, "tradeoff-y")).select_by_value("slept_s")
+        until(browser, lambda d: "is higher or lower better for slept_s" in d.find_element(By.ID, "tradeoff-note").text)
+        assert points(browser) == []
+        Select(browser.find_element(By.ID, "tradeoff-better-y")).select_by_value("min")
+        until(browser, lambda d: len(points(d)) == 3, timeout=30)
+        assert "lower slept_s" in browser.find_element(By.ID, "tradeoff-note").text
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=30)

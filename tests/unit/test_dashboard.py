@@ -251,6 +251,41 @@ def test_chart_is_the_mean_and_std_over_seeds_of_completed_jobs(served: tuple[Ru
     assert points[16.0]["n"] == 1 and points[16.0]["std"] == 0.0  # seed 1 failed at batch 16
 
 
+def test_tradeoff_view_is_report_tradeoffs_points_and_front(tmp_path: Path) -> None:
+    sweep = tmp_path / "fair"
+    values = {("0.0", 0): (0.85, 0.40), ("0.0", 1): (0.87, 0.36), ("1.0", 0): (0.80, 0.10), ("1.0", 1): (0.82, 0.12)}
+    values |= {("2.0", 0): (0.79, 0.20), ("2.0", 1): (0.77, 0.22)}  # less accurate and less fair than lam=1.0
+    for num, ((lam, seed), (accuracy, gap)) in enumerate(values.items()):
+        metrics = {"accuracy": accuracy, "demographic_parity_difference": gap, "slept_s": 1.0}
+        record = JobRecord(**{**job(num, seed, 8).to_dict(), "overrides": [f"lam={lam}", f"seed={seed}"]})
+        records.write_job_record(sweep / str(num), JobRecord(**{**record.to_dict(), "metrics": metrics}))
+    dashboard = start_in_thread(sweep)
+    try:
+        first = api(dashboard, "/api/tradeoff")  # a known pair: chosen, directions known
+
+        assert (first["x"], first["y"]) == ("accuracy", "demographic_parity_difference")
+        assert first["better"] == {"x": "max", "y": "min"}
+        assert [(p["label"], p["n"], p["on_front"]) for p in first["points"]] == [
+            ("lam=0.0", 2, True),
+            ("lam=1.0", 2, True),
+            ("lam=2.0", 2, False),
+        ]
+        assert first["points"][0]["x_mean"] == pytest.approx(0.86)
+        assert first["front"] == ["lam=1.0", "lam=0.0"]
+
+        unknown = api(dashboard, "/api/tradeoff?x=accuracy&y=slept_s")
+        assert unknown["error"] == "is higher or lower better for slept_s? choose it under 'better' (y)"
+        assert unknown["known"]["slept_s"] is None and unknown["metrics"][:2] == [
+            "accuracy",
+            "demographic_parity_difference",
+        ]
+        chosen = api(dashboard, "/api/tradeoff?x=accuracy&y=slept_s&better_y=min")
+        assert "error" not in chosen and chosen["better"] == {"x": "max", "y": "min"}
+        assert "no such metric" in api(dashboard, "/api/tradeoff?x=accuracy&y=nosuch")["error"]
+    finally:
+        dashboard.stop()
+
+
 def test_alerts_from_records_and_from_a_running_jobs_samples(served: tuple[RunningDashboard, Path]) -> None:
     alerts = api(served[0], LIVE)["alerts"]
     by_job = {a["num"]: a for a in alerts}

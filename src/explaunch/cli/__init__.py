@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from explaunch import __version__
 from explaunch.cli import clean as clean_cli
+from explaunch.cli import compare as compare_cli
 from explaunch.cli import dashboard, report
 from explaunch.cli import reproduce as reproduce_cli
 from explaunch.cli import runs as runs_cli
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"explaunch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     report.add_parser(commands)
+    compare_cli.add_parser(commands)
     dashboard.add_parser(commands)
     runs_cli.add_parser(commands)
     reproduce_cli.add_parser(commands)
@@ -36,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from explaunch.settings import load_dotenv_or_exit
+
+    load_dotenv_or_exit()  # ./.env: MLFLOW_TRACKING_URI and the rest, where the environment does not give them
     try:
         code: int = args.handler(args)
     except ExplaunchError as ex:

@@ -27,7 +27,9 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from explaunch import review, tradeoff
 from explaunch.dashboard.state import SweepReader, find_sweeps, is_sweep
+from explaunch.errors import ExplaunchError
 
 PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -140,6 +142,16 @@ def create_app(root: Path, allowed_hosts: list[str] | None = None, token: str | 
     def sweep(sweep: str | None = None, metric: str | None = None, param: str | None = None) -> Response:
         return SafeJSONResponse(reader.state(sweep_dir(sweep), metric, param))
 
+    @app.get("/api/tradeoff")
+    def tradeoff_view(
+        sweep: str | None = None,
+        x: str | None = None,
+        y: str | None = None,
+        better_x: str | None = None,
+        better_y: str | None = None,
+    ) -> Response:
+        return SafeJSONResponse(tradeoff_state(reader, sweep_dir(sweep), x, y, better_x, better_y))
+
     @app.get("/files/{path:path}")
     def files(path: str) -> Response:
         target = safe_file(root, path)
@@ -149,6 +161,36 @@ def create_app(root: Path, allowed_hosts: list[str] | None = None, token: str | 
         return FileResponse(target, media_type=media_type, headers={"Content-Security-Policy": FILE_CSP})
 
     return app
+
+
+def tradeoff_state(
+    reader: SweepReader, sweep_dir: Path, x: str | None, y: str | None, better_x: str | None, better_y: str | None
+) -> dict[str, Any]:
+    """The trade-off view: ``explaunch.tradeoff.tradeoff`` of the sweep's completed jobs (as ``explaunch report
+    --tradeoff X Y`` computes it), with the metrics to choose from and their known directions. Two metrics are
+    chosen when none are given; a choice that cannot be drawn comes back as ``error``, in words for the page."""
+    try:
+        rows = review.load_rows(sweep_dir, reader)
+    except ExplaunchError as ex:
+        return {"metrics": [], "x": x, "y": y, "error": str(ex)}
+    metrics = review.metric_names(review.completed(rows))
+    if not x or not y:
+        x, y = tradeoff.default_pair(metrics) or (None, None)
+    out: dict[str, Any] = {
+        "metrics": metrics,
+        "x": x,
+        "y": y,
+        "known": {m: tradeoff.known_direction(m) for m in metrics},
+    }
+    if x is None or y is None:
+        return {**out, "error": "no two metrics of completed jobs to set against each other yet"}
+    better = {axis: v for axis, v in (("x", better_x), ("y", better_y)) if v in tradeoff.DIRECTIONS}
+    try:
+        return {**out, **tradeoff.tradeoff(rows, x, y, better)}
+    except tradeoff.UnknownDirection as ex:
+        return {**out, "error": f"is higher or lower better for {ex.metric}? choose it under 'better' ({ex.axis})"}
+    except ExplaunchError as ex:
+        return {**out, "error": str(ex)}
 
 
 def safe_dir(root: Path, relative: str) -> Path | None:

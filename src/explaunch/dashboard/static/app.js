@@ -10,8 +10,13 @@ const SVG_NS = "http://www.w3.org/2000/svg";
 const COLORS = ["#2f6fd6", "#e07b24", "#2e9d5b", "#d64541", "#8c6cc9", "#1fa3a3", "#b8860b", "#c2185b"];
 const COUNT_NAMES = ["completed", "running", "failed", "pending", "skipped"];
 
+const BETTER_CHOICES = [["", "as known"], ["max", "higher"], ["min", "lower"]];
+const FRONT_COLOR = "#d64541";
+const DOMINATED_COLOR = "#9aa3b2";
+
 const view = {
   sweep: null, metric: null, param: null, sortKey: "num", sortAsc: true, data: null, polls: 0, timer: null,
+  tradeoffX: null, tradeoffY: null, betterX: "", betterY: "",
 };
 
 const byId = (id) => document.getElementById(id);
@@ -100,6 +105,7 @@ async function poll() {
       view.data = data;
       live = data.live;
       render(data);
+      await loadTradeoff();
     }
     byId("updated").textContent = "updated " + new Date().toLocaleTimeString();
   } catch (error) {
@@ -313,6 +319,108 @@ function renderJobs(data) {
   }
 }
 
+// ---- trade-off ------------------------------------------------------------------------------------------------
+async function loadTradeoff() {
+  if (view.sweep === null) return;
+  const query = new URLSearchParams({ sweep: view.sweep });
+  if (view.tradeoffX) query.set("x", view.tradeoffX);
+  if (view.tradeoffY) query.set("y", view.tradeoffY);
+  if (view.betterX) query.set("better_x", view.betterX);
+  if (view.betterY) query.set("better_y", view.betterY);
+  renderTradeoff(await getJSON("/api/tradeoff?" + query.toString()));
+}
+
+function renderBetter(select, known, value) {
+  select.replaceChildren();
+  for (const [choice, label] of BETTER_CHOICES) {
+    const text = choice === "" ? label + " (" + (known === "max" ? "higher" : known === "min" ? "lower" : "unknown") + ")" : label;
+    const option = el("option", text);
+    option.value = choice;
+    select.appendChild(option);
+  }
+  select.value = value;
+}
+
+function renderTradeoff(data) {
+  renderSelect(byId("tradeoff-x"), data.metrics, data.x);
+  renderSelect(byId("tradeoff-y"), data.metrics, data.y);
+  view.tradeoffX = data.x;
+  view.tradeoffY = data.y;
+  const known = data.known || {};
+  renderBetter(byId("tradeoff-better-x"), known[data.x], view.betterX);
+  renderBetter(byId("tradeoff-better-y"), known[data.y], view.betterY);
+  const note = byId("tradeoff-note");
+  if (data.error) {
+    note.textContent = data.error;
+    note.className = "warning";
+  } else {
+    const word = (axis) => (data.better[axis] === "max" ? "higher " : "lower ") + data[axis];
+    const onFront = data.points.filter((p) => p.on_front).length;
+    note.textContent = "better: " + word("x") + ", " + word("y") + " · " + onFront + " of " + data.points.length +
+      " configurations on the Pareto front (red) · mean ± std over seeds, completed jobs";
+    note.className = "muted small";
+  }
+  drawTradeoff(byId("tradeoff-chart"), data);
+}
+
+function drawTradeoff(svg, data) {
+  svg.replaceChildren();
+  const [, , width, height] = svg.getAttribute("viewBox").split(" ").map(Number);
+  const points = data.error ? [] : data.points;
+  if (!points.length) {
+    svg.appendChild(svgEl("text", { x: width / 2, y: height / 2, "text-anchor": "middle", class: "empty" },
+      data.error ? "no trade-off to show" : "no completed job with both metrics yet"));
+    return;
+  }
+  const margin = { left: 64, right: 24, top: 24, bottom: 40 };
+  const spread = (p, axis, sign) => p[axis + "_mean"] + sign * (p[axis + "_std"] || 0);
+  const xTicks = ticks(Math.min(...points.map((p) => spread(p, "x", -1))), Math.max(...points.map((p) => spread(p, "x", 1))), 6);
+  const yTicks = ticks(Math.min(...points.map((p) => spread(p, "y", -1))), Math.max(...points.map((p) => spread(p, "y", 1))), 4);
+  const [xMin, xMax, yMin, yMax] = [xTicks[0], xTicks[xTicks.length - 1], yTicks[0], yTicks[yTicks.length - 1]];
+  const plotW = width - margin.left - margin.right;
+  const plotH = height - margin.top - margin.bottom;
+  const sx = (x) => margin.left + ((x - xMin) / (xMax - xMin || 1)) * plotW;
+  const sy = (y) => margin.top + plotH - ((y - yMin) / (yMax - yMin || 1)) * plotH;
+  for (const y of yTicks) {
+    svg.appendChild(svgEl("line", { x1: margin.left, x2: width - margin.right, y1: sy(y), y2: sy(y), class: "grid" }));
+    svg.appendChild(svgEl("text", { x: margin.left - 6, y: sy(y) + 4, "text-anchor": "end" }, fmtNumber(y)));
+  }
+  for (const x of xTicks) {
+    svg.appendChild(svgEl("text", { x: sx(x), y: margin.top + plotH + 14, "text-anchor": "middle" }, fmtNumber(x)));
+  }
+  svg.appendChild(svgEl("line", { x1: margin.left, x2: margin.left, y1: margin.top, y2: margin.top + plotH, class: "axis" }));
+  svg.appendChild(svgEl("line", {
+    x1: margin.left, x2: width - margin.right, y1: margin.top + plotH, y2: margin.top + plotH, class: "axis",
+  }));
+  const axisLabel = (axis) => data[axis] + " (" + (data.better[axis] === "max" ? "higher" : "lower") + " is better)";
+  svg.appendChild(svgEl("text", { x: margin.left + plotW / 2, y: margin.top + plotH + 30, "text-anchor": "middle" },
+    axisLabel("x") + " →"));
+  svg.appendChild(svgEl("text", { x: margin.left - 6, y: 12 }, "↑ " + axisLabel("y")));
+
+  const front = points.filter((p) => p.on_front).sort((a, b) => a.x_mean - b.x_mean);
+  if (front.length > 1) {
+    const d = front.map((p, i) => (i ? "L" : "M") + sx(p.x_mean).toFixed(1) + " " + sy(p.y_mean).toFixed(1)).join(" ");
+    svg.appendChild(svgEl("path", { d, class: "front" }));
+  }
+  for (const p of points) {
+    const color = p.on_front ? FRONT_COLOR : DOMINATED_COLOR;
+    const cx = sx(p.x_mean);
+    const cy = sy(p.y_mean);
+    if (p.x_std) {
+      svg.appendChild(svgEl("line", { x1: sx(spread(p, "x", -1)), x2: sx(spread(p, "x", 1)), y1: cy, y2: cy, class: "errbar", stroke: color }));
+    }
+    if (p.y_std) {
+      svg.appendChild(svgEl("line", { x1: cx, x2: cx, y1: sy(spread(p, "y", -1)), y2: sy(spread(p, "y", 1)), class: "errbar", stroke: color }));
+    }
+    const dot = svgEl("circle", { cx, cy, r: 4.5, fill: color, class: "point" + (p.on_front ? " on-front" : "") });
+    dot.appendChild(svgEl("title", {}, p.label + ": " + data.x + " " + fmtNumber(p.x_mean) + " ± " +
+      fmtNumber(p.x_std || 0) + ", " + data.y + " " + fmtNumber(p.y_mean) + " ± " + fmtNumber(p.y_std || 0) +
+      " (n=" + p.n + ")" + (p.on_front ? ", on the Pareto front" : "")));
+    svg.appendChild(dot);
+    svg.appendChild(svgEl("text", { x: cx + 7, y: cy - 7, class: "point-label" }, p.label));
+  }
+}
+
 // ---- charts (inline SVG) --------------------------------------------------------------------------------------
 function niceStep(raw) {
   const power = Math.pow(10, Math.floor(Math.log10(raw)));
@@ -435,9 +543,19 @@ byId("sweep-select").addEventListener("change", (event) => {
   view.sweep = event.target.value;
   view.metric = null;
   view.param = null;
+  Object.assign(view, { tradeoffX: null, tradeoffY: null, betterX: "", betterY: "" });
   window.location.hash = new URLSearchParams({ sweep: view.sweep }).toString();
   pollNow();
 });
 byId("metric-select").addEventListener("change", (event) => { view.metric = event.target.value; pollNow(); });
 byId("param-select").addEventListener("change", (event) => { view.param = event.target.value; pollNow(); });
+for (const [id, key] of [["tradeoff-x", "tradeoffX"], ["tradeoff-y", "tradeoffY"], ["tradeoff-better-x", "betterX"],
+  ["tradeoff-better-y", "betterY"]]) {
+  byId(id).addEventListener("change", (event) => {
+    view[key] = event.target.value;
+    if (key === "tradeoffX") view.betterX = "";
+    if (key === "tradeoffY") view.betterY = "";
+    loadTradeoff().catch(() => {});
+  });
+}
 poll();
