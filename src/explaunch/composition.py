@@ -1,6 +1,9 @@
 """Composing many job configs fast: Hydra composes one in about 0.1 s, so jobs that differ only in plain values
 (``seed=3``, not a group choice such as ``model=mistral``) share one composition of their other overrides, and the
-values are applied to a copy the way Hydra applies them (``OmegaConf.update`` on the composed config)."""
+values are applied to a copy the way Hydra applies them (``OmegaConf.update`` on the composed config).
+
+A composition error becomes one line about the override at fault in explaunch's own app; for any other app (with
+``one_line_errors=False``) it is Hydra's own exception, as Hydra's basic sweeper would raise it."""
 
 from __future__ import annotations
 
@@ -17,9 +20,15 @@ from omegaconf.errors import OmegaConfBaseException
 
 class JobComposer:
     def __init__(
-        self, compose: Callable[[list[str]], DictConfig], config_loader: Any, *, share_compositions: bool = True
+        self,
+        compose: Callable[[list[str]], DictConfig],
+        config_loader: Any,
+        *,
+        share_compositions: bool = True,
+        one_line_errors: bool = True,
     ) -> None:
         self._compose = compose
+        self._one_line_errors = one_line_errors
         self._parser = OverridesParser.create(config_loader=config_loader)
         self._repository = config_loader.repository
         self._share = share_compositions
@@ -36,22 +45,29 @@ class JobComposer:
         )
 
     def __call__(self, overrides: list[str]) -> DictConfig:
-        """The job's config; a composition error becomes a one-line ConfigError about the override at fault."""
+        """The job's config; a composition error becomes a one-line ConfigError about the override at fault, or,
+        without ``one_line_errors``, is raised as Hydra raises it when it composes the job itself."""
         from explaunch.preflight import composition_error
 
         try:
-            parsed = self._parser.parse_overrides(overrides)
-            structural = tuple(str(o.input_line) for o in parsed if not self._plain(o))
-            if structural not in self._cache:
-                self._cache[structural] = self._compose(list(structural))
-            cfg = copy.deepcopy(self._cache[structural])
-            plain = [o for o in parsed if self._plain(o)]
-            for override in plain:
-                OmegaConf.update(cfg, override.get_key_element(), override.value(), merge=True)
-            if plain and "hydra" in cfg:
-                _name_job(cfg, [o for o in parsed if not o.is_hydra_override()])
+            return self._shared(overrides)
         except (HydraException, OmegaConfBaseException) as ex:
-            raise composition_error(ex, list(overrides)) from None
+            if self._one_line_errors:
+                raise composition_error(ex, list(overrides)) from None
+        # Hydra's own error (a plain value applied to a shared composition fails with OmegaConf's, not Hydra's)
+        return self._compose(list(overrides))
+
+    def _shared(self, overrides: list[str]) -> DictConfig:
+        parsed = self._parser.parse_overrides(overrides)
+        structural = tuple(str(o.input_line) for o in parsed if not self._plain(o))
+        if structural not in self._cache:
+            self._cache[structural] = self._compose(list(structural))
+        cfg = copy.deepcopy(self._cache[structural])
+        plain = [o for o in parsed if self._plain(o)]
+        for override in plain:
+            OmegaConf.update(cfg, override.get_key_element(), override.value(), merge=True)
+        if plain and "hydra" in cfg:
+            _name_job(cfg, [o for o in parsed if not o.is_hydra_override()])
         return cfg
 
 

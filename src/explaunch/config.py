@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import II, MISSING, DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import II, MISSING, DictConfig, ListConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from omegaconf.nodes import AnyNode
 
@@ -487,6 +487,17 @@ def validate_node(node: DictConfig, schema: type, key: str) -> Any:
     return obj
 
 
+def is_explaunch_config(cfg: Any) -> bool:
+    """Whether ``cfg`` (a composed config, with or without its ``hydra`` node) is explaunch's own app's: its primary
+    config lists ``explaunch_schema`` in its defaults, which makes :class:`ExplaunchConfig` the type of the composed
+    root (as it makes :func:`validate` find one). Only such a config is held to this schema: the keys of any other
+    app using ``hydra/sweeper=explaunch`` are left to Hydra."""
+    if not isinstance(cfg, DictConfig):
+        return False
+    root_type = OmegaConf.get_type(cfg)
+    return isinstance(root_type, type) and issubclass(root_type, ExplaunchConfig)
+
+
 def to_dict(config: ExplaunchConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
@@ -498,8 +509,36 @@ def config_hash(config: ExplaunchConfig) -> str:
     """
     data = to_dict(config)
     data.pop("tracking", None)
+    return _hash(data)
+
+
+def task_config_hash(cfg: DictConfig) -> str:
+    """The identity of a job of any other app (see :func:`is_explaunch_config`): a stable hash of its task config
+    without the ``hydra`` node, every value resolved, a value that resolves only when the job runs
+    (``${hydra.job.num}``, a resolver the job registers) as it is written."""
+    return _hash(_settled(without_hydra(cfg) if "hydra" in cfg else cfg))
+
+
+def _hash(data: Any) -> str:
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _settled(node: DictConfig | ListConfig) -> Any:
+    """``node``'s values as plain data: each resolved where it can be now, else as written."""
+    given: Any = OmegaConf.to_container(node, resolve=False)
+    keys: list[Any] = list(node.keys()) if isinstance(node, DictConfig) else list(range(len(node)))
+    values = []
+    for key in keys:
+        try:
+            child = node[key]
+            value = _settled(child) if isinstance(child, DictConfig | ListConfig) else child
+        except Exception:  # missing (???), or an interpolation or resolver only the running job can resolve
+            value = given[key]
+        values.append(value)
+    if isinstance(node, DictConfig):
+        return {str(key): value for key, value in zip(keys, values, strict=True)}
+    return values
 
 
 def schema_keys(key: str) -> list[str] | None:

@@ -4,10 +4,11 @@ Hydra's basic and joblib launchers compose every job again from its overrides (`
 job here, as much as a short job's whole recording). explaunch's sweeper composed and validated every job while
 planning, sharing one composition among jobs that differ only in plain values (:mod:`explaunch.composition`); for
 these two launchers it hands the composed configs over and runs them as those launchers do (same job ids, numbers,
-folders, logging, joblib settings; each job run by :func:`explaunch.jobrun.run_job`, Hydra's ``run_job`` with fewer
-copies of the config) with one difference: jobs stream through joblib's pool, each starting as soon as
-a worker is free, where Hydra's launcher runs a list of jobs and returns when the last one ends — so the sweeper's
-batches each waited for their slowest job. Any other launcher (submitit) gets the overrides as usual.
+folders, logging, joblib settings, the same ``JobReturn``; each job run by :func:`explaunch.jobrun.run_job`,
+Hydra's ``run_job`` with fewer copies of the config) with one difference: jobs stream through joblib's pool, each
+starting as soon as a worker is free, where Hydra's launcher runs a list of jobs and returns when the last one
+ends — so the sweeper's batches each waited for their slowest job. Any other launcher (submitit) gets the
+overrides as usual.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from explaunch import jobrun
 
@@ -100,13 +101,22 @@ def stream(launcher: Any, tasks: Iterator[Task], gate: Gate) -> Iterator[tuple[i
 
     from explaunch.redaction import redact_override
 
+    handed_out: dict[int, Task] = {}
+
     def calls() -> Iterator[Any]:
         for task in tasks:
             shown = " ".join(redact_override(o) for o in filter_overrides(task.overrides))
             log.info("\t#%d : %s", task.num, shown)
+            handed_out[task.num] = task
             yield delayed(_numbered)(task, launch, gate)
 
-    yield from Parallel(**settings)(calls())
+    for num, job_return in Parallel(**settings)(calls()):
+        task = handed_out.pop(num)
+        if job_return is None:
+            yield num, None
+            continue
+        _number(task.config, _joblib_job_id(task), num)  # as the worker did: its configs are made from this one
+        yield num, jobrun.ComposedJobReturn(job_return, task.config)
 
 
 @dataclass(frozen=True)
@@ -155,10 +165,15 @@ def _shared(launch: Launch) -> tuple[Any, Any]:
 def _numbered(task: Task, launch: Launch, gate: Gate) -> tuple[int, JobReturn | None]:
     keep_worker_with_job_sized_memory()  # a worker that was not warmed up (a replacement) too
     context, task_function = _shared(launch)
-    job_return = run_composed(task, context, task_function, gate, job_id=f"{task.config.hydra.job.name}_{task.num}")
-    if job_return is not None:
-        job_return.cfg = job_return.hydra_cfg = None  # the sweep reads records, not these (~100 KB to send back)
+    job_return = run_composed(task, context, task_function, gate, job_id=_joblib_job_id(task))
+    if job_return is not None:  # the sweep's process makes these from its own copy (jobrun.ComposedJobReturn)
+        job_return.cfg = job_return.hydra_cfg = None
     return task.num, job_return
+
+
+def _joblib_job_id(task: Task) -> str:
+    """The job id Hydra's joblib launcher gives: ``<job name>_<job number>``."""
+    return f"{task.config.hydra.job.name}_{task.num}"
 
 
 def _joblib_line(settings: dict[str, Any]) -> str:
@@ -166,12 +181,13 @@ def _joblib_line(settings: dict[str, Any]) -> str:
 
 
 def warm_workers(
-    launcher: Any, workers: int, *, mlflow: bool, energy: bool, experiments: list[str]
+    launcher: Any, workers: int, *, mlflow: bool, energy: bool, experiments: list[str], recording: bool = True
 ) -> threading.Thread | None:
     """joblib: start the worker processes and their one-time set-up (imports, the jobs' experiment modules among
     them; the list of installed packages; the energy meter sidecar and its hardware probe, about 0.4 s) in a
     background thread. The launches that follow reuse these workers (loky keeps an
-    executor with the same settings)."""
+    executor with the same settings). Without ``recording`` (another app's jobs: explaunch records none of them
+    itself) a worker only loads the launch's shared state."""
     if type(launcher).__name__ != "JoblibLauncher":
         return None
     from joblib import Parallel, delayed, effective_n_jobs
@@ -186,7 +202,9 @@ def warm_workers(
 
     def start() -> None:
         try:
-            Parallel(**settings)(delayed(warm_up)(mlflow, energy, experiments, launch) for _ in range(workers))
+            Parallel(**settings)(
+                delayed(warm_up)(mlflow, energy, experiments, launch, recording) for _ in range(workers)
+            )
         except Exception as ex:  # only a head start: the jobs start their workers anyway
             log.debug("warming the joblib workers failed: %s: %s", type(ex).__name__, ex)
 
@@ -195,11 +213,19 @@ def warm_workers(
     return thread
 
 
-def warm_up(with_mlflow: bool, energy: bool, experiments: Sequence[str] = (), launch: Launch | None = None) -> None:
+def warm_up(
+    with_mlflow: bool,
+    energy: bool,
+    experiments: Sequence[str] = (),
+    launch: Launch | None = None,
+    recording: bool = True,
+) -> None:
     """In a worker: what every job, and its recording, needs once per process; Hydra's state as the launch has it."""
     keep_worker_with_job_sized_memory()
     if launch is not None:
         _shared(launch)
+    if not recording:
+        return
     import importlib
 
     from explaunch.experiments import MODULES
@@ -253,6 +279,13 @@ def _joblib_settings(launcher: Any) -> dict[str, Any]:
     return joblib_cfg
 
 
+def _number(config: DictConfig, job_id: str, num: int) -> None:
+    """The job's id and number in its config (read-only once a job ran with it in this process: joblib, 1 worker)."""
+    with read_write(config.hydra.job), open_dict(config.hydra.job):
+        config.hydra.job.id = job_id
+        config.hydra.job.num = num
+
+
 def run_composed(task: Task, hydra_context: Any, task_function: Any, gate: Gate, *, job_id: str) -> JobReturn | None:
     """One job from its composed config (in the sweep's process, or in a joblib worker); None when ``gate`` is
     closed as it would begin."""
@@ -262,9 +295,7 @@ def run_composed(task: Task, hydra_context: Any, task_function: Any, gate: Gate,
         return None
     config, num = task.config, task.num
     gate.cap_timeout(config)
-    with open_dict(config):
-        config.hydra.job.id = job_id
-        config.hydra.job.num = num
+    _number(config, job_id, num)
     token = planned_config_hash.set(task.config_hash)
     try:
         return jobrun.run_job(config, hydra_context, task_function)  # Hydra's run_job, with fewer copies

@@ -41,13 +41,7 @@ def run_job(config: DictConfig, hydra_context: Any, task_function: Any) -> JobRe
     old_cwd = os.getcwd()  # noqa: PTH109 - os.path throughout: Hydra's exact paths (Path.resolve follows links)
     hydra_config = HydraConfig.instance()
     previous = hydra_config.cfg
-    hydra_config.set_config(config)  # the output folder's keys may use ${hydra:...}: resolved against this job
-    output_dir = os.path.join(  # noqa: PTH118
-        str(OmegaConf.select(config, "hydra.sweep.dir")), str(OmegaConf.select(config, "hydra.sweep.subdir"))
-    )
-    for node in (config, cast(DictConfig, hydra_config.cfg)):  # the job's config, HydraConfig's copy of hydra
-        with read_write(node.hydra.runtime), open_dict(node.hydra.runtime):
-            node.hydra.runtime.output_dir = os.path.abspath(output_dir)  # noqa: PTH100
+    output_dir = _set_hydra_config(hydra_config, config)
     try:
         job_return = JobReturn()
         task_cfg = without_hydra(config)
@@ -90,6 +84,70 @@ def run_job(config: DictConfig, hydra_context: Any, task_function: Any) -> JobRe
     finally:
         hydra_config.cfg = previous
         os.chdir(old_cwd)
+
+
+def _set_hydra_config(hydra_config: HydraConfig, config: DictConfig) -> str:
+    """``HydraConfig`` set from the job's config, and the job's output folder, also written into both as
+    ``hydra.runtime.output_dir`` (as Hydra's ``run_job`` does); returns the folder as Hydra joins it."""
+    hydra_config.set_config(config)  # the output folder's keys may use ${hydra:...}: resolved against this job
+    output_dir = os.path.join(  # noqa: PTH118
+        str(OmegaConf.select(config, "hydra.sweep.dir")), str(OmegaConf.select(config, "hydra.sweep.subdir"))
+    )
+    for node in (config, cast(DictConfig, hydra_config.cfg)):  # the job's config, HydraConfig's copy of hydra
+        with read_write(node.hydra.runtime), open_dict(node.hydra.runtime):
+            node.hydra.runtime.output_dir = os.path.abspath(output_dir)  # noqa: PTH100
+    return output_dir
+
+
+class ComposedJobReturn(JobReturn):
+    """The ``JobReturn`` of a job run in another process (a joblib worker), which does not send back the configs
+    :func:`run_job` puts in it (~100 KB a job): ``cfg`` (the task's config without ``hydra``) and ``hydra_cfg``
+    (HydraConfig's copy of the ``hydra`` node) are made from the job's composed config (``hydra.job.id``/``num``
+    set) in this process when first read, ~7 ms a job that a sweep whose returns nobody reads (an app run by
+    ``@hydra.main``) never spends."""
+
+    def __init__(self, job_return: JobReturn, config: DictConfig) -> None:
+        self._config: DictConfig | None = config
+        self._cfg: DictConfig | None = None
+        self._hydra_cfg: DictConfig | None = None
+        super().__init__(
+            overrides=job_return.overrides,
+            working_dir=job_return.working_dir,
+            task_name=job_return.task_name,
+            status=job_return.status,
+            _return_value=job_return._return_value,
+        )
+
+    @property
+    def cfg(self) -> DictConfig | None:
+        self._make_configs()
+        return self._cfg
+
+    @cfg.setter
+    def cfg(self, value: DictConfig | None) -> None:
+        self._cfg = value
+
+    @property
+    def hydra_cfg(self) -> DictConfig | None:
+        self._make_configs()
+        return self._hydra_cfg
+
+    @hydra_cfg.setter
+    def hydra_cfg(self, value: DictConfig | None) -> None:
+        self._hydra_cfg = value
+
+    def _make_configs(self) -> None:
+        config, self._config = self._config, None
+        if config is None:
+            return
+        hydra_config = HydraConfig.instance()
+        previous = hydra_config.cfg
+        try:
+            _set_hydra_config(hydra_config, config)
+            self._cfg = self._cfg if self._cfg is not None else without_hydra(config)
+            self._hydra_cfg = self._hydra_cfg if self._hydra_cfg is not None else cast(DictConfig, hydra_config.cfg)
+        finally:
+            hydra_config.cfg = previous
 
 
 def _changes_dir(hydra_cfg: DictConfig) -> bool:

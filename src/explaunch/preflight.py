@@ -6,6 +6,7 @@ each value of each swept key once (a sum over keys, not the product of the grid)
 composition (see explaunch.composition). The sweeper then composes and validates every job of the grid.
 The settings of our sweeper and of the launchers we ship presets for (``hydra.sweeper.*``, ``hydra.launcher.*``)
 are checked against their dataclasses' ``spec`` rules the same way, and the output folder must be creatable.
+Only explaunch's own app (:func:`explaunch.config.is_explaunch_config`) is held to explaunch's schema.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from explaunch.composition import JobComposer
-from explaunch.config import ExplaunchConfig, schema_keys, validate, validate_node
+from explaunch.config import ExplaunchConfig, is_explaunch_config, schema_keys, validate, validate_node
 from explaunch.errors import EXIT_USAGE, ConfigError
 
 # Hydra flags that print or inspect instead of running jobs: Hydra handles those alone.
@@ -84,7 +85,9 @@ def check_overrides(config_dir: Path, config_name: str, overrides: Sequence[str]
             for o in from_config:
                 swept.setdefault(o.get_key_element(), o)
         launcher = OmegaConf.select(base, "hydra.launcher._target_", default=None) if multirun else None
-        check_gpus_visible(validate(base), launcher)
+        ours = is_explaunch_config(base)
+        if ours:
+            check_gpus_visible(validate(base), launcher)
         # explaunch's sweeper composes and validates every job of the grid before it writes anything (its plan):
         # composing each value here too would double the start-up of a large sweep (64 seeds: 0.7 s)
         planned = str(OmegaConf.select(base, "hydra.sweeper._target_", default="")).endswith(".ExplaunchSweeper")
@@ -100,7 +103,7 @@ def check_overrides(config_dir: Path, config_name: str, overrides: Sequence[str]
                     check_settings(
                         _compose(config_name, [*fixed, f"{key}={value}"], [f"{key}={value}"], return_hydra_config=True)
                     )
-                elif not planned:
+                elif ours and not planned:
                     validate(compose_job([f"{key}={value}"]))
 
 

@@ -2,19 +2,26 @@
 
 Each step is guarded: a step that fails (a tracking server down, a sampler error) adds a line to the record's
 ``callback_errors`` and the job, and the other steps, go on.
+
+What is recorded (:class:`RecordingSettings`) comes from the job's config in explaunch's own app (the schema's
+``tracking``, ``energy``, ``resources`` and ``hardware`` keys), and from the recording callback's arguments
+(:class:`RecordingOptions`) in any other Hydra app, whose config knows none of these keys.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import numbers
 import os
 import socket
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +33,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from explaunch import records
+from explaunch.config import EnergyConfig, ResourcesConfig, TrackingConfig, is_explaunch_config
 from explaunch.errors import ConfigError
 from explaunch.redaction import redact_override, redact_resolved, secret_values
 
@@ -77,13 +85,137 @@ def redact_hydra_output(config: DictConfig) -> None:
             (Path(str(config.hydra.runtime.output_dir)) / str(subdir) / name).unlink(missing_ok=True)
 
 
-def config_hash_or_none(config: DictConfig) -> str | None:
-    from explaunch.config import config_hash, validate
+SWEEP_CONFIG_FILE = "multirun.yaml"
+
+
+def redact_sweep_config(sweep_dir: Path) -> bool:
+    """Hydra's basic sweeper writes ``multirun.yaml`` with the secrets as given (explaunch's sweeper writes it
+    redacted): rewritten redacted by the sweep's own process, before its MLflow sweep run uploads it. Returns whether
+    the file was there to check."""
+    import yaml
+
+    from explaunch import redaction
+    from explaunch.jobrun import dump_yaml
+
+    path = sweep_dir / SWEEP_CONFIG_FILE
+    if not path.is_file():
+        return False
+    data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    redacted = redaction.redact_unresolved(data)
+    if redacted != data:
+        records.write_text_atomic(path, dump_yaml(redacted))
+    return True
+
+
+def config_hash_or_none(config: DictConfig, own_app: bool = True) -> str | None:
+    """The job's identity as explaunch's sweeper keys it: explaunch's app validates its config (None when invalid);
+    any other app's is the hash of its task config."""
+    from explaunch.config import config_hash, task_config_hash, validate
 
     try:
-        return config_hash(validate(config))
+        return config_hash(validate(config)) if own_app else task_config_hash(config)
     except ConfigError:
         return None
+
+
+def returned_metrics(value: Any, prefix: str = "") -> dict[str, float]:
+    """Another app's task return value as metrics: the numbers of a mapping, nested mappings flattened with ``.``
+    (``{"loss": 0.1, "val": {"acc": 0.9}}`` -> ``loss``, ``val.acc``, as MLflow params are named); booleans,
+    strings, lists and anything else are left out, as is a return value that is not a mapping."""
+    if not isinstance(value, Mapping):
+        return {}
+    found: dict[str, float] = {}
+    for key, item in value.items():
+        name = f"{prefix}{key}"
+        if isinstance(item, Mapping):
+            found.update(returned_metrics(item, name + "."))
+        elif isinstance(item, numbers.Real) and not isinstance(item, bool):
+            found[name] = float(item)
+    return found
+
+
+def _rules_of(schema: type, key: str, default: Any) -> Any:
+    """A field with the ``spec`` rules of the schema's ``key``: an argument obeys the rules of the key it stands for."""
+    rules = next(f.metadata for f in dataclasses.fields(schema) if f.name == key)
+    return dataclasses.field(default=default, metadata=rules)
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordingOptions:
+    """The recording callback's arguments (``hydra.callbacks.recording.<name>`` in any app's config): each stands
+    for a key of explaunch's schema, whose rules it obeys, and is used only where the job's config is not
+    explaunch's own (there, the config's keys win)."""
+
+    tracking: str = _rules_of(TrackingConfig, "backend", "mlflow")  # tracking.backend: mlflow | none
+    tracking_uri: str | None = _rules_of(TrackingConfig, "uri", None)  # null: $MLFLOW_TRACKING_URI, else ./mlflow.db
+    experiment: str | None = _rules_of(TrackingConfig, "experiment", None)  # null: the app's name (hydra.job.name)
+    system_metrics: bool = _rules_of(TrackingConfig, "system_metrics", False)
+    log_artifacts: bool = _rules_of(TrackingConfig, "log_artifacts", True)
+    energy: bool = _rules_of(EnergyConfig, "enabled", True)  # energy.enabled: the whole job's energy
+    country_iso_code: str = _rules_of(EnergyConfig, "country_iso_code", "USA")
+    resources: bool = _rules_of(ResourcesConfig, "enabled", True)  # resources.enabled: resources.csv
+    resources_interval_s: float = _rules_of(ResourcesConfig, "interval_s", 1.0)
+
+    def validated(self, key: str) -> RecordingOptions:
+        """These options, or a one-line :class:`ConfigError` naming ``<key>.<argument>`` for the first value not
+        allowed."""
+        from explaunch.config import validate_node
+
+        hints = typing.get_type_hints(RecordingOptions)
+        for f in dataclasses.fields(self):
+            _check_type(f"{key}.{f.name}", getattr(self, f.name), hints[f.name])
+        validate_node(OmegaConf.create(dataclasses.asdict(self)), RecordingOptions, key)  # choices, min, max
+        return self
+
+
+def _check_type(key: str, value: Any, hint: Any) -> None:
+    kinds = [k for k in typing.get_args(hint) if k is not type(None)] or [hint]
+    optional = type(None) in typing.get_args(hint)
+    kind = kinds[0]
+    if value is None and optional:
+        return
+    if kind is bool:
+        ok, allowed = isinstance(value, bool), "true or false"
+    elif kind is float:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        ok, allowed = number and math.isfinite(value), "a number"
+    else:
+        ok, allowed = isinstance(value, str) and value.strip() != "", "a non-empty string"
+    if not ok:
+        raise ConfigError(key, value, f"must be {allowed}" + (", or null" if optional else ""))
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordingSettings:
+    """What one job's recording does: the ``tracking``, ``energy`` and ``resources`` nodes (typed by the schema's
+    dataclasses), the devices whose energy counts, and whether the job is explaunch's own app's (its task returns
+    ``{"metrics": ..., "info": ...}``; any other app's returned mapping is its metrics)."""
+
+    tracking: Any
+    energy: Any
+    resources: Any
+    device: str = "auto"
+    gpu_ids: tuple[int, ...] = ()
+    own_app: bool = False
+
+    @classmethod
+    def of_job(cls, config: DictConfig, options: RecordingOptions) -> RecordingSettings:
+        """explaunch's own app: its config's keys, as ever; any other app: ``options`` (the callback's arguments)."""
+        if is_explaunch_config(config):
+            device = str(OmegaConf.select(config, "hardware.device", default="auto"))
+            gpu_ids = tuple(OmegaConf.select(config, "hardware.gpu_ids", default=None) or [])
+            return cls(config.tracking, config.energy, config.resources, device, gpu_ids, own_app=True)
+        experiment = options.experiment or str(OmegaConf.select(config, "hydra.job.name", default=None) or "")
+        tracking = TrackingConfig(
+            backend=options.tracking,
+            uri=options.tracking_uri,
+            experiment=experiment or TrackingConfig.experiment,
+            system_metrics=options.system_metrics,
+            log_artifacts=options.log_artifacts,
+        )
+        energy = EnergyConfig(enabled=options.energy, country_iso_code=options.country_iso_code)
+        resources = ResourcesConfig(enabled=options.resources, interval_s=options.resources_interval_s)
+        return cls(OmegaConf.structured(tracking), OmegaConf.structured(energy), OmegaConf.structured(resources))
 
 
 def code_dir() -> Path:
@@ -143,9 +275,10 @@ class Background(Generic[T]):
 class JobRecorder:
     """One per job, in the worker: ``start()`` at job start, ``finish(job_return)`` at job end."""
 
-    def __init__(self, config: DictConfig) -> None:
+    def __init__(self, config: DictConfig, settings: RecordingSettings) -> None:
         hydra = HydraConfig.get()
         self.config = config
+        self.settings = settings
         self.job_dir = Path(hydra.runtime.output_dir)
         self.multirun = hydra.mode == RunMode.MULTIRUN
         self.job_num: int | None = hydra.job.num if self.multirun else None
@@ -176,12 +309,12 @@ class JobRecorder:
     def start(self) -> JobRecorder:
         self.guard("reset", end_leaked_mlflow_run)
         self.snapshot = self.guard("snapshot", self._start_snapshot)
-        if self.config.resources.enabled:
+        if self.settings.resources.enabled:
             self.sampler = self.guard("resources", self._start_sampler)
-        if self.config.energy.enabled:
+        if self.settings.energy.enabled:
             self.baseline = self.guard("energy baseline", self._baseline)
             self.energy = self.guard("energy", self._start_energy)
-        if self.config.tracking.backend == "mlflow":
+        if self.settings.tracking.backend == "mlflow":
             self.guard("mlflow", self._start_run)
         return self
 
@@ -200,7 +333,7 @@ class JobRecorder:
     def _start_sampler(self) -> Any:
         from explaunch.measure.resources import CSV_FILE, AlertThresholds, ResourceSampler
 
-        resources = self.config.resources
+        resources = self.settings.resources
         alerts = AlertThresholds(**OmegaConf.to_container(resources.alerts))  # type: ignore[arg-type]
         self.job_dir.mkdir(parents=True, exist_ok=True)
         return ResourceSampler(self.job_dir / CSV_FILE, resources.interval_s, alerts).start()
@@ -209,27 +342,24 @@ class JobRecorder:
         """The host's idle power, measured by the first job of the sweep on this host (see measure.baseline)."""
         from explaunch.measure.baseline import host_baseline, resolve_seconds
 
-        seconds = resolve_seconds(OmegaConf.select(self.config, "energy.baseline_s", default=None))
+        seconds = resolve_seconds(self.settings.energy.baseline_s)
         if seconds <= 0:
             return None
-        return host_baseline(self.sweep_dir or self.job_dir, seconds, self.config.energy)
+        return host_baseline(self.sweep_dir or self.job_dir, seconds, self.settings.energy)
 
     def _start_energy(self) -> Any:
         """The whole job's energy: the job's process tree, and the GPUs the job was given (none on ``cpu``)."""
         from explaunch.measure.energy import EnergyTracker, job_gpus
 
-        device = str(OmegaConf.select(self.config, "hardware.device", default="auto"))
-        gpu_ids = list(OmegaConf.select(self.config, "hardware.gpu_ids", default=None) or [])
+        gpus = job_gpus(self.settings.device, list(self.settings.gpu_ids))
         csv = self.job_dir / "emissions.csv"
-        tracker = EnergyTracker.from_config(
-            self.config.energy, job_gpus(device, gpu_ids), csv_path=csv, await_start=False
-        )
+        tracker = EnergyTracker.from_config(self.settings.energy, gpus, csv_path=csv, await_start=False)
         return tracker.__enter__()
 
     def _start_run(self) -> None:
         from explaunch.tracking import RUN_ID_FILE, MlflowTracker, SweepTracking, job_run_tags, resolve_uri, run_name
 
-        tracking = self.config.tracking
+        tracking = self.settings.tracking
         sweep = SweepTracking.read(self.sweep_dir) if self.sweep_dir else None
         uri = sweep.tracking_uri if sweep else resolve_uri(tracking.uri, Path(HydraConfig.get().runtime.cwd))
         if sweep is not None and sweep.logged_by == "sweep":  # the sweep's relay logs this job's run from its record
@@ -252,7 +382,7 @@ class JobRecorder:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
             self.system_monitor = SystemMetricsMonitor(  # type: ignore[no-untyped-call]
-                self.run_id, sampling_interval=self.config.resources.interval_s, tracking_uri=uri
+                self.run_id, sampling_interval=self.settings.resources.interval_s, tracking_uri=uri
             )
             self.system_monitor.start()
 
@@ -271,8 +401,11 @@ class JobRecorder:
         if self.system_monitor is not None:
             self.guard("mlflow system metrics", self.system_monitor.finish)
         completed = job_return.status == JobStatus.COMPLETED
-        result = job_return.return_value if completed else {}
-        result = result if isinstance(result, dict) else {}
+        returned = job_return.return_value if completed else {}
+        if self.settings.own_app:  # explaunch.task.run: {"metrics": ..., "info": ...}
+            result = returned if isinstance(returned, dict) else {}
+        else:  # any other app's task: its returned mapping's numbers are its metrics
+            result = {"metrics": returned_metrics(returned)}
         taken = self.guard("snapshot", self.snapshot.result) if self.snapshot is not None else None
         snapshot = taken.to_dict() if taken is not None else {}
         error = None if completed else job_error(self.job_dir, job_return)
@@ -285,7 +418,7 @@ class JobRecorder:
             status=records.COMPLETED if error is None else records.status_of_error(error.type, error.message),
             overrides=self.overrides,
             config=config,
-            config_hash=self.config_hash or config_hash_or_none(self.config),
+            config_hash=self.config_hash or config_hash_or_none(self.config, self.settings.own_app),
             start_time=self.start_time,
             end_time=now_iso(),
             duration_s=time.perf_counter() - self._t0,
@@ -338,13 +471,13 @@ class JobRecorder:
         if self.relayed_uri is not None:  # the relay adds run_id once it has logged the run
             return {"backend": "mlflow", "uri": redact("uri", self.relayed_uri), "logged_by": "sweep"}
         if self.tracker is None:
-            return {"backend": self.config.tracking.backend}
+            return {"backend": self.settings.tracking.backend}
         return {"backend": "mlflow", "uri": redact("uri", self.tracker.tracking_uri), "run_id": self.run_id}
 
     def _log_run(self, record: records.JobRecord) -> None:
         assert self.run_id is not None
         registered = self.tracker.log_job(
-            self.run_id, record, self.job_dir, artifacts=bool(self.config.tracking.log_artifacts)
+            self.run_id, record, self.job_dir, artifacts=bool(self.settings.tracking.log_artifacts)
         )
         if registered is not None:
             tracking = {**record.tracking, "registered_model": registered}

@@ -7,13 +7,21 @@ the batch; a ledger lets a re-run of the same sweep folder run only what is not 
 too many jobs fail, when its time is up or on Ctrl-C; and at the end one summary says what happened.
 
 The job folders stay the source of truth: outcomes are read back from each job's ``job.json``. A job that left no
-record (its worker was killed, the batch was interrupted) gets one written here, by the parent.
+record gets one written here, by the parent: from what the launcher returned for it where its task ran (an app
+without explaunch's recording callback), else as lost (its worker was killed, the batch was interrupted).
+
+Any Hydra app may use this sweeper. Only explaunch's own app (:func:`explaunch.config.is_explaunch_config`) is held
+to explaunch's schema, with one-line errors; any other app's composition errors are Hydra's own, and its jobs are
+known by a hash of their task config (:func:`explaunch.config.task_config_hash`). ``sweep()`` returns what Hydra's
+basic sweeper returns: the jobs' ``JobReturn`` in batches.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import inspect
 import logging
 import math
 import os
@@ -23,19 +31,22 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from explaunch import jobguard, records
-from explaunch.config import config_hash, validate
+from explaunch.config import config_hash, is_explaunch_config, task_config_hash, validate
 from explaunch.errors import ExplaunchError, FolderNotWritable, JobInterrupted, RecordError
 from explaunch.ledger import Ledger, LedgerEntry
-from explaunch.recording import now_iso, resolved_config
+from explaunch.recording import now_iso, resolved_config, returned_metrics
 from explaunch.sweeplock import SweepLock
 from explaunch.table import format_table
 
@@ -194,6 +205,15 @@ class BatchWatcher(threading.Thread):
         self.join(timeout=5)
         self.poll()
 
+    def take(self, job: Job, record: records.JobRecord) -> None:
+        """A record the sweep wrote for the job (which wrote none): taken as if read from its folder, once."""
+        with self.lock:
+            if job.num in self.seen:
+                return
+            job.record = record
+            self.seen.add(job.num)
+        self.on_record(job)
+
 
 class SweepRunner:
     def __init__(
@@ -202,16 +222,22 @@ class SweepRunner:
         launcher: Any,
         config_loader: Any,
         config: DictConfig,
+        task_function: Any = None,
     ) -> None:
         self.settings = settings
         self.launcher = launcher
         self.loader = config_loader
         self.config = config
+        self.ours = is_explaunch_config(config)  # explaunch's own app: its schema, store, energy meter, batch knob
+        # another app's program, as its jobs' ledger lines name it (see runs_anew)
+        self.program = None if self.ours else program_fingerprint(task_function)
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         self.ledger = Ledger(self.sweep_dir)
         self.stop_reason: str | None = None
         self.deadline = time.monotonic() + settings.max_duration_h * 3600 if settings.max_duration_h else None
         self.ran: list[Job] = []
+        self.jobs: list[Job] = []  # the grid, once planned
+        self.job_returns: dict[int, JobReturn] = {}  # job number -> what the launcher returned (its last attempt)
         self.progress: Progress | None = None
         self.compose: Any = None  # the planner's JobComposer: the launch composes retries from its cache
         self.stop_file: Path | None = None  # while a streaming launch runs (explaunch.fastlaunch.Gate)
@@ -236,11 +262,12 @@ class SweepRunner:
             lambda overrides: self.loader.load_sweep_config(self.config, overrides),
             self.loader,
             share_compositions=self.fast_values,
+            one_line_errors=self.ours,  # another app: Hydra's own composition error, as its basic sweeper raises it
         )
         jobs = []
         for index, overrides in enumerate(grid):
             cfg = compose(list(overrides))
-            key = config_hash(validate(cfg))
+            key = self.job_key(cfg)
             jobs.append(Job(index, list(overrides), key, cfg, overrides=list(overrides)))
         taken = {entry.job_num for entry in self.ledger.latest.values()}
         for job in jobs:
@@ -252,6 +279,24 @@ class SweepRunner:
                 job.num = job.index if job.index not in taken else max(taken | {len(jobs) - 1}) + 1
                 taken.add(job.num)
         return jobs
+
+    def job_key(self, cfg: DictConfig) -> str:
+        """A job's identity (its ledger key, its record's ``config_hash``): explaunch's app validates the config
+        (a ConfigError ends the sweep); another app's is the hash of its task config."""
+        return config_hash(validate(cfg)) if self.ours else task_config_hash(cfg)
+
+    def runs_anew(self, jobs: list[Job]) -> bool:
+        """Whether another app's sweep runs every job again: all of them completed in this folder before, but
+        by another program (its task function's file changed since). A job is known by its config alone, so a
+        rerun resumes a sweep that did not finish whatever changed (fixing the bug that failed a job, as in
+        explaunch's app), and a finished sweep rerun as it was runs nothing; a changed program rerun into a finished
+        folder is a new sweep, as Hydra's basic sweeper makes it (Hydra's own launcher tests do just that)."""
+        if self.ours or self.program is None or not jobs:
+            return False
+        entries = [self.ledger.latest.get(j.key) for j in jobs]
+        return all(e is not None and e.status == records.COMPLETED for e in entries) and any(
+            e is not None and e.details.get("program") != self.program for e in entries
+        )
 
     def to_run(self, job: Job) -> bool:
         status = self.ledger.status(job.key)
@@ -272,23 +317,24 @@ class SweepRunner:
 
     # ---- running ---------------------------------------------------------------------------------------------
     def run(self, arguments: Sequence[str], params: dict[str, str]) -> int:
-        if OmegaConf.select(self.config, "energy.enabled", default=False) and self.jobs_run_here():
+        if self.ours and self.config.energy.enabled and self.jobs_run_here():
             from explaunch.measure import meter
 
             meter.prestart()  # the jobs' energy meter probes the hardware while the sweep is planned
         grid = self.expand(arguments, params)
-        jobs = self.plan(grid)  # a bad job stops the sweep here, before anything is written
+        jobs = self.jobs = self.plan(grid)  # a bad job stops the sweep here, before anything is written
         from explaunch import store_sync  # the MLflow store: writable, not deleted, agreeing with the job folders
 
-        store_ok = store_sync.check_before_sweep(self.config)  # a dead store stops the sweep before its folder
+        # a dead store stops the sweep before its folder; another app's jobs log nothing to explaunch's store
+        store_ok = store_sync.check_before_sweep(self.config) if self.ours else False
         lock = self.lock_folder()
         try:
             fresh = Ledger(self.sweep_dir)
             if fresh.latest != self.ledger.latest:  # a sweep ended here between our planning and our lock
                 self.ledger = fresh
-                jobs = self.plan(grid)
-            # under the lock: it reconciles the store with this folder's jobs, which no other sweep writes now
-            store_sync.reconcile_before_sweep(self.config, self.sweep_dir, store_ok)
+                jobs = self.jobs = self.plan(grid)
+            if self.ours:  # under the lock: it reconciles the store with this folder's jobs, no other sweep's now
+                store_sync.reconcile_before_sweep(self.config, self.sweep_dir, store_ok)
             return self.run_jobs(jobs)
         finally:
             lock.release()
@@ -308,11 +354,14 @@ class SweepRunner:
             from explaunch.jobrun import save_yaml
 
             save_yaml(self.config, self.sweep_dir / "multirun.yaml")  # as OmegaConf.save, secrets redacted
-            pending = sorted((j for j in jobs if self.to_run(j)), key=lambda j: j.num)
+            anew = self.runs_anew(jobs)
+            pending = sorted((j for j in jobs if anew or self.to_run(j)), key=lambda j: j.num)
             skipped = len(jobs) - len(pending)
             self.write_plan(jobs, pending)
         except OSError as ex:
             raise FolderNotWritable(f"sweep folder {self.sweep_dir} cannot be written: {why(ex)}") from None
+        if anew:
+            log.info("every job of this sweep completed before in %s: running them all again", self.sweep_dir)
         if skipped:
             log.info(
                 "resuming %s: %d of %d jobs already done, %d to run", self.sweep_dir, skipped, len(jobs), len(pending)
@@ -328,13 +377,16 @@ class SweepRunner:
             except Exception as ex:  # as Hydra treats a failing callback: the jobs run and record it
                 log.warning("MLflow sweep run not started: %s: %s", type(ex).__name__, ex)
             # jobs import MLflow only where the sweep's relay does not log their runs
-            mlflow = OmegaConf.select(self.config, "tracking.backend") == "mlflow" and deferred.relay is None
+            mlflow = self.ours and self.config.tracking.backend == "mlflow" and deferred.relay is None
             warming = fastlaunch.warm_workers(
                 self.launcher,
                 min(self.batch_size(), len(pending)),
                 mlflow=mlflow,
-                energy=bool(OmegaConf.select(self.config, "energy.enabled", default=False)),
-                experiments=sorted({str(OmegaConf.select(j.cfg, "experiment_type.name")) for j in pending}),
+                energy=self.ours and bool(self.config.energy.enabled),
+                experiments=sorted({str(OmegaConf.select(j.cfg, "experiment_type.name")) for j in pending})
+                if self.ours
+                else [],
+                recording=self.ours,
             )
             if warming is not None:
                 warming.join()
@@ -495,7 +547,7 @@ class SweepRunner:
                     return
                 self.start_attempt(job)
                 cfg = compose(job.overrides)
-                planned = job.key if job.overrides == job.grid_overrides else config_hash(validate(cfg))
+                planned = job.key if job.overrides == job.grid_overrides else self.job_key(cfg)
                 progress.started(1)
                 with watcher.lock:
                     started.append(job)
@@ -503,6 +555,7 @@ class SweepRunner:
                 yield fastlaunch.Task(job.num, cfg, job.overrides, planned)
 
         handed_out: dict[int, float] = {}
+        by_num = {job.num: job for job in jobs}
         stop_file = self.stop_file = self.sweep_dir / STOP_FILE
         stop_file.unlink(missing_ok=True)
         deadline = None if self.deadline is None else time.time() + self.deadline - time.monotonic()
@@ -525,6 +578,7 @@ class SweepRunner:
                         declined.extend(j for j in started if j.num == num)
                     continue
                 returns[num] = job_return
+                self.record_returned(by_num[num], job_return, handed_out[num], watcher)
                 watcher.poll()  # progress and ledger at once, not at the watcher's next tick
         except KeyboardInterrupt:
             self.stop_reason = "interrupted"
@@ -541,7 +595,11 @@ class SweepRunner:
             stop_file.unlink(missing_ok=True)
         unstarted = list(declined)
         if lost_reason is not None:
-            unstarted += [j for j in started if j not in declined and not self.began(j, handed_out[j.num])]
+            kept_out = [j for j in started if j not in declined and not self.began(j, handed_out[j.num])]
+            # Some job began: a dead worker kept the others from starting, they go on. None began: the launch fails
+            # as a job begins (the basic launcher, or every worker), and would again: they are recorded lost.
+            if len(kept_out) < len(started) - len(declined):
+                unstarted += kept_out
         for job in unstarted:  # handed to joblib but never run: not an attempt
             started.remove(job)
             job.attempt -= 1
@@ -585,6 +643,7 @@ class SweepRunner:
         watcher.start()
         lost_reason = None
         returns: Sequence[Any] = []
+        launched = time.time()
         try:
             returns = self.launch(overrides, batch[0].num)
         except KeyboardInterrupt:
@@ -598,6 +657,9 @@ class SweepRunner:
         finally:
             watcher.stop()
         by_num = {job.num: returns[i] for i, job in enumerate(batch) if i < len(returns)}
+        for job in batch:
+            if job.num in by_num:
+                self.record_returned(job, by_num[job.num], launched, watcher)
         return self.settle(batch, lambda job: lost_reason or lost_job_reason(by_num.get(job.num)))
 
     def launch(self, overrides: list[list[str]], initial_job_idx: int) -> Sequence[Any]:
@@ -625,7 +687,11 @@ class SweepRunner:
             job_dir=str(self.job_dir(job).relative_to(self.sweep_dir)),
             time=now_iso(),
             duration_s=record.duration_s,
-            details={"batch_size": job.batch_size, "launched_with": job.overrides},
+            details={
+                "batch_size": job.batch_size,
+                "launched_with": job.overrides,
+                **({"program": self.program} if self.program else {}),
+            },
         )
         try:
             self.ledger.append(entry)
@@ -647,7 +713,7 @@ class SweepRunner:
         if names & NEVER_RETRIED or (record.status == records.TIMEOUT and "JobTimeout" not in self.settings.retry_on):
             return None
         is_oom = bool(names & OOM_TYPES) or "out of memory" in error.message.lower()
-        size = job.batch_size
+        size = job.batch_size if self.ours else None  # the batch knob is explaunch's schema
         if is_oom and self.settings.oom_fallback and size is not None and size > self.settings.min_batch_size:
             return with_batch(job.overrides, max(self.settings.min_batch_size, size // 2), job.cfg)
         if names & set(self.settings.retry_on) and job.attempt <= self.settings.max_retries:
@@ -672,6 +738,31 @@ class SweepRunner:
         job.record = None
         return job
 
+    def record_returned(self, job: Job, job_return: Any, launched: float, watcher: BatchWatcher) -> None:
+        """Keep what the launcher returned for the job; where its task ran but the job wrote no record of its own
+        (an app without explaunch's recording callback), write its record, built from that ``JobReturn``, as its
+        ``job.json``: each job's record has one writer, the job where it records itself, else this parent."""
+        if not isinstance(job_return, JobReturn):
+            return
+        self.job_returns[job.num] = job_return
+        job_dir = self.job_dir(job)
+        if not task_ran(job_return) or (job_dir / records.JOB_FILE).exists():
+            return
+        try:
+            record = record_from_return(job, job_return, job_dir, self.job_key(job.cfg), launched)
+            records.write_job_record(job_dir, record)
+        except OSError as ex:  # no record in its folder: the job counts as lost (settle), a rerun runs it again
+            self.cannot_write(f"job {job.num}'s record", ex)
+            return
+        watcher.take(job, record)
+
+    def returns(self) -> list[list[JobReturn]]:
+        """What Hydra's basic sweeper returns from ``sweep()``: the ``JobReturn`` of each job run now (of its last
+        attempt), in job order, in batches of ``hydra.sweeper.max_batch_size`` jobs (one batch when unset)."""
+        ran = [self.job_returns[j.num] for j in sorted(self.jobs, key=lambda j: j.index) if j.num in self.job_returns]
+        size = self.settings.max_batch_size or max(1, len(ran))
+        return [ran[i : i + size] for i in range(0, len(ran), size)]
+
     def record_lost(self, job: Job, error_type: str, message: str) -> records.JobRecord:
         """The record of a job that could not write its own (killed worker, interrupted batch)."""
         job_dir = self.job_dir(job)
@@ -681,7 +772,7 @@ class SweepRunner:
             status=status,
             overrides=job.overrides,
             config=resolved_config(job.cfg),
-            config_hash=config_hash(validate(job.cfg)),
+            config_hash=self.job_key(job.cfg),
             start_time=now,
             end_time=now,
             duration_s=0.0,
@@ -757,9 +848,10 @@ class SweepRunner:
             lines.append(format_table(rows, ["job", "status", "overrides", "error", "message", "traceback"]))
         if not_run or bad:
             lines.append(f"to finish it: run the same command again with hydra.sweep.dir={self.sweep_dir}")
-        from explaunch import store_sync
+        if self.ours:
+            from explaunch import store_sync
 
-        lines += store_sync.pending_runs_lines(self.sweep_dir, self.config)  # runs the store did not take
+            lines += store_sync.pending_runs_lines(self.sweep_dir, self.config)  # runs the store did not take
         print("\n".join(lines), file=sys.stderr)
 
 
@@ -794,6 +886,75 @@ def lost_job_reason(job_return: Any) -> tuple[str, str]:
         return ("JobCancelled", f"SLURM cancelled the job (state: {full})")
     seen = f" (SLURM state {name})" if name and name not in first else ""
     return ("WorkerDied", f"{type(error).__name__}{seen}: {first}")
+
+
+def program_fingerprint(task_function: Any) -> str | None:
+    """A hash of the file holding the task function (its app's main script): what tells one program from another
+    for :meth:`SweepRunner.runs_anew`; None where it cannot be read."""
+    try:
+        owner = task_function if inspect.isroutine(task_function) else type(task_function)
+        source = inspect.getsourcefile(inspect.unwrap(owner))
+        return hashlib.sha256(Path(source).read_bytes()).hexdigest()[:16] if source else None
+    except (TypeError, OSError):
+        return None
+
+
+RECORDED_FROM_RETURN = "sweep parent: from the launcher's JobReturn (the job wrote no record of its own)"
+
+
+def task_ran(job_return: JobReturn) -> bool:
+    """Whether ``job_return`` is that of a task function that ran to its end or raised (Hydra's ``run_job`` names the
+    task once it ran it), not a launcher's word that the job left no result (explaunch's submitit launchers)."""
+    return job_return.task_name is not None and job_return.status in (JobStatus.COMPLETED, JobStatus.FAILED)
+
+
+def record_from_return(
+    job: Job, job_return: JobReturn, job_dir: Path | None, key: str, launched: float
+) -> records.JobRecord:
+    """The record of a job that wrote none, from the launcher's ``JobReturn``: completed, or failed with the task's
+    exception (its traceback written to ``job_dir`` where it came back with it and the job wrote none); the task's
+    return value, where it is a mapping, gives the metrics (its numbers). The job ran from the time its folder got
+    Hydra's files (``.hydra/``; else from ``launched``) to now, when the sweep learnt its outcome."""
+    end = time.time()
+    start = launched
+    if job_dir is not None:
+        with contextlib.suppress(OSError):
+            start = min(end, (job_dir / ".hydra" / "overrides.yaml").stat().st_mtime)
+    value = job_return._return_value  # the task's return value or exception: .return_value re-raises the latter
+    error = None if job_return.status == JobStatus.COMPLETED else returned_error(value, job_dir)
+    return records.JobRecord(
+        status=records.COMPLETED if error is None else records.status_of_error(error.type, error.message),
+        overrides=job.overrides,
+        config=resolved_config(job.cfg),
+        config_hash=key,
+        start_time=datetime.fromtimestamp(start, UTC).isoformat(timespec="milliseconds"),
+        end_time=datetime.fromtimestamp(end, UTC).isoformat(timespec="milliseconds"),
+        duration_s=round(end - start, 3),
+        job_num=job.num,
+        metrics={} if error is not None else returned_metrics(value),
+        info={"recorded_by": RECORDED_FROM_RETURN},
+        error=error,
+    )
+
+
+def returned_error(error: Any, job_dir: Path | None) -> records.JobError:
+    """A failed task's exception as the record's error: its type, first line and base classes (to match
+    ``retry_on``); its traceback in ``job_dir`` where it has one (a job run in this process) and none is there."""
+    if not isinstance(error, BaseException):
+        return records.JobError(type="UnknownError", message=repr(error))
+    text = str(error).strip()
+    trace = None
+    if job_dir is not None and error.__traceback__ is not None:
+        path = job_dir / records.TRACEBACK_FILE
+        if not path.exists():
+            records.write_text_atomic(path, "".join(traceback.format_exception(error)))
+        trace = path.name
+    return records.JobError(
+        type=type(error).__name__,
+        message=text.splitlines()[0] if text else "",
+        traceback_file=trace,
+        bases=[c.__name__ for c in type(error).__mro__[1:] if c not in (BaseException, object)],
+    )
 
 
 def with_batch(overrides: list[str], size: int, cfg: DictConfig) -> list[str]:

@@ -16,8 +16,10 @@ def test_dotenv_fills_what_the_environment_lacks_and_never_overrides_it(
         "# team settings\nMLFLOW_TRACKING_URI=sqlite:///team.db\nexport EXPLAUNCH_SLURM_PARTITION='gpu'\n"
         'EXPLAUNCH_SLURM_ACCOUNT="proj 42"\n'
     )
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("EXPLAUNCH_SLURM_ACCOUNT", raising=False)
+    # what load_dotenv adds to os.environ goes when the test ends (it would leak into every later test's subprocesses)
+    for name in ("MLFLOW_TRACKING_URI", "EXPLAUNCH_SLURM_ACCOUNT"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.setenv("EXPLAUNCH_SLURM_PARTITION", "cpu")  # given explicitly: it wins
     added = load_dotenv(tmp_path)
     assert sorted(added) == ["EXPLAUNCH_SLURM_ACCOUNT", "MLFLOW_TRACKING_URI"]
@@ -43,3 +45,8 @@ def test_every_setting_is_documented_in_the_cli_reference() -> None:
 
     text = (ROOT / "docs" / "cli.md").read_text()
     assert [name for name in SETTINGS if name not in text] == []
+
+
+def test_the_variables_a_test_s_dotenv_added_are_gone_again() -> None:
+    assert os.environ.get("MLFLOW_TRACKING_URI") != "sqlite:///team.db"
+    assert "EXPLAUNCH_SLURM_ACCOUNT" not in os.environ or os.environ["EXPLAUNCH_SLURM_ACCOUNT"] != "proj 42"

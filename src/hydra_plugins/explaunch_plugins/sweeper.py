@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
@@ -16,14 +17,20 @@ class ExplaunchSweeper(Sweeper):
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
         self.launcher: Any = None
+        self.task_function: TaskFunction | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        """Check ``hydra.sweeper.*`` and ``hydra.launcher.*`` (in any app: they are ours and the launchers' we know)
+        and make the launcher; a bad setting ends here in one line, exit 2, before anything is created."""
         from explaunch.errors import ConfigError
+        from explaunch.preflight import check_settings
         from explaunch.sweeper import config_error_exit
 
         self.hydra_context = hydra_context
         self.config = config
+        self.task_function = task_function
         try:
+            check_settings(config)
             self.launcher = Plugins.instance().instantiate_launcher(
                 hydra_context=hydra_context, task_function=task_function, config=config
             )
@@ -34,19 +41,23 @@ class ExplaunchSweeper(Sweeper):
                 config_error_exit(ex.__cause__)
             raise
 
-    def sweep(self, arguments: list[str]) -> None:
-        """Run the sweep. On any job not completed: the summary, ``on_multirun_end`` callbacks (Hydra would skip
-        them), then exit 1 (130 when interrupted)."""
+    def sweep(self, arguments: list[str]) -> list[list[JobReturn]]:
+        """Run the sweep; return what Hydra's basic sweeper returns, the jobs' ``JobReturn`` in batches
+        (:meth:`explaunch.sweeper.SweepRunner.returns`). On any job not completed: the summary, ``on_multirun_end``
+        callbacks (Hydra would skip them), then exit 1 (130 when interrupted)."""
         from explaunch.errors import ExplaunchError
         from explaunch.sweeper import SweeperSettings, SweepRunner, config_error_exit
 
         assert self.config is not None and self.hydra_context is not None
         settings = SweeperSettings.from_config(self.config.hydra.sweeper)
-        runner = SweepRunner(settings, self.launcher, self.hydra_context.config_loader, self.config)
+        runner = SweepRunner(
+            settings, self.launcher, self.hydra_context.config_loader, self.config, task_function=self.task_function
+        )
         try:
             code = runner.run(arguments, {str(k): str(v) for k, v in self.params.items()})
-        except ExplaunchError as ex:  # a bad job config, a sweep folder in use or not writable: one line
+        except ExplaunchError as ex:  # a bad job config (explaunch's app), a sweep folder in use or not writable
             config_error_exit(ex)
         if code != 0:
             self.hydra_context.callbacks.on_multirun_end(config=self.config)
             raise SystemExit(code)
+        return runner.returns()
