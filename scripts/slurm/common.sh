@@ -28,9 +28,11 @@ stop() {
   return 0
 }
 
-# ours: /etc/slurm/slurm.conf is absent or a symlink into $BASE (what up.sh makes)
+# ours: /etc/slurm/slurm.conf is absent, a symlink into $BASE (what up.sh makes), or a dangling symlink an up.sh of
+# another checkout left (.../.slurm/etc/slurm.conf, its checkout gone): it configures nothing any more
 ours() {
   [ ! -e "$ETC_CONF" ] && [ ! -L "$ETC_CONF" ] && return 0
   [ -L "$ETC_CONF" ] && case "$(readlink "$ETC_CONF")" in "$BASE"/*) return 0 ;; esac
+  [ -L "$ETC_CONF" ] && [ ! -e "$ETC_CONF" ] && case "$(readlink "$ETC_CONF")" in */.slurm/etc/slurm.conf) return 0 ;; esac
   return 1
 }

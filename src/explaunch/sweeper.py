@@ -333,11 +333,45 @@ class SweepRunner:
             if fresh.latest != self.ledger.latest:  # a sweep ended here between our planning and our lock
                 self.ledger = fresh
                 jobs = self.jobs = self.plan(grid)
+            self.adopt_unledgered(jobs)
             if self.ours:  # under the lock: it reconciles the store with this folder's jobs, no other sweep's now
                 store_sync.reconcile_before_sweep(self.config, self.sweep_dir, store_ok)
             return self.run_jobs(jobs)
         finally:
             lock.release()
+
+    def adopt_unledgered(self, jobs: list[Job]) -> None:
+        """A job whose folder holds its completed record but whose ledger line is missing (the sweep was killed
+        between the job writing its record and the sweep writing the line) is done: its line is written now, so a
+        rerun neither runs it again nor leaves its store with two runs for one job. The record must be this job's
+        (its ``config_hash`` is the job's key)."""
+        for job in jobs:
+            if self.ledger.status(job.key) is not None:
+                continue
+            path = self.job_dir(job)
+            try:
+                record = records.read_job_record(path)
+            except (RecordError, OSError):
+                continue
+            if record.status != records.COMPLETED or record.config_hash != job.key:
+                continue
+            log.info("job %d: completed before the sweep stopped (its record, no ledger line): not run again", job.num)
+            job.attempt = max(job.attempt, 1)
+            entry = LedgerEntry(
+                key=job.key,
+                job_num=job.num,
+                overrides=job.grid_overrides,
+                status=record.status,
+                attempt=job.attempt,
+                job_dir=str(path.relative_to(self.sweep_dir)),
+                time=now_iso(),
+                duration_s=record.duration_s,
+                details={"launched_with": job.overrides, "recovered_from": records.JOB_FILE},
+            )
+            try:
+                self.ledger.append(entry)
+            except OSError as ex:  # it runs again, as before
+                log.warning("cannot write the ledger line of job %d: %s", job.num, why(ex))
 
     def lock_folder(self) -> SweepLock:
         """Create the sweep folder and take its lock (one sweep at a time), or raise a one-line error."""

@@ -247,3 +247,25 @@ def test_joblib_jobs_stream_without_waiting_for_a_batch(tmp_path: Path) -> None:
     found = {r.job_num: r for _, r in records.iter_job_records(sweep)}
     assert [found[n].config["experiment_type"]["duration_s"] for n in range(4)] == [2.0, 0.1, 2.0, 0.1]
     assert found[2].start_time < found[0].end_time, (found[0].end_time, found[2].start_time)
+
+
+def test_a_completed_job_whose_ledger_line_was_lost_is_not_run_again(tmp_path: Path) -> None:
+    """The sweep killed between a job writing its completed record and the sweep writing its ledger line: the rerun
+    takes the record (its config hash is the job's) as done, writes the line, and runs only what is left."""
+    sweep = tmp_path / "sweep"
+    args = ("-m", "seed=0,1,2", *PROBE, "hydra/launcher=basic", f"hydra.sweep.dir={sweep}")
+    first = run_main(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    ledger = sweep / "ledger.jsonl"
+    lines = ledger.read_text().splitlines()
+    kept = [line for line in lines if json.loads(line)["job_num"] == 0]
+    ledger.write_text("".join(f"{line}\n" for line in kept))  # the lines of jobs 1 and 2 never made it
+    (sweep / "2" / records.JOB_FILE).unlink()  # and job 2 left no record: it runs again
+    before = (sweep / "1" / records.JOB_FILE).read_bytes()
+
+    again = run_main(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "job 1: completed before the sweep stopped" in again.stdout + again.stderr
+    assert "2 of 3 jobs already done, 1 to run" in again.stdout + again.stderr
+    assert (sweep / "1" / records.JOB_FILE).read_bytes() == before and not (sweep / "1" / "attempts").exists()
+    assert sorted(e.status for e in Ledger(sweep).latest.values()) == ["completed"] * 3

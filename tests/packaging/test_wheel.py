@@ -1,7 +1,8 @@
 """The wheel, installed (not editable) without extras into a fresh venv on Python 3.11, 3.12 and 3.13, as a user of
 another Hydra project would: no torch comes with it, Hydra finds our sweeper and launchers, the package data is
 inside, ``explaunch --version`` says the package's version, a two-job sweep runs from it, and an experiment type
-whose extra is missing stops with one line naming the extra. On 3.12 and 3.13 the core's unit tests (those not
+whose extra is missing stops with one line naming the extra, and the example plain Hydra app
+(examples/any_hydra_app) gets its records and MLflow runs from it. On 3.12 and 3.13 the core's unit tests (those not
 marked ``extras``) then run against that install.
 
 Each venv installs the wheel with ``requirements/constraints.txt`` as constraints: the versions the lock names are
@@ -51,10 +52,14 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
-def run(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    return subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+def run(
+    *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "MLFLOW_TRACKING"))}
+    base["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    return subprocess.run(
+        list(args), cwd=cwd, env={**base, **(env or {})}, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.parametrize("version", PYTHONS)
@@ -117,6 +122,24 @@ print(json.dumps({{
     assert statuses == ["completed", "completed"]
     report = run(str(bin_dir / "explaunch"), "report", str(sweep), "--json", cwd=tmp_path)
     assert report.returncode == 0 and len(json.loads(report.stdout)) == 2, report.stderr[-2000:]
+
+    # a plain Hydra app of the user's own (examples/any_hydra_app) gets explaunch's sweeper and recording from the
+    # wheel: its records and one MLflow run per job under the sweep's run
+    app_sweep, store = tmp_path / "app", tmp_path / "app.db"
+    app = run(
+        str(py), str(ROOT / "examples" / "any_hydra_app" / "app.py"), "-m", "seed=0,1", f"hydra.sweep.dir={app_sweep}",
+        cwd=tmp_path, env={"MLFLOW_TRACKING_URI": f"sqlite:///{store}"},
+    )  # fmt: skip
+    assert app.returncode == 0, app.stderr[-3000:]
+    assert sorted(json.loads(p.read_text())["status"] for p in app_sweep.glob("*/job.json")) == ["completed"] * 2
+    counted = run(
+        str(py), "-c",
+        "import mlflow, sys; c = mlflow.MlflowClient(sys.argv[1]); "
+        "print(sum(1 for e in c.search_experiments() for r in c.search_runs([e.experiment_id]) "
+        "if r.data.tags.get('mlflow.parentRunId')))",
+        f"sqlite:///{store}", cwd=tmp_path,
+    )  # fmt: skip
+    assert counted.returncode == 0 and counted.stdout.strip() == "2", counted.stderr[-2000:]
 
     # the default experiment type (llm_inference) needs the [llm] extra: one line, exit 2, no job folder
     no_extra = run(str(py), str(MAIN), "model=llama", f"hydra.run.dir={tmp_path / 'job'}", cwd=tmp_path)
