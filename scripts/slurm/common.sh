@@ -28,11 +28,15 @@ stop() {
   return 0
 }
 
-# ours: /etc/slurm/slurm.conf is absent, a symlink into $BASE (what up.sh makes), or a dangling symlink an up.sh of
-# another checkout left (.../.slurm/etc/slurm.conf, its checkout gone): it configures nothing any more
+# ours: /etc/slurm/slurm.conf is absent, a symlink into $BASE (what up.sh makes), or a symlink an up.sh of another
+# checkout left (.../.slurm/etc/slurm.conf) while no slurmctld runs on this machine: that cluster is down (its
+# checkout may be gone), so its link configures nothing; a running cluster of another checkout is never taken over
 ours() {
   [ ! -e "$ETC_CONF" ] && [ ! -L "$ETC_CONF" ] && return 0
-  [ -L "$ETC_CONF" ] && case "$(readlink "$ETC_CONF")" in "$BASE"/*) return 0 ;; esac
-  [ -L "$ETC_CONF" ] && [ ! -e "$ETC_CONF" ] && case "$(readlink "$ETC_CONF")" in */.slurm/etc/slurm.conf) return 0 ;; esac
-  return 1
+  [ -L "$ETC_CONF" ] || return 1
+  case "$(readlink "$ETC_CONF")" in
+    "$BASE"/*) return 0 ;;
+    */.slurm/etc/slurm.conf) ! pgrep -x slurmctld >/dev/null ;;
+    *) return 1 ;;
+  esac
 }

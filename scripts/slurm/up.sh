@@ -13,7 +13,7 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 PARTITION=${EXPLAUNCH_SLURM_PARTITION:-debug}
 CLUSTER=explaunch
-DB=$BASE/mysql  # MariaDB's own folder (owned by mysql): data/, socket, pid file, log
+DB=$BASE/mysql  # MariaDB's own folder: data/, socket, pid file, log
 PASSFILE=$BASE/etc/db.pass
 say() { echo "[slurm-up] $*"; }
 die() { echo "[slurm-up] error: $*" >&2; exit 1; }
@@ -136,7 +136,7 @@ PidFile=$BASE/run/slurmdbd.pid
 CONF
 if put "$MYCNF" 644 <<CONF; then changed slurmdbd mariadbd; fi
 [mariadbd]
-user=mysql
+user=root
 datadir=$DB/data
 socket=$DB/mariadbd.sock
 pid-file=$DB/mariadbd.pid
@@ -168,10 +168,13 @@ if ! running slurmctld >/dev/null && [ ! -e "$BASE/state/job_state" ] && [ -d "$
   stop mariadbd 30 >/dev/null
   rm -rf "$DB/data"
 fi
-install -d -o mysql -g mysql -m 0750 "$DB"
+# It runs as root, like the SLURM daemons here: the mysql user cannot reach a checkout under a private folder (a
+# mktemp -d clone is 0700), and this database is the test cluster's alone (127.0.0.1:3307, socket auth for root).
+install -d -o root -g root -m 0700 "$DB"
+if [ -d "$DB/data" ] && [ "$(stat -c %U "$DB/data")" != root ]; then chown -R root:root "$DB/data"; fi
 if [ ! -d "$DB/data/mysql" ]; then
   rm -rf "$DB/data"
-  mariadb-install-db --defaults-file="$MYCNF" --user=mysql --auth-root-authentication-method=socket \
+  mariadb-install-db --defaults-file="$MYCNF" --user=root --auth-root-authentication-method=socket \
     --skip-test-db >"$BASE/log/mariadb-install.log" 2>&1 || { tail -5 "$BASE/log/mariadb-install.log" >&2; exit 1; }
 fi
 if ! running mariadbd >/dev/null; then
