@@ -1,4 +1,4 @@
-"""explaunch's entry point: Hydra composes conf/, explaunch.task.run does the job."""
+"""explaunch's entry point: Hydra composes conf/, explaunch.job.task.run does the job."""
 
 import sys
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from explaunch import task
 from explaunch.config import register_configs
+from explaunch.job import task
 
 register_configs(Path(__file__).parent)
 
@@ -25,7 +25,7 @@ def main(cfg: DictConfig) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    from explaunch.preflight import check_command_line
+    from explaunch.launch.preflight import check_command_line
     from explaunch.settings import load_dotenv_or_exit
 
     load_dotenv_or_exit()  # ./.env: settings the environment does not give (MLFLOW_TRACKING_URI, EXPLAUNCH_*)

@@ -73,7 +73,7 @@ def raw_loop(config: Any, device: Any) -> tuple[float, str, list[float]]:
     import torch
 
     from explaunch.experiments import llm_inference as llm
-    from explaunch.seeding import seed_everything
+    from explaunch.job.seeding import seed_everything
 
     seed_everything(config.seed, deterministic=config.deterministic)
     tokenizer = llm.load_tokenizer(config.model)
@@ -109,9 +109,9 @@ def explaunch_job(config: Any, device: Any, job_dir: Path) -> tuple[float, str, 
     from dataclasses import asdict
 
     from explaunch.experiments.llm_inference import measure
+    from explaunch.job.seeding import seed_everything
     from explaunch.measure.energy import EnergyTracker, job_gpus
     from explaunch.measure.resources import AlertThresholds, ResourceSampler
-    from explaunch.seeding import seed_everything
 
     seed_everything(config.seed, deterministic=config.deterministic)
     alerts = AlertThresholds(**asdict(config.resources.alerts))

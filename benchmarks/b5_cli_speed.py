@@ -61,7 +61,7 @@ def grid_record(template: dict[str, Any], number: int) -> dict[str, Any]:
 
 
 def write_sweep(template: dict[str, Any], sweep_dir: Path) -> None:
-    from explaunch import records
+    from explaunch.sweepdir import records
 
     for number in range(FOLDERS):
         record = records.JobRecord.from_dict(grid_record(template, number))

@@ -11,7 +11,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 if TYPE_CHECKING:
     from explaunch.api import SweepResult, load_sweep, sweep
-    from explaunch.runs_api import RunSummary, get_best_run, load_model
+    from explaunch.tracking.reader import RunSummary, get_best_run, load_model
 
 __all__ = ["RunSummary", "SweepResult", "__version__", "get_best_run", "load_model", "load_sweep", "sweep"]
 
@@ -20,7 +20,7 @@ def __getattr__(name: str) -> Any:
     """``explaunch.sweep`` / ``load_sweep`` / ``get_best_run`` / ``load_model`` / ..., imported on first use (the
     CLI starts fast)."""
     if name in ("RunSummary", "get_best_run", "load_model"):
-        from explaunch import runs_api
+        from explaunch.tracking import reader as runs_api
 
         return getattr(runs_api, name)
     if name in ("SweepResult", "load_sweep", "sweep"):

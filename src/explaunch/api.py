@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from explaunch.errors import ConfigError, ExplaunchError, UsageError
-from explaunch.records import JOB_FILE, SWEEP_FILE, JobRecord, iter_job_records
+from explaunch.sweepdir.records import JOB_FILE, SWEEP_FILE, JobRecord, iter_job_records
 
 
 @dataclass
@@ -96,7 +96,7 @@ def load_sweep(sweep_dir: str | Path) -> Any:
     swept parameters, status, every metric, energy quality)."""
     import pandas as pd
 
-    from explaunch.review import load_rows
+    from explaunch.review.rows import load_rows
 
     folder = Path(sweep_dir)
     if not (folder / SWEEP_FILE).exists() and not any(folder.glob(f"*/{JOB_FILE}")):

@@ -1,4 +1,4 @@
-"""Hydra callbacks: thin, they delegate to :mod:`explaunch.recording` and never fail a job themselves.
+"""Hydra callbacks: thin, they delegate to :mod:`explaunch.job.recording` and never fail a job themselves.
 
 Registered in ``conf/hydra/explaunch.yaml`` for explaunch's own app; any Hydra app adds them in its config::
 
@@ -6,14 +6,14 @@ Registered in ``conf/hydra/explaunch.yaml`` for explaunch's own app; any Hydra a
       callbacks:
         recording:
           _target_: explaunch.callbacks.RecordingCallback
-          experiment: my_app        # see explaunch.recording.RecordingOptions for every argument
+          experiment: my_app        # see explaunch.job.recording.RecordingOptions for every argument
         job_guard:
           _target_: explaunch.callbacks.JobGuardCallback
 
 In explaunch's own app the job config's keys (``tracking``, ``energy``, ``resources``) decide what is recorded, as
 ever; in any other app the callbacks' arguments do. ``on_job_*`` run inside the worker process, ``on_run_start`` and
 ``on_multirun_*`` in the parent. A worker may be reused for several jobs (joblib/loky): each job gets a fresh
-:class:`~explaunch.recording.JobRecorder`.
+:class:`~explaunch.job.recording.JobRecorder`.
 """
 
 from __future__ import annotations
@@ -30,19 +30,19 @@ from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from explaunch import records
 from explaunch.errors import ConfigError, RecordError
 from explaunch.redaction import install_log_redaction, redact_override
+from explaunch.sweepdir import records
 
 if TYPE_CHECKING:
-    from explaunch.recording import RecordingSettings
+    from explaunch.job.recording import RecordingSettings
 
 log = logging.getLogger(__name__)
 
 
 class _Deferred:
     """What the sweep's parent has put off until a job is about to run (so that a resumed sweep with nothing left
-    to do never opens the MLflow store), and the MLflow relay once started (explaunch.mlflow_relay)."""
+    to do never opens the MLflow store), and the MLflow relay once started (explaunch.tracking.relay)."""
 
     sweep_start: Callable[[], None] | None = None
     relay: Any = None
@@ -69,7 +69,7 @@ deferred = _Deferred()
 class RecordingCallback(Callback):
     """``job.json`` (and an MLflow run) for every job, completed or failed; ``sweep.json`` at the end of a sweep.
 
-    The arguments (:class:`explaunch.recording.RecordingOptions`) say what any other app records; a value not
+    The arguments (:class:`explaunch.job.recording.RecordingOptions`) say what any other app records; a value not
     allowed is a one-line :class:`~explaunch.errors.ConfigError` naming ``hydra.callbacks.recording.<argument>``.
     Other apps' jobs log their own MLflow runs (the sweep's relay logs only explaunch's app's)."""
 
@@ -85,7 +85,7 @@ class RecordingCallback(Callback):
         resources: bool = True,
         resources_interval_s: float = 1.0,
     ) -> None:
-        from explaunch.recording import RecordingOptions
+        from explaunch.job.recording import RecordingOptions
 
         self.options = RecordingOptions(
             tracking=tracking,
@@ -108,7 +108,7 @@ class RecordingCallback(Callback):
 
     def settings(self, config: DictConfig) -> RecordingSettings:
         """What this job or sweep records: explaunch's app's config says, else this callback's arguments."""
-        from explaunch.recording import RecordingSettings
+        from explaunch.job.recording import RecordingSettings
 
         return RecordingSettings.of_job(config, self.options)
 
@@ -116,7 +116,7 @@ class RecordingCallback(Callback):
         install_log_redaction(config)
         tracking = self.settings(config).tracking
         if tracking.backend == "mlflow":
-            from explaunch.tracking import MlflowTracker, resolve_uri
+            from explaunch.tracking.store import MlflowTracker, resolve_uri
 
             tracker = MlflowTracker(resolve_uri(tracking.uri, Path.cwd()))
             tracker.experiment_id(tracking.experiment)  # creates the store before the job opens it
@@ -135,18 +135,18 @@ class RecordingCallback(Callback):
         experiment, cwd = str(tracking.experiment), Path.cwd()
 
         # the relay logs the runs of explaunch's app only: its store is reconciled with the folder at each sweep's
-        # start (explaunch.store_sync) should the relay miss one; another app's job logs its own run
+        # start (explaunch.tracking.sync) should the relay miss one; another app's job logs its own run
         relayed = (
             settings.own_app and _explaunch_sweeper(config) and relay_launcher(config) and not tracking.system_metrics
         )
 
         def start() -> None:
-            from explaunch.tracking import resolve_uri, start_sweep
+            from explaunch.tracking.store import resolve_uri, start_sweep
 
             sweep_dir.mkdir(parents=True, exist_ok=True)
             tags = {"sweep_dir": str(sweep_dir.resolve()), "command": command}
             if relayed:
-                from explaunch.mlflow_relay import MlflowRelay
+                from explaunch.tracking.relay import MlflowRelay
 
                 deferred.relay = MlflowRelay.start(resolve_uri(uri, cwd), experiment, sweep_dir, tags)
                 log.info("MLflow: runs logged by the sweep's relay (log: %s/mlflow_relay.log)", sweep_dir)
@@ -160,7 +160,7 @@ class RecordingCallback(Callback):
             start()
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from explaunch.recording import JobRecorder, redact_hydra_output
+        from explaunch.job.recording import JobRecorder, redact_hydra_output
 
         install_log_redaction(config)  # Hydra has just configured the job's logging (console, <job>.log)
         redact_hydra_output(config)
@@ -171,7 +171,7 @@ class RecordingCallback(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         recorder, self.recorder = self.recorder, None
         if recorder is None:  # on_job_start failed before it had a recorder: record the job all the same
-            from explaunch.recording import JobRecorder
+            from explaunch.job.recording import JobRecorder
 
             recorder = JobRecorder(config, self.settings(config))
             recorder.errors.append("on_job_start did not run to the end; no snapshot, energy or resources")
@@ -180,7 +180,7 @@ class RecordingCallback(Callback):
         log.info("%s: %s (%.1f s) -> %s", what, record.status, record.duration_s, recorder.job_dir)
 
     def _redact_sweep_config(self, config: DictConfig) -> None:
-        from explaunch.recording import SWEEP_CONFIG_FILE, redact_sweep_config
+        from explaunch.job.recording import SWEEP_CONFIG_FILE, redact_sweep_config
 
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
@@ -207,13 +207,13 @@ class RecordingCallback(Callback):
         if relay is not None:  # it logs what is left and closes the sweep run
             relay.close()
         elif settings.tracking.backend == "mlflow" and not deferred.sweep_start:  # the sweep run was started
-            from explaunch.tracking import finish_sweep
+            from explaunch.tracking.store import finish_sweep
 
             finish_sweep(sweep_dir, sweep)
         deferred.sweep_start = None
         # explaunch's sweeper reconciles its app's store with the folder at its start, unless this says they agree
         if settings.own_app and _explaunch_sweeper(config):
-            from explaunch.store_sync import stamp_agreement
+            from explaunch.tracking.sync import stamp_agreement
 
             stamp_agreement(config, sweep_dir)
 
@@ -236,7 +236,8 @@ def relay_launcher(config: DictConfig) -> bool:
 
 
 class JobGuardCallback(Callback):
-    """Arms the job's time limit and turns Ctrl-C/SIGTERM into a recorded ``interrupted`` (see explaunch.jobguard).
+    """Arms the job's time limit and turns Ctrl-C/SIGTERM into a recorded ``interrupted``
+    (see explaunch.launch.jobguard).
 
     Listed after the recording callback: its limit starts when the task does and ends before the record is written.
     The limit is ``hydra.sweeper.job_timeout_s`` where explaunch's sweeper sets one, else ``job_timeout_s`` (seconds,
@@ -256,7 +257,7 @@ class JobGuardCallback(Callback):
         return {**self.__dict__, "guard": None}
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from explaunch.jobguard import JobGuard
+        from explaunch.launch.jobguard import JobGuard
 
         timeout = OmegaConf.select(config, "hydra.sweeper.job_timeout_s", default=None) or self.job_timeout_s
         self.guard = JobGuard(float(timeout) if timeout else None).arm()

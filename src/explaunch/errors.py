@@ -49,7 +49,7 @@ class RecordError(ExplaunchError):
 
 
 class SweepFolderBusy(ExplaunchError):
-    """Another sweep holds the sweep folder (explaunch.sweeplock)."""
+    """Another sweep holds the sweep folder (explaunch.launch.sweeplock)."""
 
 
 class FolderNotWritable(ExplaunchError):

@@ -40,7 +40,7 @@ _URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 _ENV_REFERENCE = re.compile(r"oc\.env:\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)")
 _INTERPOLATION_ONLY = re.compile(r"^\$\{[^{}]*\}$")
 _ENV_ONLY = re.compile(r"^\$\{oc\.env:\s*[A-Za-z_][A-Za-z0-9_]*\s*\}$")
-# Set while explaunch.jobrun runs a job: it wrote ``.hydra/`` redacted already, the callback need not rewrite it.
+# Set while explaunch.job.jobrun runs a job: it wrote ``.hydra/`` redacted already, the callback need not rewrite it.
 hydra_files_redacted: ContextVar[bool] = ContextVar("hydra_files_redacted", default=False)
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
 _MIN_SCRUBBED_CHARS = 4  # a shorter secret copied into other text is not searched for ("1" would hit everything)
@@ -199,7 +199,7 @@ def redact_hydra_files(folder: Path) -> list[str]:
     recording callback), before anything else reads or uploads them."""
     import yaml
 
-    from explaunch.jobrun import dump_yaml
+    from explaunch.job.jobrun import dump_yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     found = {name: yaml.load(path.read_text(encoding="utf-8"), Loader=loader) for name in HYDRA_FILES

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from explaunch import records
-from explaunch.records import JobError, JobRecord
+from explaunch.sweepdir import records
+from explaunch.sweepdir.records import JobError, JobRecord
 from tests.conftest import MAIN, ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]

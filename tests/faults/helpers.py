@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from explaunch import records
+from explaunch.sweepdir import records
 from tests.conftest import MAIN
 
 

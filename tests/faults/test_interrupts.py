@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from explaunch import records
-from explaunch.ledger import Ledger
+from explaunch.sweepdir import records
+from explaunch.sweepdir.ledger import Ledger
 from tests.faults.helpers import job_runs, start_sweep, statuses, wait_until
 from tests.integration.helpers import run_main
 

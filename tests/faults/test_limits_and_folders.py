@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from explaunch import records
+from explaunch.sweepdir import records
 from tests.faults.helpers import statuses, tmpfs
 from tests.integration.helpers import run_main
 

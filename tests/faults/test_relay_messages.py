@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from explaunch.mlflow_relay import why
+from explaunch.tracking.relay import why
 
 
 def raised(outer: str, inner: BaseException, *, cause: bool) -> BaseException:

@@ -9,8 +9,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from explaunch import records
 from explaunch.cli import main
+from explaunch.sweepdir import records
 from tests.faults.helpers import fill, has_run_id, job_runs, start_sweep, statuses, tmpfs, wait_until
 
 pytestmark = pytest.mark.slow

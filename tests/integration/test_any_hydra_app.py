@@ -15,8 +15,8 @@ import mlflow
 import pytest
 import yaml
 
-from explaunch import records
-from explaunch.ledger import Ledger
+from explaunch.sweepdir import records
+from explaunch.sweepdir.ledger import Ledger
 from tests.conftest import ROOT
 from tests.integration.helpers import run_main
 

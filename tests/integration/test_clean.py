@@ -15,8 +15,9 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-from explaunch import cleaning, records
 from explaunch.cli import main
+from explaunch.sweepdir import records
+from explaunch.tracking import cleanup as cleaning
 from tests.integration.helpers import run_main
 
 pytestmark = pytest.mark.slow

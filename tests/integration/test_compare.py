@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from explaunch import records
-from explaunch.records import JobRecord
+from explaunch.sweepdir import records
+from explaunch.sweepdir.records import JobRecord
 from tests.integration.helpers import run_main
 
 pytestmark = pytest.mark.slow

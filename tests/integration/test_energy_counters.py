@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from explaunch import records
+from explaunch.sweepdir import records
 from tests.integration.helpers import run_main
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from explaunch import records
+from explaunch.sweepdir import records
 from tests.conftest import ROOT
 from tests.integration.helpers import run_main
 from tests.integration.test_mlflow_ui import free_port

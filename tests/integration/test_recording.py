@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from explaunch import records
+from explaunch.sweepdir import records
 from tests.conftest import ROOT
 from tests.integration.conftest import SECRET, Sweep
 from tests.integration.helpers import TINY, run_main

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from explaunch import records
 from explaunch.cli import main
+from explaunch.sweepdir import records
 from tests.conftest import CONF_DIR, MAIN
 from tests.integration.conftest import Sweep
 from tests.integration.helpers import run_main

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from explaunch import records
 from explaunch.cli import main
+from explaunch.sweepdir import records
 from tests.conftest import MAIN, ROOT
 from tests.integration.helpers import run_main
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 import explaunch
-from explaunch import records
 from explaunch.cli import main
 from explaunch.errors import ExplaunchError
+from explaunch.sweepdir import records
 from tests.integration.conftest import Sweep
 from tests.integration.helpers import run_main
 

@@ -17,8 +17,8 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
-from explaunch import records
-from explaunch.dashboard.server import start_in_thread
+from explaunch.review.dashboard.server import start_in_thread
+from explaunch.sweepdir import records
 from tests.conftest import MAIN
 from tests.integration.helpers import run_main
 

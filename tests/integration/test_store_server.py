@@ -15,8 +15,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from explaunch import records
-from explaunch.tracking import StoreUnavailable, check_store
+from explaunch.sweepdir import records
+from explaunch.tracking.store import StoreUnavailable, check_store
 from tests.integration.helpers import run_main
 from tests.integration.test_mlflow_ui import free_port
 

@@ -9,8 +9,9 @@ from typing import Any
 import mlflow
 import pytest
 
-from explaunch import records, store_sync
 from explaunch.cli import main
+from explaunch.sweepdir import records
+from explaunch.tracking import sync as store_sync
 from tests.integration.helpers import run_main
 
 pytestmark = pytest.mark.slow
@@ -184,6 +185,6 @@ def relay_pid(sweep_dir: Path) -> int | None:
             cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        if "explaunch.mlflow_relay" in cmdline and str(sweep_dir) in cmdline:
+        if "explaunch.tracking.relay" in cmdline and str(sweep_dir) in cmdline:
             return int(entry.name)
     return None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from explaunch import records
+from explaunch.sweepdir import records
 from tests.integration.conftest import Sweep
 from tests.integration.helpers import TINY, run_main
 

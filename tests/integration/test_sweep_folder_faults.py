@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from explaunch import records
-from explaunch.ledger import Ledger
+from explaunch.sweepdir import records
+from explaunch.sweepdir.ledger import Ledger
 from tests.conftest import MAIN
 from tests.integration.helpers import run_main
 

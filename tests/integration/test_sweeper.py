@@ -13,9 +13,9 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from explaunch import records
-from explaunch.ledger import Ledger
-from explaunch.sweeper import STOP_FILE
+from explaunch.launch.sweeper import STOP_FILE
+from explaunch.sweepdir import records
+from explaunch.sweepdir.ledger import Ledger
 from tests.conftest import MAIN
 from tests.integration.helpers import run_main
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from explaunch import records
 from explaunch.experiments.yolo_train import load_registered
+from explaunch.sweepdir import records
 from tests.integration.helpers import run_main
 
 pytestmark = pytest.mark.slow

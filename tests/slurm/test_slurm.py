@@ -13,7 +13,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from explaunch import records
+from explaunch.sweepdir import records
 from tests.conftest import MAIN
 from tests.integration.helpers import TINY, run_main
 from tests.slurm.conftest import SCRIPTS, alive, recorded_pids

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from explaunch import records
+from explaunch.sweepdir import records
 from tests.conftest import MAIN
 from tests.integration.helpers import run_main
 

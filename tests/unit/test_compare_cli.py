@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from explaunch import comparison, records
 from explaunch.cli import main
-from explaunch.records import JobError, JobRecord
+from explaunch.review import comparison
+from explaunch.sweepdir import records
+from explaunch.sweepdir.records import JobError, JobRecord
 
 # lam -> accuracy per seed; gap = 0.5 - accuracy / 2, so that both metrics move
 SWEEP_A = {"0.0": [0.85, 0.86, 0.84], "0.5": [0.80, 0.82, 0.81], "1.0": [0.75, 0.76, 0.74]}

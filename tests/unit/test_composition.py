@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from explaunch.composition import JobComposer
+from explaunch.launch.composition import JobComposer
 from tests.conftest import CONF_DIR
 
 

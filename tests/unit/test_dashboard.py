@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from explaunch import records
 from explaunch.cli import main
-from explaunch.dashboard import state
-from explaunch.dashboard.server import RunningDashboard, start_in_thread
-from explaunch.records import JobError, JobRecord
+from explaunch.review.dashboard import state
+from explaunch.review.dashboard.server import RunningDashboard, start_in_thread
+from explaunch.sweepdir import records
+from explaunch.sweepdir.records import JobError, JobRecord
 
 SECRET = "root:x:0:0:dashboard-test-secret"
 SCRIPT_OVERRIDE = "+tag='<script>window.__xss=1</script>'"

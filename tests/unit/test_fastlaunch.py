@@ -1,4 +1,4 @@
-"""explaunch.fastlaunch: warming joblib workers (only where joblib has worker processes); the gate a job passes
+"""explaunch.launch.fastlaunch: warming joblib workers (only where joblib has worker processes); the gate a job passes
 as it begins."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 from omegaconf import OmegaConf
 
-from explaunch import fastlaunch
+from explaunch.launch import fastlaunch
 
 
 def test_no_warm_up_when_joblib_runs_jobs_in_this_process() -> None:

@@ -1,4 +1,4 @@
-"""explaunch.jobrun.run_job against Hydra's own run_job: the same job, run by both, must see and leave the same."""
+"""explaunch.job.jobrun.run_job against Hydra's own run_job: the same job, run by both, must see and leave the same."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from explaunch import jobrun
 from explaunch.config import register_configs
+from explaunch.job import jobrun
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -126,7 +126,7 @@ class RedactAtStart(Callback):
     """What the recording callback does first at job start, alone."""
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from explaunch.recording import redact_hydra_output
+        from explaunch.job.recording import redact_hydra_output
 
         redact_hydra_output(config)
 

@@ -11,8 +11,8 @@ from explaunch.config import validate
 from explaunch.errors import ConfigError
 from explaunch.experiments import llm_inference
 from explaunch.experiments.base import ExperimentResult
+from explaunch.job.seeding import seed_everything
 from explaunch.measure.compute import generate_flops
-from explaunch.seeding import seed_everything
 from tests.conftest import compose_config
 
 pytestmark = pytest.mark.extras  # llm_inference needs torch and transformers

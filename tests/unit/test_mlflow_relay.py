@@ -10,9 +10,9 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from explaunch import records
-from explaunch.mlflow_relay import LOG_FILE, RELAY_NICE, MlflowRelay
-from explaunch.tracking import RUN_ID_FILE, SweepTracking, epoch_ms
+from explaunch.sweepdir import records
+from explaunch.tracking.relay import LOG_FILE, RELAY_NICE, MlflowRelay
+from explaunch.tracking.store import RUN_ID_FILE, SweepTracking, epoch_ms
 
 pytestmark = pytest.mark.slow  # each test starts a relay (imports MLflow: ~2 s)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from explaunch.errors import ConfigError
-from explaunch.preflight import check_overrides
+from explaunch.launch.preflight import check_overrides
 from tests.conftest import BAD_INPUTS, CONF_DIR
 
 
@@ -198,7 +198,7 @@ def read_only(folder: Path) -> Iterator[None]:
 def test_an_invalid_secret_pattern_stops_before_anything_in_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from explaunch.preflight import check_command_line
+    from explaunch.launch.preflight import check_command_line
 
     monkeypatch.setenv("EXPLAUNCH_SECRET_PATTERN", "(")
     with pytest.raises(SystemExit) as info:

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from explaunch.callbacks import JobGuardCallback, RecordingCallback
 from explaunch.errors import ConfigError
-from explaunch.recording import RecordingOptions, RecordingSettings, redact_sweep_config, returned_metrics
+from explaunch.job.recording import RecordingOptions, RecordingSettings, redact_sweep_config, returned_metrics
 from tests.conftest import compose_config
 
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from explaunch import records
 from explaunch.errors import RecordError
-from explaunch.records import JobError, JobRecord
+from explaunch.sweepdir import records
+from explaunch.sweepdir.records import JobError, JobRecord
 
 
 def make_record(

@@ -95,7 +95,7 @@ def test_a_config_error_line_names_the_key_but_never_shows_a_secret() -> None:
     from hydra.errors import HydraException
 
     from explaunch.errors import ConfigError
-    from explaunch.preflight import composition_error
+    from explaunch.launch.preflight import composition_error
 
     assert str(ConfigError("params.api_token", "abc123", "must be a number")) == (
         "params.api_token=<redacted>: must be a number"

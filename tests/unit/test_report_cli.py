@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from explaunch import records
 from explaunch.cli import main
-from explaunch.records import JobError, JobRecord
+from explaunch.sweepdir import records
+from explaunch.sweepdir.records import JobError, JobRecord
 
 COMPLETED_METRICS = [
     {"throughput_e2e_tokens_per_s": 100.0, "latency_batch_p50_s": 0.5, "flops_total": 1e9},

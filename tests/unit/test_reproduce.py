@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from explaunch import records
-from explaunch import reproduce as logic
 from explaunch.errors import ExplaunchError
+from explaunch.review import reproduce as logic
+from explaunch.sweepdir import records
 
 
 def record(metrics: dict[str, float], info: dict[str, Any] | None = None, **config: Any) -> records.JobRecord:

@@ -1,5 +1,5 @@
-"""explaunch.significance (Welch, Mann-Whitney, effect sizes) and explaunch.comparison's per-group numbers, on samples
-small enough to check by hand."""
+"""explaunch.review.significance (Welch, Mann-Whitney, effect sizes) and explaunch.review.comparison's group numbers,
+on samples small enough to check by hand."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import warnings
 import pytest
 from scipy import stats
 
-from explaunch import comparison, significance
+from explaunch.review import comparison, significance
 
 A = [1.0, 2.0, 3.0]  # mean 2, sample std 1
 B = [4.0, 5.0, 6.0]  # mean 5, sample std 1

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from explaunch.job.snapshot import compute_env_hash, git_state, selected_environment, take_snapshot
 from explaunch.redaction import REDACTED, redact, redact_override, redact_tree
-from explaunch.snapshot import compute_env_hash, git_state, selected_environment, take_snapshot
 
 
 def git(repo: Path, *args: str) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from explaunch.tracking import StoreUnavailable, check_store, display_uri
+from explaunch.tracking.store import StoreUnavailable, check_store, display_uri
 
 
 @pytest.mark.parametrize(

@@ -20,13 +20,11 @@ from hydra.errors import ConfigCompositionException
 from hydra.test_utils.test_utils import SweepTaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from explaunch import records
-from explaunch.composition import JobComposer
 from explaunch.config import is_explaunch_config, task_config_hash
 from explaunch.errors import ConfigError
-from explaunch.jobrun import ComposedJobReturn
-from explaunch.ledger import Ledger, LedgerEntry
-from explaunch.sweeper import (
+from explaunch.job.jobrun import ComposedJobReturn
+from explaunch.launch.composition import JobComposer
+from explaunch.launch.sweeper import (
     RECORDED_FROM_RETURN,
     Job,
     SweepRunner,
@@ -34,6 +32,8 @@ from explaunch.sweeper import (
     record_from_return,
     task_ran,
 )
+from explaunch.sweepdir import records
+from explaunch.sweepdir.ledger import Ledger, LedgerEntry
 from tests.conftest import CONF_DIR
 
 pytestmark = pytest.mark.usefixtures("hydra_restore_singletons")

@@ -4,8 +4,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from explaunch.ledger import LEDGER_FILE, Ledger, LedgerEntry
-from explaunch.sweeper import SweeperSettings, archive_attempt, with_batch
+from explaunch.launch.sweeper import SweeperSettings, archive_attempt, with_batch
+from explaunch.sweepdir.ledger import LEDGER_FILE, Ledger, LedgerEntry
 
 
 def entry(key: str, status: str, attempt: int = 1) -> LedgerEntry:

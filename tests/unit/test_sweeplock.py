@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from explaunch.errors import SweepFolderBusy
-from explaunch.ledger import Ledger, LedgerEntry
-from explaunch.sweeplock import LOCK_FILE, SweepLock
+from explaunch.launch.sweeplock import LOCK_FILE, SweepLock
+from explaunch.sweepdir.ledger import Ledger, LedgerEntry
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from explaunch.sweeplock import SweepLock
+from explaunch.launch.sweeplock import SweepLock
 lock = SweepLock(Path(sys.argv[1]))
 lock.acquire()
 print("held", flush=True)
@@ -55,7 +55,7 @@ def test_the_lock_of_a_killed_sweep_is_taken_over(tmp_path: Path, caplog: pytest
     holder = hold_in_another_process(tmp_path)
     os.kill(holder.pid, signal.SIGKILL)
     holder.communicate()
-    caplog.set_level(logging.INFO, logger="explaunch.sweeplock")
+    caplog.set_level(logging.INFO, logger="explaunch.launch.sweeplock")
     with SweepLock(tmp_path):
         held = json.loads((tmp_path / LOCK_FILE).read_text())
         assert held["pid"] == os.getpid()
@@ -66,8 +66,8 @@ def test_the_lock_of_a_killed_sweep_is_taken_over(tmp_path: Path, caplog: pytest
 def test_a_released_lock_is_free_for_the_next_sweep_without_a_word(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="explaunch.sweeplock")
-    script = "import sys; from pathlib import Path; from explaunch.sweeplock import SweepLock\n"
+    caplog.set_level(logging.INFO, logger="explaunch.launch.sweeplock")
+    script = "import sys; from pathlib import Path; from explaunch.launch.sweeplock import SweepLock\n"
     script += "with SweepLock(Path(sys.argv[1])): pass"
     subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True)
     start = time.monotonic()

@@ -9,7 +9,7 @@ import mlflow
 import pytest
 
 from explaunch.redaction import REDACTED
-from explaunch.tracking import (
+from explaunch.tracking.store import (
     MlflowTracker,
     SweepTracking,
     artifact_root,
@@ -99,6 +99,6 @@ def test_mlflow_telemetry_is_off_in_explaunch_processes_unless_the_user_turns_it
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
     if given is not None:
         env["MLFLOW_DISABLE_TELEMETRY"] = given
-    code = "import explaunch.tracking, mlflow.telemetry.utils as u; print(u.is_telemetry_disabled())"
+    code = "import explaunch.tracking.store, mlflow.telemetry.utils as u; print(u.is_telemetry_disabled())"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == disabled, out.stderr

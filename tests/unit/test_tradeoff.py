@@ -1,4 +1,4 @@
-"""explaunch.tradeoff: the Pareto front, which direction is better, and the points of a sweep, by hand."""
+"""explaunch.review.tradeoff: the Pareto front, which direction is better, and the points of a sweep, by hand."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from explaunch import tradeoff
 from explaunch.errors import ConfigError
+from explaunch.review import tradeoff
 
 POINTS = [(1.0, 5.0), (2.0, 4.0), (3.0, 1.0), (1.0, 1.0), (2.0, 4.0), (0.0, 0.0)]
 

@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 from scipy import stats
 
-from explaunch import records, validation
 from explaunch.cli import main
 from explaunch.errors import ConfigError
-from explaunch.records import JobError, JobRecord
-from explaunch.validation import Expression, MissingName
+from explaunch.review import rules as validation
+from explaunch.review.rules import Expression, MissingName
+from explaunch.sweepdir import records
+from explaunch.sweepdir.records import JobError, JobRecord
 
 ROOT = Path(__file__).resolve().parents[2]
 # lam x seed; seed 2 of lam=1.0 failed

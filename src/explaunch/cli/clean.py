@@ -7,7 +7,7 @@
 Stores: each ``--tracking-uri`` (sqlite:///..., a file store folder such as ./mlruns); sweeps: each ``--multirun
 DIR``. When neither is given: ``./mlflow.db`` (or ``MLFLOW_TRACKING_URI``), ``./mlruns`` and ``./multirun``, where
 they exist.
-What counts as removable: see :mod:`explaunch.cleaning`.
+What counts as removable: see :mod:`explaunch.tracking.cleanup`.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def positive_days(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from explaunch import cleaning
+    from explaunch.tracking import cleanup as cleaning
 
     cwd = Path.cwd()
     stores, multirun = list(args.tracking_uri), list(args.multirun)

@@ -1,6 +1,6 @@
 """``explaunch compare SWEEP_A SWEEP_B``: two sweeps compared group by group (mean ± std, B - A, Welch's t-test,
-Hedges' g) from their job folders alone. The work is in explaunch.comparison; this module checks the options, then
-prints, writes the CSV and the plot (only once everything was checked: a bad option leaves no file behind)."""
+Hedges' g) from their job folders alone. The work is in explaunch.review.comparison; this module checks the options,
+then prints, writes the CSV and the plot (only once everything was checked: a bad option leaves no file behind)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from explaunch import comparison, review
 from explaunch.errors import ConfigError
+from explaunch.review import comparison
+from explaunch.review import rows as review
 from explaunch.table import cell, format_table
 
 

@@ -34,7 +34,7 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from explaunch.dashboard.server import is_loopback, serve
+    from explaunch.review.dashboard.server import is_loopback, serve
 
     sweep_dir: Path = args.sweep_dir
     if not sweep_dir.is_dir():

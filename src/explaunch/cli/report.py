@@ -1,6 +1,6 @@
 """``explaunch report PATH``: a sweep's jobs as a table (or the sweeps below a folder such as ``multirun/``, or with
 ``--jobs`` every job of those sweeps), read from the job folders alone; sort, filter, group over seeds, write CSV,
-plot, and the trade-off between two metrics. The data work is in explaunch.review and explaunch.tradeoff."""
+plot, and the trade-off between two metrics. The data work is in explaunch.review.rows and explaunch.review.tradeoff."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from explaunch import review, tradeoff
 from explaunch.errors import EXIT_FAILED, ConfigError, RecordError
+from explaunch.review import rows as review
+from explaunch.review import tradeoff
 from explaunch.table import cell, format_table
 
 SWEEP_COLUMNS = ("path", "date", "jobs", *review.COUNT_NAMES, "error")

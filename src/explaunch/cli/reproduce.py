@@ -5,7 +5,7 @@
     explaunch reproduce JOB_DIR --against OTHER_JOB_DIR              compare two job folders, rerun nothing
     explaunch reproduce JOB_DIR --archive job3.tar.gz                pack it to rerun on another machine
 
-What is compared and what decides the verdict: see :mod:`explaunch.reproduce`.
+What is compared and what decides the verdict: see :mod:`explaunch.review.reproduce`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from explaunch.errors import EXIT_FAILED, ExplaunchError
-from explaunch.records import HEADLINE_METRICS
+from explaunch.sweepdir.records import HEADLINE_METRICS
 from explaunch.table import format_table
 
 MARKS = {"same": "", "changed": "~", "differs": "DIFFERS"}
@@ -67,7 +67,7 @@ def cell(value: Any, exact: bool) -> str:
         return f"{value:.12g}" if exact else f"{value:.4g}"
     if isinstance(value, list):
         return ", ".join(str(v) for v in value)
-    from explaunch.reproduce import short
+    from explaunch.review.reproduce import short
 
     return short(value)
 
@@ -102,8 +102,8 @@ def table(comparison: Any, show_all: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from explaunch import records
-    from explaunch import reproduce as logic
+    from explaunch.review import reproduce as logic
+    from explaunch.sweepdir import records
 
     if not (args.job_dir / records.JOB_FILE).is_file():
         raise ExplaunchError(f"{args.job_dir}: no job.json here; give a job folder (e.g. multirun/<date>/<time>/0)")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from explaunch.errors import ExplaunchError
-from explaunch.records import HEADLINE_METRICS
+from explaunch.sweepdir.records import HEADLINE_METRICS
 from explaunch.table import format_table
 
 DIFF_MARK = "*"
@@ -84,7 +84,7 @@ def positive(text: str) -> int:
 
 
 def _uri(args: argparse.Namespace) -> str:
-    from explaunch.runs_api import store_uri
+    from explaunch.tracking.reader import store_uri
 
     return store_uri(args.tracking_uri)
 
@@ -94,7 +94,7 @@ def _print(args: argparse.Namespace, data: Any, table: str) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from explaunch.runs_api import list_experiments
+    from explaunch.tracking.reader import list_experiments
 
     experiments = list_experiments(_uri(args))
     rows = [{"experiment": e.name, "id": e.experiment_id, "runs": e.runs} for e in experiments]
@@ -127,7 +127,7 @@ def runs_table(runs: list[Any], metrics: list[str]) -> str:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from explaunch.runs_api import search
+    from explaunch.tracking.reader import search
 
     runs = search(_uri(args), args.experiment, limit=args.limit)
     _print(args, [r.to_dict() for r in runs], runs_table(runs, metric_columns(runs, args.metric)))
@@ -135,7 +135,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from explaunch.runs_api import search
+    from explaunch.tracking.reader import search
 
     runs = search(_uri(args), args.experiment, args.filter, limit=args.limit)
     _print(args, [r.to_dict() for r in runs], runs_table(runs, metric_columns(runs, args.metric)))
@@ -143,7 +143,7 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def run_best(args: argparse.Namespace) -> int:
-    from explaunch.runs_api import best_run
+    from explaunch.tracking.reader import best_run
 
     run = best_run(_uri(args), args.experiment, args.metric, args.mode, args.filter)
     lines = [
@@ -158,7 +158,7 @@ def run_best(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from explaunch.runs_api import compare, get_run
+    from explaunch.tracking.reader import compare, get_run
 
     uri = _uri(args)
     a, b = get_run(uri, args.run_a), get_run(uri, args.run_b)
@@ -184,7 +184,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from explaunch.runs_api import download
+    from explaunch.tracking.reader import download
 
     files = download(_uri(args), args.run, args.dest, args.path)
     _print(args, [str(f) for f in files], "\n".join([*(str(f) for f in files), f"{len(files)} files"]))

@@ -4,7 +4,7 @@
     explaunch sync multirun/2026-12-01/10-00-00 --tracking-uri URI    into another store (a copy)
 
 Each job record without its run gets one (params, metrics, tags, artifacts, from the record); a run left RUNNING by
-a job that has ended is closed with the record's status. A second sync adds nothing. See :mod:`explaunch.store_sync`.
+a job that has ended is closed with the record's status. A second sync adds nothing. See :mod:`explaunch.tracking.sync`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def add_parser(commands: Any) -> None:
 
 
 def store_of(sweep_dir: Path, given: str | None) -> str:
-    from explaunch.tracking import SweepTracking, resolve_uri
+    from explaunch.tracking.store import SweepTracking, resolve_uri
 
     tracking = SweepTracking.read(sweep_dir)
     if given is None and tracking is not None:
@@ -38,7 +38,7 @@ def store_of(sweep_dir: Path, given: str | None) -> str:
 
 
 def experiment_of(found: list[Any]) -> str:
-    from explaunch.tracking import DEFAULT_EXPERIMENT
+    from explaunch.tracking.store import DEFAULT_EXPERIMENT
 
     for _, record in found:
         name = (record.config.get("tracking") or {}).get("experiment")
@@ -48,8 +48,8 @@ def experiment_of(found: list[Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from explaunch.store_sync import job_records, sync_sweep
-    from explaunch.tracking import StoreUnavailable, check_store, display_uri
+    from explaunch.tracking.store import StoreUnavailable, check_store, display_uri
+    from explaunch.tracking.sync import job_records, sync_sweep
 
     sweep_dir: Path = args.sweep_dir
     found = job_records(sweep_dir) if sweep_dir.is_dir() else []
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
             f"MLflow experiment '{experiment}' is deleted in {display_uri(uri)}: restore it (mlflow experiments "
             f"restore --experiment-id {state.experiment_id}) or give another --experiment"
         )
-    from explaunch.sweeplock import SweepLock
+    from explaunch.launch.sweeplock import SweepLock
 
     with SweepLock(sweep_dir):  # not while a sweep runs there (it logs its own runs): one line naming it
         result = sync_sweep(sweep_dir, uri, experiment)

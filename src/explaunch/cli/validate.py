@@ -1,6 +1,6 @@
 """``explaunch validate SWEEP_DIR --rules rules.yaml``: check a sweep's results against expectations (ranges, required
 metrics, expressions, comparisons of two settings over seeds). Exit 0 when every check passes, 1 when one fails, 2
-for a bad rules file. The rules and the checking are in explaunch.validation."""
+for a bad rules file. The rules and the checking are in explaunch.review.rules."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from explaunch import review, validation
 from explaunch.errors import EXIT_FAILED
+from explaunch.review import rows as review
+from explaunch.review import rules as validation
 from explaunch.table import cell, format_table
 
 FAILURES_SHOWN = 3  # per check, in the table

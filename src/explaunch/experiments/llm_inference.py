@@ -33,7 +33,7 @@ from explaunch.experiments.base import ExperimentResult
 from explaunch.measure.compute import generate_flops, summarize
 from explaunch.measure.energy import JOULES_PER_KWH, EnergyTracker, job_gpus
 from explaunch.measure.memory import PeakMemory
-from explaunch.records import write_text_atomic
+from explaunch.sweepdir.records import write_text_atomic
 
 MB = 1024 * 1024
 OUTPUTS_FILE = "outputs.jsonl"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from explaunch.config import ExplaunchConfig
 from explaunch.experiments.base import ExperimentResult
-from explaunch.records import write_text_atomic
+from explaunch.sweepdir.records import write_text_atomic
 
 ATTEMPTS_FILE = "probe_attempts"  # survives retries into the same job folder: how `flaky` knows its attempt
 PROGRESS_FILE = "probe_progress"  # checkpoint=true: seconds slept by earlier attempts

@@ -37,7 +37,7 @@ import torch.distributed as dist
 
 from explaunch.config import ExplaunchConfig
 from explaunch.experiments.base import ExperimentResult
-from explaunch.seeding import seed_everything
+from explaunch.job.seeding import seed_everything
 
 RANKS_DIR = "ranks"
 STRATEGY_NOTES = {

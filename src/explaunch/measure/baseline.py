@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from explaunch import records
+from explaunch.sweepdir import records
 
 WAIT_S = 600.0  # how long a job waits for another job's baseline before measuring its own
 GPU_HOST_DEFAULT_S = 5.0  # ``baseline_s: null`` on a host with a GPU (ML.ENERGY: NVML readings settle in ~5 s)

@@ -10,7 +10,7 @@ from explaunch.config import spec
 class ExplaunchSweeperConf:
     """``hydra/sweeper=explaunch`` (the default in conf/config.yaml). Override any field: hydra.sweeper.max_retries=2
 
-    The ``spec`` rules are checked before anything starts (explaunch.preflight), as those of the job's config."""
+    The ``spec`` rules are checked before anything starts (explaunch.launch.preflight), as those of the job's config."""
 
     _target_: str = "hydra_plugins.explaunch_plugins.sweeper.ExplaunchSweeper"
     # The grid in config, as for Hydra's basic sweeper: {key: "a,b,c"}; the command line wins for the same key.

@@ -30,9 +30,9 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, LocalQue
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
 from omegaconf import II, OmegaConf, open_dict
 
-from explaunch import jobguard
 from explaunch.config import spec
 from explaunch.errors import ConfigError, JobInterrupted
+from explaunch.launch import jobguard
 
 log = logging.getLogger(__name__)
 _EXECUTOR_INIT_KEYS = {"max_num_timeout"}  # submitit takes these when the executor is built, the rest after
@@ -268,7 +268,7 @@ class ExplaunchLocalConf(LocalQueueConf):
 
 @dataclass
 class BasicLauncherRules:
-    """``hydra/launcher=basic`` takes no settings (checked by explaunch.preflight)."""
+    """``hydra/launcher=basic`` takes no settings (checked by explaunch.launch.preflight)."""
 
     _target_: str = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
@@ -276,7 +276,7 @@ class BasicLauncherRules:
 @dataclass
 class JoblibRules(JobLibLauncherConf):
     """The rules of Hydra's ``hydra/launcher=joblib`` settings (Hydra's config, unchanged, gives the values), checked
-    by explaunch.preflight before anything starts."""
+    by explaunch.launch.preflight before anything starts."""
 
     n_jobs: int = spec(-1, help="N workers; -1 every core, -2 all but one, ... (not 0)")
     backend: Optional[str] = spec(None, help="a joblib backend: loky, multiprocessing, threading, ...")
@@ -302,7 +302,7 @@ class JoblibRules(JobLibLauncherConf):
                 raise ConfigError(f"{key}.backend", self.backend, "allowed: " + ", ".join(sorted(BACKENDS)))
 
 
-# hydra.launcher._target_ / hydra.sweeper._target_ -> the dataclass whose rules explaunch.preflight checks
+# hydra.launcher._target_ / hydra.sweeper._target_ -> the dataclass whose rules explaunch.launch.preflight checks
 SETTINGS_SCHEMAS: dict[str, type] = {
     BasicLauncherRules._target_: BasicLauncherRules,
     JobLibLauncherConf._target_: JoblibRules,

@@ -1,4 +1,4 @@
-"""The Hydra plugin class: thin, as Hydra's own launcher plugins are. The work is in :mod:`explaunch.sweeper`."""
+"""The Hydra plugin class: thin, as Hydra's own launcher plugins are. The work is in :mod:`explaunch.launch.sweeper`."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ class ExplaunchSweeper(Sweeper):
         """Check ``hydra.sweeper.*`` and ``hydra.launcher.*`` (in any app: they are ours and the launchers' we know)
         and make the launcher; a bad setting ends here in one line, exit 2, before anything is created."""
         from explaunch.errors import ConfigError
-        from explaunch.preflight import check_settings
-        from explaunch.sweeper import config_error_exit
+        from explaunch.launch.preflight import check_settings
+        from explaunch.launch.sweeper import config_error_exit
 
         self.hydra_context = hydra_context
         self.config = config
@@ -43,10 +43,10 @@ class ExplaunchSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> list[list[JobReturn]]:
         """Run the sweep; return what Hydra's basic sweeper returns, the jobs' ``JobReturn`` in batches
-        (:meth:`explaunch.sweeper.SweepRunner.returns`). On any job not completed: the summary, ``on_multirun_end``
-        callbacks (Hydra would skip them), then exit 1 (130 when interrupted)."""
+        (:meth:`explaunch.launch.sweeper.SweepRunner.returns`). On any job not completed: the summary,
+        ``on_multirun_end`` callbacks (Hydra would skip them), then exit 1 (130 when interrupted)."""
         from explaunch.errors import ExplaunchError
-        from explaunch.sweeper import SweeperSettings, SweepRunner, config_error_exit
+        from explaunch.launch.sweeper import SweeperSettings, SweepRunner, config_error_exit
 
         assert self.config is not None and self.hydra_context is not None
         settings = SweeperSettings.from_config(self.config.hydra.sweeper)

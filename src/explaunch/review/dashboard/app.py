@@ -27,9 +27,10 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from explaunch import review, tradeoff
-from explaunch.dashboard.state import SweepReader, find_sweeps, is_sweep
 from explaunch.errors import ExplaunchError
+from explaunch.review import rows as review
+from explaunch.review import tradeoff
+from explaunch.review.dashboard.state import SweepReader, find_sweeps, is_sweep
 
 PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -50,7 +51,7 @@ class SafeJSONResponse(JSONResponse):
 
 
 def static_text(name: str) -> str:
-    return resources.files("explaunch.dashboard").joinpath("static", name).read_text(encoding="utf-8")
+    return resources.files("explaunch.review.dashboard").joinpath("static", name).read_text(encoding="utf-8")
 
 
 def safe_file(root: Path, relative: str) -> Path | None:
@@ -166,7 +167,7 @@ def create_app(root: Path, allowed_hosts: list[str] | None = None, token: str | 
 def tradeoff_state(
     reader: SweepReader, sweep_dir: Path, x: str | None, y: str | None, better_x: str | None, better_y: str | None
 ) -> dict[str, Any]:
-    """The trade-off view: ``explaunch.tradeoff.tradeoff`` of the sweep's completed jobs (as ``explaunch report
+    """The trade-off view: ``explaunch.review.tradeoff.tradeoff`` of the sweep's completed jobs (as ``explaunch report
     --tradeoff X Y`` computes it), with the metrics to choose from and their known directions. Two metrics are
     chosen when none are given; a choice that cannot be drawn comes back as ``error``, in words for the page."""
     try:

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from explaunch import records
 from explaunch.errors import RecordError
 from explaunch.redaction import redact_override
+from explaunch.sweepdir import records
 
-PLAN_FILE = "plan.json"  # written by explaunch.sweeper (PLAN_FILE there)
+PLAN_FILE = "plan.json"  # written by explaunch.launch.sweeper (PLAN_FILE there)
 RESOURCES_CSV = "resources.csv"  # explaunch.measure.resources.CSV_FILE, without importing psutil
 SWEEP_MARKERS = ("multirun.yaml", PLAN_FILE, records.SWEEP_FILE, "ledger.jsonl")
 NOT_JOB_FOLDERS = frozenset({"attempts", "artifacts"})

@@ -32,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 
 from explaunch.errors import SweepFolderBusy
-from explaunch.recording import now_iso
+from explaunch.job.recording import now_iso
 
 log = logging.getLogger(__name__)
 

@@ -32,16 +32,16 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from explaunch import records
 from explaunch.config import EnergyConfig, ResourcesConfig, TrackingConfig, is_explaunch_config
 from explaunch.errors import ConfigError
 from explaunch.redaction import redact_override, redact_resolved, secret_values
+from explaunch.sweepdir import records
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # The config hash of the job about to run where its launch knows it (explaunch's sweeper computed it while planning,
-# explaunch.fastlaunch sets it): the record takes it instead of validating the config again (~8 ms a job).
+# explaunch.launch.fastlaunch sets it): the record takes it instead of validating the config again (~8 ms a job).
 planned_config_hash: ContextVar[str | None] = ContextVar("planned_config_hash", default=None)
 
 
@@ -71,7 +71,7 @@ def resolved_config(config: DictConfig) -> dict[str, Any]:
 
 def redact_hydra_output(config: DictConfig) -> None:
     """Hydra's ``run_job`` (single runs, SLURM, submitit) has written ``.hydra/`` with the secrets as given: rewritten
-    redacted here, first thing at job start. explaunch.jobrun writes them redacted in the first place."""
+    redacted here, first thing at job start. explaunch.job.jobrun writes them redacted in the first place."""
     from explaunch import redaction
 
     subdir = OmegaConf.select(config, "hydra.output_subdir", default=None)
@@ -95,7 +95,7 @@ def redact_sweep_config(sweep_dir: Path) -> bool:
     import yaml
 
     from explaunch import redaction
-    from explaunch.jobrun import dump_yaml
+    from explaunch.job.jobrun import dump_yaml
 
     path = sweep_dir / SWEEP_CONFIG_FILE
     if not path.is_file():
@@ -321,7 +321,7 @@ class JobRecorder:
     def _start_snapshot(self) -> Background[Any]:
         """The snapshot is taken in a thread while the job runs (git's processes take ~10 ms); the record takes it
         when the job ends. What the job may change meanwhile (the environment, the cwd) is read here first."""
-        from explaunch.snapshot import take_snapshot
+        from explaunch.job.snapshot import take_snapshot
 
         seed = OmegaConf.select(self.config, "seed", default=None)
         where, environ, job_dir, overrides = code_dir(), dict(os.environ), self.job_dir, self.overrides
@@ -357,7 +357,14 @@ class JobRecorder:
         return tracker.__enter__()
 
     def _start_run(self) -> None:
-        from explaunch.tracking import RUN_ID_FILE, MlflowTracker, SweepTracking, job_run_tags, resolve_uri, run_name
+        from explaunch.tracking.store import (
+            RUN_ID_FILE,
+            MlflowTracker,
+            SweepTracking,
+            job_run_tags,
+            resolve_uri,
+            run_name,
+        )
 
         tracking = self.settings.tracking
         sweep = SweepTracking.read(self.sweep_dir) if self.sweep_dir else None
@@ -402,7 +409,7 @@ class JobRecorder:
             self.guard("mlflow system metrics", self.system_monitor.finish)
         completed = job_return.status == JobStatus.COMPLETED
         returned = job_return.return_value if completed else {}
-        if self.settings.own_app:  # explaunch.task.run: {"metrics": ..., "info": ...}
+        if self.settings.own_app:  # explaunch.job.task.run: {"metrics": ..., "info": ...}
             result = returned if isinstance(returned, dict) else {}
         else:  # any other app's task: its returned mapping's numbers are its metrics
             result = {"metrics": returned_metrics(returned)}

@@ -209,11 +209,11 @@ class SweepTracking:
     experiment_id: str
     parent_run_id: str
     # "job": every job logs its own run (SLURM, any launcher); "sweep": the sweep's relay process logs the runs of
-    # local jobs from their records (explaunch.mlflow_relay), and the jobs do not touch MLflow
+    # local jobs from their records (explaunch.tracking.relay), and the jobs do not touch MLflow
     logged_by: str = "job"
 
     def write(self, sweep_dir: Path) -> None:
-        from explaunch.records import write_json_atomic
+        from explaunch.sweepdir.records import write_json_atomic
 
         write_json_atomic(sweep_dir / TRACKING_FILE, asdict(self))
 
@@ -393,7 +393,7 @@ class MlflowTracker:
     def log_job(self, run_id: str, record: Any, job_dir: Path, *, artifacts: bool) -> dict[str, Any] | None:
         """A finished job's record as its run (params, metrics, per-step series, tags, artifacts, a registered
         model), then the run closed. Returns the registered model (name, version) when the job asked for one."""
-        from explaunch import records
+        from explaunch.sweepdir import records
 
         tags = {
             "status": record.status.upper(),  # COMPLETED, FAILED, TIMEOUT, INTERRUPTED, CANCELLED

@@ -1,6 +1,6 @@
 """Reading the MLflow store back: experiments, runs, the best run, two runs side by side, artifacts, logged models.
 
-:mod:`explaunch.tracking` writes the store; this module only reads it (and downloads from it). MLflow is imported
+:mod:`explaunch.tracking.store` writes the store; this module only reads it (and downloads from it). MLflow is imported
 inside the functions, so that importing this module (the ``explaunch`` command does) costs nothing.
 
 The store is found as the jobs found it: ``tracking_uri`` if given, else ``MLFLOW_TRACKING_URI``, else
@@ -56,7 +56,7 @@ class ExperimentSummary:
 
 def store_uri(tracking_uri: str | None = None, cwd: Path | None = None) -> str:
     """The store to read, resolved as the jobs resolve it; an error when a sqlite store's file is missing."""
-    from explaunch.tracking import resolve_uri
+    from explaunch.tracking.store import resolve_uri
 
     uri = resolve_uri(tracking_uri, cwd or Path.cwd())
     if uri.startswith("sqlite:///"):
@@ -215,7 +215,7 @@ def get_run(uri: str, run: str) -> RunSummary:
 def run_id_of(run: str) -> str:
     path = Path(run)
     if path.is_dir():
-        from explaunch.records import read_job_record
+        from explaunch.sweepdir.records import read_job_record
 
         record = read_job_record(path)
         run_id = record.tracking.get("run_id")

@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from explaunch import records
 from explaunch.errors import ExplaunchError, RecordError
+from explaunch.sweepdir import records
 
 ACTIVE_WINDOW_S = 600.0
 SWEEP_MARKERS = ("multirun.yaml", "sweep.json", "ledger.jsonl", "tracking.json")
@@ -109,7 +109,7 @@ def sqlite_path(uri: str) -> Path | None:
 def default_stores(cwd: Path) -> list[str]:
     """The stores explaunch writes by default and that exist here: ``MLFLOW_TRACKING_URI`` or ``./mlflow.db``, and
     ``./mlruns``."""
-    from explaunch.tracking import resolve_uri
+    from explaunch.tracking.store import resolve_uri
 
     found = []
     uri = resolve_uri(None, cwd)

@@ -35,9 +35,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from explaunch import jobguard, records
 from explaunch.errors import RecordError
-from explaunch.tracking import RUN_ID_FILE, SweepTracking
+from explaunch.launch import jobguard
+from explaunch.sweepdir import records
+from explaunch.tracking.store import RUN_ID_FILE, SweepTracking
 
 log = logging.getLogger(__name__)
 LOG_FILE = "mlflow_relay.log"
@@ -77,7 +78,7 @@ class MlflowRelay:
         }
         with (sweep_dir / LOG_FILE).open("a") as errors:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "explaunch.mlflow_relay", json.dumps(args)],
+                [sys.executable, "-m", "explaunch.tracking.relay", json.dumps(args)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=errors,
@@ -196,7 +197,7 @@ def add_callback_error(job_dir: Path, line: str) -> None:
 def log_job(tracker: Any, sweep: SweepTracking, sweep_dir: Path, job_dir: Path) -> str:
     """One job's run from its record; the run id goes into the record (and ``mlflow_run_id``) before the record
     is logged as an artifact, as when a job logs itself."""
-    from explaunch.tracking import epoch_ms, job_run_tags, run_name
+    from explaunch.tracking.store import epoch_ms, job_run_tags, run_name
 
     record = records.read_job_record(job_dir)
     tags = job_run_tags(job_dir, str(record.info.get("host", "")), sweep_dir, record.job_num)
@@ -235,7 +236,7 @@ def _reply(out: TextIO, message: dict[str, Any]) -> None:
 
 
 def serve(args: dict[str, Any], inp: TextIO, out: TextIO) -> int:
-    from explaunch.tracking import MlflowTracker, finish_sweep, start_sweep
+    from explaunch.tracking.store import MlflowTracker, finish_sweep, start_sweep
 
     sweep_dir = Path(args["sweep_dir"])
     error = None

@@ -2,9 +2,9 @@
 
 Hydra's basic and joblib launchers compose every job again from its overrides (``load_sweep_config``, about 0.2 s a
 job here, as much as a short job's whole recording). explaunch's sweeper composed and validated every job while
-planning, sharing one composition among jobs that differ only in plain values (:mod:`explaunch.composition`); for
+planning, sharing one composition among jobs that differ only in plain values (:mod:`explaunch.launch.composition`); for
 these two launchers it hands the composed configs over and runs them as those launchers do (same job ids, numbers,
-folders, logging, joblib settings, the same ``JobReturn``; each job run by :func:`explaunch.jobrun.run_job`,
+folders, logging, joblib settings, the same ``JobReturn``; each job run by :func:`explaunch.job.jobrun.run_job`,
 Hydra's ``run_job`` with fewer copies of the config) with one difference: jobs stream through joblib's pool, each
 starting as soon as a worker is free, where Hydra's launcher runs a list of jobs and returns when the last one
 ends — so the sweeper's batches each waited for their slowest job. Any other launcher (submitit) gets the
@@ -32,7 +32,7 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from explaunch import jobrun
+from explaunch.job import jobrun
 
 log = logging.getLogger(__name__)
 
@@ -230,13 +230,18 @@ def warm_up(
 
     from explaunch.experiments import MODULES
 
-    modules = ["explaunch.recording", "explaunch.task", "explaunch.tracking", "explaunch.measure.resources"]
-    modules += ["explaunch.jobguard", "numpy.random", "pynvml"]  # every job seeds NumPy; its sampler tries NVML
+    modules = [
+        "explaunch.job.recording",
+        "explaunch.job.task",
+        "explaunch.tracking.store",
+        "explaunch.measure.resources",
+    ]
+    modules += ["explaunch.launch.jobguard", "numpy.random", "pynvml"]  # every job seeds NumPy; its sampler tries NVML
     modules += [MODULES[name] for name in experiments if name in MODULES]
     for module in [*modules, *(["mlflow.tracking"] if with_mlflow else [])]:
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
-    from explaunch.snapshot import installed_packages
+    from explaunch.job.snapshot import installed_packages
 
     installed_packages()  # read once per process (~0.1 s): every job's snapshot lists them
     if energy:
@@ -289,7 +294,7 @@ def _number(config: DictConfig, job_id: str, num: int) -> None:
 def run_composed(task: Task, hydra_context: Any, task_function: Any, gate: Gate, *, job_id: str) -> JobReturn | None:
     """One job from its composed config (in the sweep's process, or in a joblib worker); None when ``gate`` is
     closed as it would begin."""
-    from explaunch.recording import planned_config_hash
+    from explaunch.job.recording import planned_config_hash
 
     if gate.closed():
         return None

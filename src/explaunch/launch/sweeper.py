@@ -42,12 +42,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from explaunch import jobguard, records
 from explaunch.config import config_hash, is_explaunch_config, task_config_hash, validate
 from explaunch.errors import ExplaunchError, FolderNotWritable, JobInterrupted, RecordError
-from explaunch.ledger import Ledger, LedgerEntry
-from explaunch.recording import now_iso, resolved_config, returned_metrics
-from explaunch.sweeplock import SweepLock
+from explaunch.job.recording import now_iso, resolved_config, returned_metrics
+from explaunch.launch import jobguard
+from explaunch.launch.sweeplock import SweepLock
+from explaunch.sweepdir import records
+from explaunch.sweepdir.ledger import Ledger, LedgerEntry
 from explaunch.table import format_table
 
 log = logging.getLogger(__name__)
@@ -240,7 +241,7 @@ class SweepRunner:
         self.job_returns: dict[int, JobReturn] = {}  # job number -> what the launcher returned (its last attempt)
         self.progress: Progress | None = None
         self.compose: Any = None  # the planner's JobComposer: the launch composes retries from its cache
-        self.stop_file: Path | None = None  # while a streaming launch runs (explaunch.fastlaunch.Gate)
+        self.stop_file: Path | None = None  # while a streaming launch runs (explaunch.launch.fastlaunch.Gate)
         # Jobs may share compositions only where nothing but the job number names a job's folder.
         sweep_settings = OmegaConf.to_container(config.hydra.sweep, resolve=False)
         self.fast_values = isinstance(sweep_settings, dict) and sweep_settings.get("subdir") == "${hydra.job.num}"
@@ -256,7 +257,7 @@ class SweepRunner:
 
     def plan(self, grid: list[list[str]]) -> list[Job]:
         """Compose and validate every job before any starts; give each its ledger key and job number."""
-        from explaunch.composition import JobComposer
+        from explaunch.launch.composition import JobComposer
 
         compose = self.compose = JobComposer(
             lambda overrides: self.loader.load_sweep_config(self.config, overrides),
@@ -323,7 +324,8 @@ class SweepRunner:
             meter.prestart()  # the jobs' energy meter probes the hardware while the sweep is planned
         grid = self.expand(arguments, params)
         jobs = self.jobs = self.plan(grid)  # a bad job stops the sweep here, before anything is written
-        from explaunch import store_sync  # the MLflow store: writable, not deleted, agreeing with the job folders
+        # the MLflow store: writable, not deleted, agreeing with the job folders
+        from explaunch.tracking import sync as store_sync
 
         # a dead store stops the sweep before its folder; another app's jobs log nothing to explaunch's store
         store_ok = store_sync.check_before_sweep(self.config) if self.ours else False
@@ -385,7 +387,7 @@ class SweepRunner:
 
     def run_jobs(self, jobs: list[Job]) -> int:
         try:
-            from explaunch.jobrun import save_yaml
+            from explaunch.job.jobrun import save_yaml
 
             save_yaml(self.config, self.sweep_dir / "multirun.yaml")  # as OmegaConf.save, secrets redacted
             anew = self.runs_anew(jobs)
@@ -403,8 +405,8 @@ class SweepRunner:
         dashboard = self.start_dashboard() if self.settings.dashboard else None
         self.progress = Progress(len(jobs), skipped, self.settings.progress)
         if pending:  # the MLflow sweep run (explaunch.callbacks), only when there is something to run
-            from explaunch import fastlaunch
             from explaunch.callbacks import deferred
+            from explaunch.launch import fastlaunch
 
             try:
                 deferred.start_sweep()
@@ -470,7 +472,7 @@ class SweepRunner:
         records.write_json_atomic(self.sweep_dir / PLAN_FILE, plan)
 
     def start_dashboard(self) -> Any:
-        from explaunch.dashboard.server import start_in_thread
+        from explaunch.review.dashboard.server import start_in_thread
 
         dashboard = start_in_thread(self.sweep_dir, self.settings.dashboard_port, "hydra.sweeper.dashboard_port")
         print(f"dashboard: {dashboard.url} (while the sweep runs)", file=sys.stderr, flush=True)
@@ -534,7 +536,7 @@ class SweepRunner:
         return batch
 
     def launch_all(self, pending: list[Job]) -> None:
-        from explaunch import fastlaunch
+        from explaunch.launch import fastlaunch
 
         streaming = self.compose is not None and fastlaunch.supports(self.launcher)
         queue = list(pending)
@@ -568,7 +570,7 @@ class SweepRunner:
         handed out, jobs handed out but still queued in a worker do not begin (the stop file, ``fastlaunch.Gate``)
         and the running ones finish. Returns the jobs to run again (retry, OOM fallback) after their backoff, and
         the jobs that did not start because a worker died (joblib then stops the whole pool), to go on with."""
-        from explaunch import fastlaunch
+        from explaunch.launch import fastlaunch
 
         assert self.progress is not None and self.compose is not None
         progress, compose = self.progress, self.compose
@@ -883,7 +885,7 @@ class SweepRunner:
         if not_run or bad:
             lines.append(f"to finish it: run the same command again with hydra.sweep.dir={self.sweep_dir}")
         if self.ours:
-            from explaunch import store_sync
+            from explaunch.tracking import sync as store_sync
 
             lines += store_sync.pending_runs_lines(self.sweep_dir, self.config)  # runs the store did not take
         print("\n".join(lines), file=sys.stderr)

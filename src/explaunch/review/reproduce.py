@@ -37,10 +37,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from explaunch import records
 from explaunch.errors import ExplaunchError
+from explaunch.job.snapshot import PATCH_FILE
 from explaunch.redaction import REDACTED
-from explaunch.snapshot import PATCH_FILE
+from explaunch.sweepdir import records
 
 REPRODUCED = "REPRODUCED"
 DIFFERS = "DIFFERS"
@@ -317,7 +317,7 @@ def compare_results(
 
 def _normalized(config: Mapping[str, Any], record: records.JobRecord) -> dict[str, Any]:
     """The flattened config without ``tracking`` and with the code folder and Python paths made placeholders."""
-    from explaunch.tracking import flatten
+    from explaunch.tracking.store import flatten
 
     replacements = [
         (record.snapshot.get("code_dir") or "", "<code_dir>"),

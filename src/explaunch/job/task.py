@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from explaunch import experiments
 from explaunch.config import validate
-from explaunch.seeding import seed_everything
+from explaunch.job.seeding import seed_everything
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

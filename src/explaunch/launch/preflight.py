@@ -3,7 +3,7 @@
 Hydra's own reports of a composition error span several lines (search path, hints) and a value out of range would
 only surface inside a job. Here every override is composed the way Hydra will compose it and the result validated:
 each value of each swept key once (a sum over keys, not the product of the grid), plain values without a new
-composition (see explaunch.composition). The sweeper then composes and validates every job of the grid.
+composition (see explaunch.launch.composition). The sweeper then composes and validates every job of the grid.
 The settings of our sweeper and of the launchers we ship presets for (``hydra.sweeper.*``, ``hydra.launcher.*``)
 are checked against their dataclasses' ``spec`` rules the same way, and the output folder must be creatable.
 Only explaunch's own app (:func:`explaunch.config.is_explaunch_config`) is held to explaunch's schema.
@@ -23,9 +23,9 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from explaunch.composition import JobComposer
 from explaunch.config import ExplaunchConfig, is_explaunch_config, schema_keys, validate, validate_node
 from explaunch.errors import EXIT_USAGE, ConfigError
+from explaunch.launch.composition import JobComposer
 
 # Hydra flags that print or inspect instead of running jobs: Hydra handles those alone.
 _INSPECTING_FLAGS = ("help", "hydra_help", "cfg", "info", "shell_completion", "experimental_rerun")

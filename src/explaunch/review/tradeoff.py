@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from explaunch import review
 from explaunch.errors import ConfigError
+from explaunch.review import rows as review
 
 DIRECTIONS = ("max", "min")
 

@@ -47,7 +47,7 @@ class JobComposer:
     def __call__(self, overrides: list[str]) -> DictConfig:
         """The job's config; a composition error becomes a one-line ConfigError about the override at fault, or,
         without ``one_line_errors``, is raised as Hydra raises it when it composes the job itself."""
-        from explaunch.preflight import composition_error
+        from explaunch.launch.preflight import composition_error
 
         try:
             return self._shared(overrides)

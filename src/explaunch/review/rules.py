@@ -36,8 +36,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from explaunch import review, significance
 from explaunch.errors import ConfigError
+from explaunch.review import rows as review
+from explaunch.review import significance
 
 SECTIONS = ("where", "required", "ranges", "rules", "compare")
 RANGE_KEYS = ("min", "max")
@@ -527,7 +528,8 @@ def check_job(rules: RuleSet, row: Mapping[str, Any], params: Sequence[str]) -> 
 
 def compare(comparison: Comparison, rows: Sequence[dict[str, Any]]) -> ComparisonResult:
     """Welch's t-test (effect: Cohen's d, pooled sample std) or Mann-Whitney U (effect: rank-biserial correlation,
-    2U/(n_a n_b) - 1) of the metric between the jobs of setting a and those of setting b (explaunch.significance)."""
+    2U/(n_a n_b) - 1) of the metric between the jobs of setting a and those of setting b
+    (explaunch.review.significance)."""
 
     def side(chosen: dict[str, str]) -> list[float]:
         picked = review.filter_rows(rows, list(chosen.items()))

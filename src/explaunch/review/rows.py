@@ -20,9 +20,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from explaunch import records
-from explaunch.dashboard import state
 from explaunch.errors import ConfigError, RecordError
+from explaunch.review.dashboard import state
+from explaunch.sweepdir import records
 
 QUALITY, QUALITY_REASONS = "energy_quality", "energy_quality_reasons"
 ERROR_COLUMNS = ("error", "error_type", "error_message")

@@ -3,7 +3,7 @@ on demand (``explaunch sync``).
 
 Why: the folder is the truth and the store a view of it, but the view can fall behind — a sweep killed hard before
 its relay logged the last runs, a store that was down or unwritable, runs deleted by hand. A run missing for a
-job's record is logged from the record, by the same code the relay uses (:func:`explaunch.mlflow_relay.log_job`);
+job's record is logged from the record, by the same code the relay uses (:func:`explaunch.tracking.relay.log_job`);
 a run left ``RUNNING`` by a job that has since ended is closed with what its record says. Runs are found by their
 ``job_dir`` tag and, for the record's own run, by its id or its start time (a run logged from a record starts at the
 record's start time), so a second sync finds everything and adds nothing, into the same store or into another.
@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from explaunch import records
 from explaunch.errors import EXIT_USAGE, RecordError
-from explaunch.tracking import SweepTracking
+from explaunch.sweepdir import records
+from explaunch.tracking.store import SweepTracking
 
 log = logging.getLogger(__name__)
 STAMP_FILE = ".store_agreement.json"  # in a sweep folder: the store and the records as they were when they agreed
@@ -74,7 +74,7 @@ def _sweep_dir_tags(sweep_dir: Path) -> list[str]:
 
 
 def _runs_of_sweep(tracker: Any, experiment_id: str, sweep_dir: Path) -> list[Any]:
-    from explaunch.runs_api import _all_runs
+    from explaunch.tracking.reader import _all_runs
 
     runs: dict[str, Any] = {}
     for name in _sweep_dir_tags(sweep_dir):
@@ -99,7 +99,7 @@ def _sweep_run(tracker: Any, uri: str, experiment_id: str, sweep_dir: Path, runs
 
 
 def _match(runs: list[Any], record: records.JobRecord) -> Any:
-    from explaunch.tracking import epoch_ms
+    from explaunch.tracking.store import epoch_ms
 
     run_id = record.tracking.get("run_id")
     start = epoch_ms(record.start_time)
@@ -126,8 +126,8 @@ def _kept(record: records.JobRecord) -> list[str]:
 
 def sync_sweep(sweep_dir: Path, uri: str, experiment: str, *, close_sweep_run: bool = True) -> SyncResult:
     """Make the store hold one run per job record of ``sweep_dir`` (see the module's docstring)."""
-    from explaunch.mlflow_relay import log_job
-    from explaunch.tracking import MlflowTracker, log_sweep_end
+    from explaunch.tracking.relay import log_job
+    from explaunch.tracking.store import MlflowTracker, log_sweep_end
 
     tracker = MlflowTracker(uri)
     experiment_id = tracker.experiment_id(experiment)
@@ -155,7 +155,7 @@ def sync_sweep(sweep_dir: Path, uri: str, experiment: str, *, close_sweep_run: b
             else:
                 result.present += 1
         except Exception as ex:  # one job's run; the others go on
-            from explaunch.tracking import one_line
+            from explaunch.tracking.store import one_line
 
             result.failed.append(f"{job_dir}: {one_line(ex)}")
             log.warning("MLflow: job %s not synced: %s", job_dir, one_line(ex))
@@ -191,9 +191,9 @@ def _end_run(tracker: Any, run_id: str, job_dir: Path, record: records.JobRecord
         tracker.finish(run_id, failed=record.status != records.COMPLETED, end_time_ms=None)
 
 
-# ---- around a sweep (explaunch.sweeper) ----------------------------------------------------------------------
+# ---- around a sweep (explaunch.launch.sweeper) ----------------------------------------------------------------------
 def sweep_uri(config: Any) -> str:
-    from explaunch.tracking import resolve_uri
+    from explaunch.tracking.store import resolve_uri
 
     uri = config.tracking.uri
     return resolve_uri(None if uri is None else str(uri), Path.cwd())
@@ -206,7 +206,7 @@ def check_before_sweep(config: Any) -> bool:
     ``explaunch sync``. True when the sweep logs into the store (or tracks nothing)."""
     from omegaconf import OmegaConf
 
-    from explaunch.tracking import StoreUnavailable, check_store, display_uri, restore_experiment
+    from explaunch.tracking.store import StoreUnavailable, check_store, display_uri, restore_experiment
 
     if OmegaConf.select(config, "tracking.backend") != "mlflow":
         return True
@@ -240,7 +240,7 @@ def reconcile_before_sweep(config: Any, sweep_dir: Path, store_ok: bool) -> None
     alone."""
     from omegaconf import OmegaConf
 
-    from explaunch.tracking import one_line
+    from explaunch.tracking.store import one_line
 
     if OmegaConf.select(config, "tracking.backend") != "mlflow":
         return
@@ -336,7 +336,7 @@ def pending_runs_lines(sweep_dir: Path, config: Any) -> list[str]:
     that logs them."""
     from omegaconf import OmegaConf
 
-    from explaunch.tracking import display_uri
+    from explaunch.tracking.store import display_uri
 
     if OmegaConf.select(config, "tracking.backend") != "mlflow" or not sweep_dir.is_dir():
         return []

@@ -76,7 +76,7 @@ def allowed_hosts(host: str) -> list[str] | None:
 def make_server(root: Path, sock: socket.socket, host: str, token: str) -> Any:
     import uvicorn
 
-    from explaunch.dashboard.app import create_app
+    from explaunch.review.dashboard.app import create_app
 
     config = uvicorn.Config(
         create_app(root, allowed_hosts(host), token),

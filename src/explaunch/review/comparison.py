@@ -7,7 +7,8 @@ what differs between the two sweeps on purpose (a value set once per sweep, or t
 seeds are the repeats the statistics run over. Only completed jobs count. For each group found in both sweeps and
 each metric: mean, sample std and n on each side, the difference B - A (and relative to A, in %), Welch's t-test
 (two-sided; t is B's mean minus A's) and Hedges' g (B - A over the pooled sample std, small-sample corrected:
-explaunch.significance). A side with fewer than 2 values, or two sides without spread, get no test, said in the row.
+explaunch.review.significance).
+A side with fewer than 2 values, or two sides without spread, get no test, said in the row.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from explaunch import review, significance
 from explaunch.errors import ConfigError
+from explaunch.review import rows as review
+from explaunch.review import significance
 
 TEST = "welch (two-sided)"
 EFFECT_SIZE = "hedges_g"

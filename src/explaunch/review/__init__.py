@@ -1,0 +1,1 @@
+"""Reading finished sweeps: report rows, rules, reproduction, comparison, the dashboard."""

@@ -1,0 +1,1 @@
+"""The model of a sweep folder: job and sweep records, the ledger."""
