@@ -324,8 +324,18 @@ class ExplaunchConfig:
     lam: float = spec(0.0, min=0.0, help="fairness weight, used by fairness_tradeoff")
     deterministic: bool = spec(False, help="torch deterministic algorithms (slower)")
     params: dict[str, Any] = field(default_factory=dict)  # free knobs for scripts: +params.lr=0.1,0.01
+    # your own labels: +tags.stage=tested becomes an MLflow tag of the job's run and a field of job.json
+    tags: dict[str, str] = field(default_factory=dict)
 
     def check(self, key: str) -> None:
+        for tag, value in self.tags.items():
+            if not TAG_KEY.fullmatch(str(tag)) or str(tag).startswith(RESERVED_TAG_PREFIXES):
+                raise ConfigError(
+                    f"tags.{tag}",
+                    value,
+                    "a tag key is letters, digits, _ - . / (at most 250), not starting with "
+                    + " or ".join(RESERVED_TAG_PREFIXES),
+                )
         name = getattr(self.experiment_type, "name", None)
         if self.sharding.strategy != "none" and name != "llm_inference":
             raise ConfigError(
@@ -335,6 +345,10 @@ class ExplaunchConfig:
             raise ConfigError(
                 "batching.fixed_length", False, "must be true with sharding=fsdp (every process runs the same forwards)"
             )
+
+
+TAG_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-/]{0,249}")  # what MLflow accepts as a tag key, and a CSV column
+RESERVED_TAG_PREFIXES = ("mlflow.", "explaunch.")  # MLflow's own tags and ours
 
 
 EXPERIMENT_SCHEMAS: dict[str, type] = {
@@ -474,13 +488,17 @@ def validate_node(node: DictConfig, schema: type, key: str) -> Any:
     ``check``; return the schema's instance. A value that cannot be resolved before a job runs (``${hydra.job.num}``)
     is left unchecked (None in the instance)."""
     _check_keys(node, schema, f"{key}.")
-    known = {f.name for f in fields(schema)}
+    known = {f.name: f for f in fields(schema)}
     values: dict[str, Any] = {}
     for name in (str(k) for k in node if str(k) in known):
         try:
             value = node[name]
         except OmegaConfBaseException:
             value = None
+        nested = known[name].default_factory  # a nested settings dataclass (hydra.sweeper.limits): checked as one
+        if isinstance(value, DictConfig) and callable(nested) and is_dataclass(sub := nested()):
+            values[name] = validate_node(value, type(sub), f"{key}.{name}")
+            continue
         values[name] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
     obj = schema(**values)
     _check_fields(obj, f"{key}.")
@@ -505,10 +523,11 @@ def to_dict(config: ExplaunchConfig) -> dict[str, Any]:
 def config_hash(config: ExplaunchConfig) -> str:
     """A stable hash of everything that decides a job's result (the resolved task config).
 
-    ``tracking`` is left out: where results are logged does not change them.
+    ``tracking`` and ``tags`` are left out: where results are logged and how they are labelled do not change them.
     """
     data = to_dict(config)
     data.pop("tracking", None)
+    data.pop("tags", None)
     return _hash(data)
 
 

@@ -92,12 +92,25 @@ class SweeperSettings:
     progress: bool = True
     dashboard: bool = False
     dashboard_port: int | None = None
+    limits: dict[str, float] = field(default_factory=dict)  # the limits set (LimitsConf), poll_s included
+    detach: bool = False
+    order: str = "grid"
+    order_seed: int | None = None
+    cooldown_s: float = 0.0
+    temperature_warn_c: float = 5.0
+    budget: dict[str, float] = field(default_factory=dict)  # the budgets set (BudgetConf)
+    stop_when: str | None = None
 
     @classmethod
     def from_config(cls, sweeper: DictConfig) -> SweeperSettings:
         values = {k: sweeper[k] for k in cls.__dataclass_fields__ if k in sweeper}
         if "retry_on" in values:
             values["retry_on"] = tuple(values["retry_on"])
+        for name in ("limits", "budget"):  # only what is set: an empty dict means nothing to watch
+            node = values.get(name)
+            values[name] = {k: float(v) for k, v in (node or {}).items() if v is not None}
+        if set(values["limits"]) <= {"poll_s"}:
+            values["limits"] = {}
         return cls(**values)
 
 

@@ -7,6 +7,37 @@ from explaunch.config import spec
 
 
 @dataclass
+class LimitsConf:
+    """``hydra.sweeper.limits.*``: while the machine is over one of these, no new local job starts (running jobs go
+    on). All unset (the default): nothing is sampled."""
+
+    memory_percent: Optional[float] = spec(None, min=1, max=100, help="used memory, % of the machine's")
+    cpu_percent: Optional[float] = spec(None, min=1, max=100, help="CPU load over all cores, %")
+    gpu_memory_percent: Optional[float] = spec(None, min=1, max=100, help="used memory of the busiest GPU, %")
+    disk_free_gb: Optional[float] = spec(None, min=0, help="free space under the sweep folder, GB")
+    poll_s: float = spec(1.0, min=0.1, max=60, help="how often the machine is read while held")
+
+
+@dataclass
+class BudgetConf:
+    """``hydra.sweeper.budget.*``: the sweep stops launching before a budget would be passed (projected from the jobs
+    done so far) and ends with ``stop_reason=budget``. Unset: no budget."""
+
+    energy_kwh: Optional[float] = None  # > 0 (see check)
+    emissions_kg: Optional[float] = None
+    gpu_hours: Optional[float] = None
+    wall_hours: Optional[float] = None
+
+    def check(self, key: str) -> None:
+        from explaunch.errors import ConfigError
+
+        for name in ("energy_kwh", "emissions_kg", "gpu_hours", "wall_hours"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{key}.{name}", value, "must be a number > 0, or null for no budget")
+
+
+@dataclass
 class ExplaunchSweeperConf:
     """``hydra/sweeper=explaunch`` (the default in conf/config.yaml). Override any field: hydra.sweeper.max_retries=2
 
@@ -38,6 +69,22 @@ class ExplaunchSweeperConf:
     # The live web dashboard (explaunch dashboard) served on 127.0.0.1 while the sweep runs; its address is printed.
     dashboard: bool = False
     dashboard_port: Optional[int] = spec(None, min=1, max=65535, help="null: a free port")
+    # Hold new local launches while the machine is over a limit (see LimitsConf).
+    limits: LimitsConf = field(default_factory=LimitsConf)
+    # Submit and return: the sweep's controller goes on in the background (a SLURM job on submitit_slurm).
+    detach: bool = False
+    # The order jobs start in: grid (as expanded), shuffle (seeded by order_seed, drawn and recorded when null),
+    # interleave (each group's jobs spread over the sweep, so that no group runs all first or all last).
+    order: str = spec("grid", choices=("grid", "shuffle", "interleave"))
+    order_seed: Optional[int] = spec(None, min=0)
+    # Seconds between two jobs on the same host (or GPU): a job does not start on a machine still warm from the last.
+    cooldown_s: float = spec(0.0, min=0.0)
+    # On GPUs: warn when a job starts this many degrees C away from the sweep's first job.
+    temperature_warn_c: float = spec(5.0, min=0.0)
+    budget: BudgetConf = field(default_factory=BudgetConf)
+    # Stop at a target, in the rule syntax of explaunch validate: "accuracy >= 0.9 and demographic_parity_difference
+    # <= 0.05". Once a completed job meets it, no new job starts.
+    stop_when: Optional[str] = None
 
     def check(self, key: str) -> None:
         from explaunch.errors import ConfigError
