@@ -323,6 +323,8 @@ class ExplaunchConfig:
     batch: int = spec(8, min=1)
     lam: float = spec(0.0, min=0.0, help="fairness weight, used by fairness_tradeoff")
     deterministic: bool = spec(False, help="torch deterministic algorithms (slower)")
+    # the index of a repeat of the same config: +repeat=range(5) runs it 5 times (None, so that + can add it)
+    repeat: Optional[int] = spec(None, min=0)
     params: dict[str, Any] = field(default_factory=dict)  # free knobs for scripts: +params.lr=0.1,0.01
     # your own labels: +tags.stage=tested becomes an MLflow tag of the job's run and a field of job.json
     tags: dict[str, str] = field(default_factory=dict)
