@@ -53,8 +53,8 @@ typecheck: setup  ## mypy --strict
 slurm-up:  ## start a real single-node SLURM cluster with its own accounting here (root; installs Debian's slurm, slurmdbd, mariadb and munge when missing)
 	scripts/slurm/up.sh
 
-mlflow-server-up: setup  ## start a shared MLflow server on PostgreSQL on loopback (.mlflow-server/; installs postgresql when missing)
-	scripts/mlflow_server/up.sh
+mlflow-server-up: setup  ## start a shared MLflow server on PostgreSQL on loopback (.mlflow-server/; installs postgresql when missing; AUTH=1: basic auth)
+	$(if $(AUTH),EXPLAUNCH_MLFLOW_AUTH=$(AUTH) )scripts/mlflow_server/up.sh
 
 mlflow-server-down:  ## stop what mlflow-server-up started (the data stays)
 	scripts/mlflow_server/down.sh

@@ -72,7 +72,8 @@ def raw_loop(config: Any, device: Any) -> tuple[float, str, list[float]]:
     """tokens/s, output digest and batch latencies of a plain loop over ``model.generate``."""
     import torch
 
-    from explaunch.experiments import llm_inference as llm
+    from explaunch.experiments import llm_loading as llm
+    from explaunch.experiments.llm_window import generate_kwargs
     from explaunch.job.seeding import seed_everything
 
     seed_everything(config.seed, deterministic=config.deterministic)
@@ -86,7 +87,7 @@ def raw_loop(config: Any, device: Any) -> tuple[float, str, list[float]]:
         tokenizer(prompts[i : i + size], return_tensors="pt", padding=True).to(device)
         for i in range(0, len(prompts), size)
     ]
-    kwargs = llm._generate_kwargs(config.batching, tokenizer)
+    kwargs = generate_kwargs(config.batching, tokenizer)
     digest = hashlib.sha256()
     tokens, latencies = 0, []
     with torch.inference_mode():
@@ -131,11 +132,12 @@ def explaunch_job(config: Any, device: Any, job_dir: Path) -> tuple[float, str, 
 def worker(rounds: int) -> dict[str, Any]:
     import torch
 
-    from explaunch.experiments import llm_inference as llm
+    from explaunch.experiments.llm_inference import DEFAULT_THREADS
+    from explaunch.experiments.llm_loading import resolve_device
 
     config = _config()
-    torch.set_num_threads(config.hardware.num_threads or llm.DEFAULT_THREADS)
-    device = llm.resolve_device(config.hardware)
+    torch.set_num_threads(config.hardware.num_threads or DEFAULT_THREADS)
+    device = resolve_device(config.hardware)
     out: dict[str, Any] = {"raw": [], "explaunch": [], "digests": set(), "latencies": {"raw": [], "explaunch": []}}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(rounds):

@@ -10,6 +10,16 @@ PASSFILE=$BASE/pgpass  # libpq's password file (mode 600): the password is in no
 MLFLOW_PID=$BASE/mlflow.pid
 MLFLOW_LOG=$BASE/mlflow.log
 ARTIFACTS=$BASE/artifacts
+# MLflow's basic-auth app (EXPLAUNCH_MLFLOW_AUTH=1, or make mlflow-server-up AUTH=1): its own folder (mode 700) with
+# its config, its user database and the generated secrets (mode 600)
+AUTH=${EXPLAUNCH_MLFLOW_AUTH:-0}
+AUTH_DIR=$BASE/auth
+AUTH_INI=$AUTH_DIR/basic_auth.ini
+AUTH_DB=$AUTH_DIR/basic_auth.db
+ADMIN_USER=admin
+ADMIN_PASS=$AUTH_DIR/admin.pass  # the admin's password: users read it from here into MLFLOW_TRACKING_PASSWORD
+FLASK_SECRET=$AUTH_DIR/flask.secret  # signs the UI's sessions and CSRF tokens (MLFLOW_FLASK_SERVER_SECRET_KEY)
+MLFLOW_MODE=$BASE/mlflow.mode  # how the running server was started: plain or basic-auth
 # PostgreSQL refuses to run as root: as root it runs as Debian's `postgres` user, otherwise as whoever runs this
 if [ "$(id -u)" -eq 0 ]; then PG_USER=postgres; else PG_USER=$(id -un); fi
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }

@@ -9,7 +9,7 @@ if pid=$(mlflow_running); then
   kill -0 "$pid" 2>/dev/null && kill -KILL -- "-$pid" 2>/dev/null
   echo "[mlflow-server] mlflow server (pid $pid) stopped"
 fi
-rm -f "$MLFLOW_PID"
+rm -f "$MLFLOW_PID" "$MLFLOW_MODE"
 BIN=$(pg_bin)
 if [ -n "$BIN" ] && [ -s "$PGDATA/PG_VERSION" ] && as_pg "$BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
   as_pg "$BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null

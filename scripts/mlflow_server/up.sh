@@ -6,6 +6,10 @@
 # data stays, so runs logged before are there after the next start.
 #   scripts/mlflow_server/up.sh      (or: make mlflow-server-up)
 # Ports: EXPLAUNCH_PG_PORT (5433), EXPLAUNCH_MLFLOW_PORT (5055); folder: EXPLAUNCH_MLFLOW_SERVER_DIR.
+# EXPLAUNCH_MLFLOW_AUTH=1 (make mlflow-server-up AUTH=1): MLflow's basic-auth app in front of it: users and permissions
+# in their own sqlite database (.mlflow-server/auth/), an admin user whose generated password is kept in
+# .mlflow-server/auth/admin.pass (mode 600); clients give MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD in their
+# environment. A server running in the other mode is restarted in the one asked for.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 say() { echo "[mlflow-server] $*"; }
@@ -13,6 +17,15 @@ die() { echo "[mlflow-server] error: $*" >&2; exit 1; }
 MLFLOW=${EXPLAUNCH_MLFLOW_BIN:-$ROOT/.venv/bin/mlflow}
 [ -x "$MLFLOW" ] || die "no $MLFLOW: run make setup first"
 "$ROOT/.venv/bin/python" -c "import psycopg" 2>/dev/null || die "no psycopg in .venv: run make setup (it installs explaunch[server])"
+case "$AUTH" in
+  1 | true | yes) AUTH=1 ;;
+  0 | false | no | "") AUTH=0 ;;
+  *) die "EXPLAUNCH_MLFLOW_AUTH=$AUTH: 1 (basic auth) or 0" ;;
+esac
+if [ "$AUTH" = 1 ]; then
+  "$ROOT/.venv/bin/python" -c "import flask_wtf" 2>/dev/null \
+    || die "no Flask-WTF in .venv (MLflow's basic-auth app needs it): run make setup (it installs explaunch[server])"
+fi
 
 # 1. PostgreSQL's programs
 if [ -z "$(pg_bin)" ]; then
@@ -57,14 +70,55 @@ if [ "$(psql_su -c "SELECT 1 FROM pg_database WHERE datname = 'mlflow'")" != 1 ]
   psql_su -c "CREATE DATABASE mlflow OWNER mlflow" >/dev/null
 fi
 
-# 4. mlflow server (its own session: down.sh stops its workers with it)
+# 4. basic auth (AUTH=1): its config and secrets, generated once, private to this user
+secret() { (umask 077; "$ROOT/.venv/bin/python" -c "import secrets; print(secrets.token_urlsafe(24))" >"$1"); }
+if [ "$AUTH" = 1 ]; then
+  install -d -m 0700 "$AUTH_DIR"
+  [ -s "$ADMIN_PASS" ] || secret "$ADMIN_PASS"
+  [ -s "$FLASK_SECRET" ] || secret "$FLASK_SECRET"
+  chmod 600 "$ADMIN_PASS" "$FLASK_SECRET"
+  # admin_password is read when the user database is created (the first start), ignored after
+  (umask 077; cat >"$AUTH_INI" <<INI
+[mlflow]
+default_permission = READ
+database_uri = sqlite:///$AUTH_DB
+admin_username = $ADMIN_USER
+admin_password = $(cat "$ADMIN_PASS")
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+# a checked password is trusted for 60 s by the worker that checked it (its hash costs each request tens of ms);
+# a password changed through the API holds on the other workers until then
+auth_cache_ttl_seconds = 60
+INI
+  )
+  MODE=basic-auth
+else
+  MODE=plain
+fi
+
+# 5. mlflow server (its own session: down.sh stops its workers with it)
 URL=http://127.0.0.1:$MLFLOW_PORT
+if pid=$(mlflow_running) && [ "$(cat "$MLFLOW_MODE" 2>/dev/null || echo plain)" != "$MODE" ]; then
+  say "mlflow server (pid $pid) runs $(cat "$MLFLOW_MODE" 2>/dev/null || echo plain): restarting it $MODE"
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && kill -KILL -- "-$pid" 2>/dev/null
+  rm -f "$MLFLOW_PID"
+fi
 if ! mlflow_running >/dev/null; then
-  PGPASSFILE=$PASSFILE setsid "$MLFLOW" server \
+  APP=()
+  if [ "$AUTH" = 1 ]; then
+    APP=(--app-name basic-auth)
+    export MLFLOW_AUTH_CONFIG_PATH=$AUTH_INI
+    MLFLOW_FLASK_SERVER_SECRET_KEY=$(cat "$FLASK_SECRET")
+    export MLFLOW_FLASK_SERVER_SECRET_KEY
+  fi
+  PGPASSFILE=$PASSFILE setsid "$MLFLOW" server "${APP[@]}" \
     --backend-store-uri "postgresql://mlflow@127.0.0.1:$PG_PORT/mlflow" \
     --serve-artifacts --artifacts-destination "$ARTIFACTS" \
     --host 127.0.0.1 --port "$MLFLOW_PORT" >"$MLFLOW_LOG" 2>&1 </dev/null &
   echo $! >"$MLFLOW_PID"
+  echo "$MODE" >"$MLFLOW_MODE"
+  unset MLFLOW_AUTH_CONFIG_PATH MLFLOW_FLASK_SERVER_SECRET_KEY
   for _ in $(seq 240); do
     curl -sf "$URL/health" >/dev/null 2>&1 && break
     mlflow_running >/dev/null || die "mlflow server exited (log: $MLFLOW_LOG): $(tail -1 "$MLFLOW_LOG")"
@@ -74,3 +128,8 @@ if ! mlflow_running >/dev/null; then
 fi
 say "MLflow tracking server: $URL (PostgreSQL backend store on 127.0.0.1:$PG_PORT, artifacts in $ARTIFACTS)"
 say "log to it with: python main.py ... tracking.uri=$URL   (or export MLFLOW_TRACKING_URI=$URL)"
+if [ "$AUTH" = 1 ]; then
+  say "basic auth: users in $AUTH_DB; admin user '$ADMIN_USER', password in $ADMIN_PASS (mode 600)"
+  say "authenticate from the environment (or .env), never in a config:"
+  say "  export MLFLOW_TRACKING_USERNAME=$ADMIN_USER MLFLOW_TRACKING_PASSWORD=\$(cat $ADMIN_PASS)"
+fi

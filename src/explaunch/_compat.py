@@ -14,23 +14,59 @@ py-cpuinfo
     codecarbon asks py-cpuinfo for the CPU's brand string, which py-cpuinfo finds by running itself in a subprocess
     (~1 s of a busy core per sidecar, measured: B2 and SLURM job start). ``answer_cpu_model`` replaces its public
     ``get_cpu_info`` in the sidecar's own process with the string /proc/cpuinfo lists; elsewhere nothing changes.
+loky (vendored in joblib)
+    loky ends a worker that holds 300 MB more after a call than after its first one, taking a job's lasting footprint
+    (a model's modules, allocator caches) for a leak: the worker's warm state is lost and joblib warns. Its private
+    threshold ``joblib.externals.loky.process_executor._MAX_MEMORY_LEAK_SIZE`` (an int, bytes), read in joblib 1.6.0
+    (loky 3.6.0), is raised to the machine's memory (:func:`raise_loky_leak_threshold`). Fallback: loky's own check.
+Hydra
+    ``hydra._internal.config_loader_impl.get_overrides_dirname`` (hydra-core 1.3.8) makes ``hydra.job.override_dirname``
+    from a job's overrides; explaunch's composition shortcut (:mod:`explaunch.launch.composition`, jobs that differ
+    only in plain values share one composition) needs it to name a job as Hydra would. Fallback: no shortcut, every
+    job composed by Hydra's public config loader (about 0.1 s a job instead of ~2 ms).
+    ``hydra._internal.deprecation_warning.deprecation_warning`` (hydra-core 1.3.8): Hydra's warning, or its error
+    under ``HYDRA_DEPRECATION_WARNINGS_AS_ERRORS``, for an app without a version base whose job changes directory
+    (:mod:`explaunch.job.jobrun`, Hydra's ``run_job`` reproduced). Fallback: the same check and message through the
+    public ``warnings.warn``.
+hydra-joblib-launcher
+    ``hydra_plugins.hydra_joblib_launcher._core.process_joblib_cfg`` (1.2.0) turns the numbers its config gives as
+    strings (``pre_dispatch``, ``batch_size``, ``max_nbytes``) into ints before ``joblib.Parallel`` sees them;
+    :mod:`explaunch.launch.fastlaunch` hands joblib the same settings. Fallback: the same conversion, done here.
 """
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Callable, Sequence
+from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 CODECARBON_READ = ("3.3",)  # major.minor releases whose private attributes were read
+JOBLIB_READ = ("1.6",)  # joblib, for the loky it vendors
+HYDRA_READ = ("1.3",)  # hydra-core
+HYDRA_JOBLIB_READ = ("1.2",)  # hydra-joblib-launcher
 CODECARBON_CPU_ATTRS = ("_pid", "_process", "_last_cpu_times", "_last_measurement_time")
 CODECARBON_RAM_ATTRS = ("_pid", "_get_children_memories")
 
 
-def codecarbon_release() -> str:
+def release(distribution: str) -> str:
+    """The installed release of ``distribution``, ``absent`` without one."""
     try:
-        return version("codecarbon")
+        return version(distribution)
     except PackageNotFoundError:
         return "absent"
+
+
+@cache
+def release_read(distribution: str, read: tuple[str, ...]) -> bool:
+    """Whether the installed ``distribution``'s major.minor release is among those whose private parts were read."""
+    return ".".join(release(distribution).split(".")[:2]) in read
+
+
+def codecarbon_release() -> str:
+    return release("codecarbon")
 
 
 def codecarbon_retargetable() -> bool:
@@ -86,3 +122,87 @@ def answer_cpu_model(model: str) -> bool:
         return False
     cpuinfo.get_cpu_info = lambda: {"brand_raw": model}
     return True
+
+
+def raise_loky_leak_threshold(nbytes: int) -> bool:
+    """In a loky worker: let it hold ``nbytes`` more than after its first call before loky ends it as leaking (never
+    lowers loky's threshold). False, touching nothing, on a joblib not read or without that int."""
+    if not release_read("joblib", JOBLIB_READ):
+        return False
+    try:
+        from joblib.externals.loky import process_executor
+    except ImportError:
+        return False
+    current = getattr(process_executor, "_MAX_MEMORY_LEAK_SIZE", None)
+    if not isinstance(current, int) or isinstance(current, bool):
+        return False
+    process_executor._MAX_MEMORY_LEAK_SIZE = max(current, nbytes)
+    return True
+
+
+@cache
+def _hydra_overrides_dirname() -> Callable[..., str] | None:
+    if not release_read("hydra-core", HYDRA_READ):
+        return None
+    try:
+        from hydra._internal.config_loader_impl import get_overrides_dirname
+    except ImportError:
+        return None
+    return get_overrides_dirname
+
+
+def overrides_dirname_known() -> bool:
+    """Whether :func:`overrides_dirname` is Hydra's own (else composing jobs takes Hydra's public path)."""
+    return _hydra_overrides_dirname() is not None
+
+
+def overrides_dirname(overrides: Sequence[Any], *, kv_sep: str, item_sep: str, exclude_keys: Sequence[str]) -> str:
+    """``hydra.job.override_dirname`` of a job with these (parsed) task overrides, as Hydra composes it; call only
+    where :func:`overrides_dirname_known`."""
+    make = _hydra_overrides_dirname()
+    if make is None:
+        raise RuntimeError(f"hydra-core {release('hydra-core')}: get_overrides_dirname not known (see _compat)")
+    return make(overrides=list(overrides), kv_sep=kv_sep, item_sep=item_sep, exclude_keys=list(exclude_keys))
+
+
+def hydra_deprecation_warning(message: str, stacklevel: int = 1) -> None:
+    """Hydra's deprecation warning (``HydraDeprecationError`` under ``HYDRA_DEPRECATION_WARNINGS_AS_ERRORS``),
+    attributed ``stacklevel`` frames above the caller, as Hydra's own ``deprecation_warning`` does."""
+    if release_read("hydra-core", HYDRA_READ):
+        try:
+            from hydra._internal.deprecation_warning import deprecation_warning
+        except ImportError:
+            pass
+        else:
+            deprecation_warning(message=message, stacklevel=stacklevel + 1)
+            return
+    import os
+
+    from hydra.errors import HydraDeprecationError
+
+    if os.environ.get("HYDRA_DEPRECATION_WARNINGS_AS_ERRORS"):
+        raise HydraDeprecationError(message)
+    warnings.warn(message, UserWarning, stacklevel=stacklevel + 1)
+
+
+JOBLIB_INT_SETTINGS = ("pre_dispatch", "batch_size", "max_nbytes")
+
+
+def joblib_parallel_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` (``hydra.launcher``'s joblib settings) as Hydra's joblib launcher hands them to
+    ``joblib.Parallel``: the numbers given as strings made ints (a copy; ``settings`` is left as it is)."""
+    out = dict(settings)
+    if release_read("hydra-joblib-launcher", HYDRA_JOBLIB_READ):
+        try:
+            from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+        except ImportError:
+            pass
+        else:
+            process_joblib_cfg(out)
+            return out
+    for key in JOBLIB_INT_SETTINGS:  # what process_joblib_cfg of 1.2.0 does
+        value = out.get(key)
+        if value:
+            with contextlib.suppress(TypeError, ValueError):
+                out[key] = int(value)
+    return out

@@ -6,7 +6,7 @@ Registered in ``conf/hydra/explaunch.yaml`` for explaunch's own app; any Hydra a
       callbacks:
         recording:
           _target_: explaunch.callbacks.RecordingCallback
-          experiment: my_app        # see explaunch.job.recording.RecordingOptions for every argument
+          experiment: my_app        # see explaunch.job.recording_settings.RecordingOptions for every argument
         job_guard:
           _target_: explaunch.callbacks.JobGuardCallback
 
@@ -31,11 +31,12 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from explaunch.errors import ConfigError, RecordError
+from explaunch.job.efficiency import helper_pids
 from explaunch.redaction import install_log_redaction, redact_override
 from explaunch.sweepdir import records
 
 if TYPE_CHECKING:
-    from explaunch.job.recording import RecordingSettings
+    from explaunch.job.recording_settings import RecordingSettings
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,8 @@ deferred = _Deferred()
 class RecordingCallback(Callback):
     """``job.json`` (and an MLflow run) for every job, completed or failed; ``sweep.json`` at the end of a sweep.
 
-    The arguments (:class:`explaunch.job.recording.RecordingOptions`) say what any other app records; a value not
-    allowed is a one-line :class:`~explaunch.errors.ConfigError` naming ``hydra.callbacks.recording.<argument>``.
+    The arguments (:class:`explaunch.job.recording_settings.RecordingOptions`) say what any other app records; a value
+    not allowed is a one-line :class:`~explaunch.errors.ConfigError` naming ``hydra.callbacks.recording.<argument>``.
     Other apps' jobs log their own MLflow runs (the sweep's relay logs only explaunch's app's)."""
 
     def __init__(
@@ -85,7 +86,7 @@ class RecordingCallback(Callback):
         resources: bool = True,
         resources_interval_s: float = 1.0,
     ) -> None:
-        from explaunch.job.recording import RecordingOptions
+        from explaunch.job.recording_settings import RecordingOptions
 
         self.options = RecordingOptions(
             tracking=tracking,
@@ -108,7 +109,7 @@ class RecordingCallback(Callback):
 
     def settings(self, config: DictConfig) -> RecordingSettings:
         """What this job or sweep records: explaunch's app's config says, else this callback's arguments."""
-        from explaunch.job.recording import RecordingSettings
+        from explaunch.job.recording_settings import RecordingSettings
 
         return RecordingSettings.of_job(config, self.options)
 
@@ -116,7 +117,8 @@ class RecordingCallback(Callback):
         install_log_redaction(config)
         tracking = self.settings(config).tracking
         if tracking.backend == "mlflow":
-            from explaunch.tracking.store import MlflowTracker, resolve_uri
+            from explaunch.tracking.store import resolve_uri
+            from explaunch.tracking.writer import MlflowTracker
 
             tracker = MlflowTracker(resolve_uri(tracking.uri, Path.cwd()))
             tracker.experiment_id(tracking.experiment)  # creates the store before the job opens it
@@ -141,7 +143,8 @@ class RecordingCallback(Callback):
         )
 
         def start() -> None:
-            from explaunch.tracking.store import resolve_uri, start_sweep
+            from explaunch.tracking.store import resolve_uri
+            from explaunch.tracking.sweeprun import start_sweep
 
             sweep_dir.mkdir(parents=True, exist_ok=True)
             tags = {"sweep_dir": str(sweep_dir.resolve()), "command": command}
@@ -149,6 +152,7 @@ class RecordingCallback(Callback):
                 from explaunch.tracking.relay import MlflowRelay
 
                 deferred.relay = MlflowRelay.start(resolve_uri(uri, cwd), experiment, sweep_dir, tags)
+                helper_pids.add(deferred.relay.proc.pid)  # no part of a job run by this process (basic launcher)
                 log.info("MLflow: runs logged by the sweep's relay (log: %s/mlflow_relay.log)", sweep_dir)
                 return
             sweep = start_sweep(resolve_uri(uri, cwd), experiment, sweep_dir, tags)
@@ -160,7 +164,8 @@ class RecordingCallback(Callback):
             start()
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from explaunch.job.recording import JobRecorder, redact_hydra_output
+        from explaunch.job.hydra_files import redact_hydra_output
+        from explaunch.job.recording import JobRecorder
 
         install_log_redaction(config)  # Hydra has just configured the job's logging (console, <job>.log)
         redact_hydra_output(config)
@@ -180,7 +185,7 @@ class RecordingCallback(Callback):
         log.info("%s: %s (%.1f s) -> %s", what, record.status, record.duration_s, recorder.job_dir)
 
     def _redact_sweep_config(self, config: DictConfig) -> None:
-        from explaunch.job.recording import SWEEP_CONFIG_FILE, redact_sweep_config
+        from explaunch.job.hydra_files import SWEEP_CONFIG_FILE, redact_sweep_config
 
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
@@ -206,8 +211,9 @@ class RecordingCallback(Callback):
         settings = self.settings(config)
         if relay is not None:  # it logs what is left and closes the sweep run
             relay.close()
+            helper_pids.discard(relay.proc.pid)
         elif settings.tracking.backend == "mlflow" and not deferred.sweep_start:  # the sweep run was started
-            from explaunch.tracking.store import finish_sweep
+            from explaunch.tracking.sweeprun import finish_sweep
 
             finish_sweep(sweep_dir, sweep)
         deferred.sweep_start = None
@@ -227,6 +233,7 @@ RELAY_LAUNCHERS = frozenset(
     {
         "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
         "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+        "hydra_plugins.explaunch_plugins.local_launcher.ExplaunchLocalLauncher",
     }
 )
 

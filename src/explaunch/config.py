@@ -2,16 +2,15 @@
 
 The YAML files under ``conf/`` hold values; the types, ranges and allowed choices live here, as field metadata read
 by :func:`validate`. A value that breaks a rule becomes a :class:`~explaunch.errors.ConfigError` naming the key, the
-value and what is allowed.
+value and what is allowed. The rules and their checks are in :mod:`explaunch.config_rules`, the schema of each
+experiment type in :mod:`explaunch.config_experiments`; their names are importable from here too.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
-import math
 import re
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -19,28 +18,53 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import II, MISSING, DictConfig, ListConfig, OmegaConf, open_dict, read_write
+from omegaconf import II, MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
-from omegaconf.nodes import AnyNode
 
+from explaunch.config_experiments import (
+    EXPERIMENT_SCHEMAS,
+    FairnessConfig,
+    LLMInferenceConfig,
+    ProbeConfig,
+    ScriptConfig,
+    YoloTrainConfig,
+    YoloValConfig,
+    model_source,
+)
+from explaunch.config_rules import check_fields, check_keys, spec, validate_node, without_hydra
 from explaunch.errors import ConfigError
 
+__all__ = [
+    "EXPERIMENT_SCHEMAS",
+    "SCHEMA_VERSION",
+    "AlertsConfig",
+    "BatchingConfig",
+    "EnergyConfig",
+    "ExplaunchConfig",
+    "FairnessConfig",
+    "HardwareConfig",
+    "LLMInferenceConfig",
+    "ModelConfig",
+    "ProbeConfig",
+    "ResourcesConfig",
+    "ScriptConfig",
+    "ShardingConfig",
+    "TrackingConfig",
+    "YoloTrainConfig",
+    "YoloValConfig",
+    "config_hash",
+    "is_explaunch_config",
+    "register_configs",
+    "schema_keys",
+    "spec",
+    "task_config_hash",
+    "to_dict",
+    "validate",
+    "validate_node",
+    "without_hydra",
+]
+
 SCHEMA_VERSION = 1
-
-
-def spec(
-    default: Any,
-    *,
-    min: float | None = None,  # noqa: A002 - reads best at the call sites
-    max: float | None = None,  # noqa: A002
-    choices: tuple[str, ...] | None = None,
-    help: str = "",  # noqa: A002
-) -> Any:
-    """A dataclass field with the rules :func:`validate` checks (``min``/``max`` inclusive, ``choices``)."""
-    metadata = {"min": min, "max": max, "choices": choices, "help": help}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -200,114 +224,6 @@ class EnergyConfig:
 
 
 @dataclass
-class LLMInferenceConfig:
-    name: str = spec("llm_inference", choices=("llm_inference",))
-    prompts_file: Optional[str] = spec(None, help="JSONL with a 'text' field; default: the shipped prompt set")
-    flops: str = spec("counter", choices=("counter", "analytical", "none"))
-    save_outputs: bool = spec(False, help="write the generated text and token ids to outputs.jsonl (an artifact)")
-
-    def check(self, key: str) -> None:
-        if self.prompts_file is not None and not Path(self.prompts_file).expanduser().is_file():
-            raise ConfigError(f"{key}.prompts_file", self.prompts_file, "must be an existing local file")
-
-
-@dataclass
-class ProbeConfig:
-    """A job that sleeps, fails, runs out of memory or dies on demand: to rehearse a sweep's failure handling
-    (and to test it) without a model. ``fail_seeds`` picks the jobs that misbehave (empty: all of them)."""
-
-    name: str = spec("probe", choices=("probe",))
-    duration_s: float = spec(0.2, min=0.0)
-    fail: str = spec("none", choices=("none", "raise", "flaky", "oom", "kill"))
-    fail_seeds: list[int] = spec([])
-    fail_attempts: int = spec(0, min=0, help="misbehave on the first N attempts of a job only (0: on every one)")
-    oom_above_batch: int = spec(16, min=0, help="oom: MemoryError while batch > this")
-    allocate_mb: int = spec(
-        0,
-        min=0,
-        help="fill this many MiB of memory before sleeping (the jobs fail_seeds picks, while batch > oom_above_batch): "
-        "past hydra.launcher.mem_gb SLURM kills it (its step ends OUT_OF_MEMORY)",
-    )
-    checkpoint: bool = spec(
-        False,
-        help="sleep in steps and keep the progress in the job folder: a requeued attempt (SLURM time limit with "
-        "hydra.launcher.max_num_timeout > 0) goes on where the last one stopped, as a checkpointing job does",
-    )
-
-
-@dataclass
-class FairnessConfig:
-    """A classifier trained with a fairness penalty weighted by the top-level ``lam`` on generated, biased data."""
-
-    name: str = spec("fairness_tradeoff", choices=("fairness_tradeoff",))
-    n_high: int = spec(2000, min=1, help="training samples of the majority group")
-    n_low: int = spec(200, min=1, help="training samples of the under-represented group")
-    n_test: int = spec(4000, min=2, help="test samples, groups mixed as in training")
-    group_aware: bool = spec(True, help="the classifier sees the sensitive attribute (else only its proxy)")
-    features: int = spec(8, min=1)
-    group_shift: float = spec(1.0, help="how far group 1's features are shifted (a proxy for the group)")
-    label_bias: float = spec(1.5, help="extra score group 1 needs for a positive label")
-    penalty: str = spec("demographic_parity", choices=("demographic_parity", "equalized_odds"))
-    epochs: int = spec(300, min=1)
-    lr: float = spec(0.05, min=1e-9)
-
-
-@dataclass
-class ScriptConfig:
-    """An existing script, run unchanged: argv (no shell), where, with which environment, for how long, and where
-    its metrics and outputs are."""
-
-    name: str = spec("script", choices=("script",))
-    command: list[str] = spec([], help="argv, e.g. [python, train.py]")
-    args: list[str] = spec([], help='appended to command; sweep values by interpolation: ["--lr", "${params.lr}"]')
-    cwd: Optional[str] = spec(None, help="working directory (default: the job folder)")
-    env: dict[str, str] = field(default_factory=dict)
-    timeout_s: Optional[float] = spec(None, min=0.001)
-    metrics_file: Optional[str] = spec(None, help="JSON object or CSV (last row) the script writes, relative to cwd")
-    metrics_regex: Optional[str] = spec(
-        r"(?P<key>[A-Za-z_][\w.]*)=(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)",
-        help="printed key=value pairs (the last value of a key wins); null: none",
-    )
-    output_dirs: list[str] = spec([], help="folders (relative to cwd) whose new or changed files are collected")
-    output_patterns: list[str] = spec(["*.pt", "*.pth", "*.csv", "*.json", "*.png", "*.txt"])
-
-    def check(self, key: str) -> None:
-        if not self.command:
-            raise ConfigError(f"{key}.command", "[]", "the script to run, as an argv list, e.g. [python, train.py]")
-        if self.metrics_regex:
-            try:
-                groups = re.compile(self.metrics_regex).groupindex
-            except re.error as ex:
-                raise ConfigError(
-                    f"{key}.metrics_regex", self.metrics_regex, f"not a regular expression: {ex}"
-                ) from None
-            if not {"key", "value"} <= set(groups):
-                raise ConfigError(
-                    f"{key}.metrics_regex", self.metrics_regex, "needs groups (?P<key>..) and (?P<value>..)"
-                )
-
-
-@dataclass
-class YoloTrainConfig:
-    """ultralytics YOLO trained offline; registered in the MLflow model registry as ``register_as``."""
-
-    name: str = spec("yolo_train", choices=("yolo_train",))
-    model: str = spec("yolo11n.yaml", help="a model YAML (no download) or a local .pt with pretrained weights")
-    data: Optional[str] = spec(None, help="a dataset YAML on disk; default: a small set the job generates")
-    epochs: int = spec(1, min=1)
-    imgsz: int = spec(64, min=32)
-    n_train_images: int = spec(16, min=1)
-    n_val_images: int = spec(8, min=1)
-    register_as: Optional[str] = spec("explaunch-yolo", help="MLflow registered model name; null: do not register")
-
-    def check(self, key: str) -> None:
-        if not self.model.endswith((".yaml", ".yml")) and not Path(self.model).expanduser().is_file():
-            raise ConfigError(f"{key}.model", self.model, "a model YAML such as yolo11n.yaml, or an existing local .pt")
-        if self.data is not None and not Path(self.data).expanduser().is_file():
-            raise ConfigError(f"{key}.data", self.data, "must be an existing dataset YAML")
-
-
-@dataclass
 class ExplaunchConfig:
     """The root of every job's config. Top-level knobs are the ones users sweep."""
 
@@ -353,15 +269,6 @@ TAG_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-/]{0,249}")  # what MLflow acce
 RESERVED_TAG_PREFIXES = ("mlflow.", "explaunch.")  # MLflow's own tags and ours
 
 
-EXPERIMENT_SCHEMAS: dict[str, type] = {
-    "llm_inference": LLMInferenceConfig,
-    "probe": ProbeConfig,
-    "fairness_tradeoff": FairnessConfig,
-    "script": ScriptConfig,
-    "yolo_train": YoloTrainConfig,
-}
-
-
 def slurm_tasks_per_node(num_processes: int, launch: str) -> int:
     """Scheduler tasks of a job: one per process, unless the job spawns its processes itself."""
     return 1 if launch == "spawn" else int(num_processes)
@@ -383,6 +290,7 @@ def register_configs(code_dir: Path | None = None) -> None:
     OmegaConf.register_new_resolver("explaunch.code_dir", lambda: root, replace=True)
     OmegaConf.register_new_resolver("explaunch.tasks_per_node", slurm_tasks_per_node, replace=True)
     OmegaConf.register_new_resolver("explaunch.cpus_per_task", slurm_cpus_per_task, replace=True)
+    OmegaConf.register_new_resolver("explaunch.model_source", model_source, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="explaunch_schema", node=ExplaunchConfig)
     for name, schema in EXPERIMENT_SCHEMAS.items():
@@ -390,75 +298,6 @@ def register_configs(code_dir: Path | None = None) -> None:
     from hydra_plugins.explaunch_plugins.launchers import register_launchers
 
     register_launchers()
-
-
-def _describe_type(value: object) -> str:
-    if isinstance(value, bool):
-        return "true or false"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    return "a value"
-
-
-def _check_fields(obj: Any, prefix: str) -> None:
-    """Check scalars before nested nodes, so that ``batch=0`` is reported as ``batch``, not as what interpolates it."""
-    nested = []
-    for f in fields(obj):
-        key = f"{prefix}{f.name}"
-        value = getattr(obj, f.name)
-        if is_dataclass(value):
-            nested.append((value, key + "."))
-        elif value is not None:
-            _check_value(key, value, f.metadata)
-    for value, key in nested:
-        _check_fields(value, key)
-    check = getattr(obj, "check", None)
-    if check is not None:
-        check(prefix.rstrip("."))
-
-
-def _check_value(key: str, value: Any, rules: Any) -> None:
-    if rules.get("choices") and value not in rules["choices"]:
-        raise ConfigError(key, value, "allowed: " + ", ".join(rules["choices"]))
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(key, value, "must be a finite number")
-    low, high = rules.get("min"), rules.get("max")
-    if low is not None and value < low:
-        bound = f"<= {high}" if high == low else f">= {low}"
-        raise ConfigError(key, value, f"must be {_describe_type(value)} {bound}")
-    if high is not None and value > high:
-        raise ConfigError(key, value, f"must be {_describe_type(value)} <= {high}")
-
-
-def _check_keys(node: DictConfig, schema: Any, prefix: str) -> None:
-    """Every key of ``node`` must be a field of its dataclass (a ``+key=...`` override can add any key)."""
-    if not (isinstance(schema, type) and is_dataclass(schema)):
-        return
-    known = [f.name for f in fields(schema)]
-    hints = typing.get_type_hints(schema)
-    for key in node:
-        name = str(key)
-        if name not in known:
-            given: Any = OmegaConf.to_container(node, resolve=False)
-            raise ConfigError(f"{prefix}{name}", given[name], "no such key; keys here: " + ", ".join(known))
-        child = node._get_node(name)
-        if isinstance(child, DictConfig):
-            child_schema = OmegaConf.get_type(child) if hints.get(name) is Any else hints.get(name)
-            _check_keys(child, child_schema, f"{prefix}{name}.")
-
-
-def without_hydra(cfg: DictConfig) -> DictConfig:
-    """A deep copy of ``cfg`` less its ``hydra`` node, which is not copied to be dropped (it holds more than half
-    of a composed config's nodes): deepcopy takes the placeholder found in its memo in its stead."""
-    memo: dict[int, Any] = {}
-    if "hydra" in cfg:
-        memo[id(cfg._get_node("hydra"))] = AnyNode(None)
-    task_cfg = copy.deepcopy(cfg, memo)
-    with read_write(task_cfg), open_dict(task_cfg):
-        task_cfg.pop("hydra", None)
-    return task_cfg
 
 
 def validate(cfg: DictConfig) -> ExplaunchConfig:
@@ -474,36 +313,13 @@ def validate(cfg: DictConfig) -> ExplaunchConfig:
         raise ConfigError(str(ex.full_key), "???", "a value is required") from None
     except OmegaConfBaseException as ex:
         raise ConfigError(str(ex.full_key or "config"), getattr(ex, "value", "?"), ex.msg or str(ex)) from None
-    _check_keys(task_cfg, ExplaunchConfig, "")
+    check_keys(task_cfg, ExplaunchConfig, "")
     if not isinstance(obj, ExplaunchConfig):
         raise ConfigError("config", type(obj).__name__, "the primary config must use explaunch_schema")
-    _check_fields(obj, "")
+    check_fields(obj, "")
     from explaunch import extras  # an experiment type whose extra is not installed: one line, before any job
 
     extras.check(obj.experiment_type.name, obj.sharding.strategy)
-    return obj
-
-
-def validate_node(node: DictConfig, schema: type, key: str) -> Any:
-    """Check a node outside the job's config (``hydra.sweeper``, ``hydra.launcher``) against the dataclass
-    ``schema``, as :func:`validate` checks the job's: unknown keys, then the ``spec`` rules and the schema's
-    ``check``; return the schema's instance. A value that cannot be resolved before a job runs (``${hydra.job.num}``)
-    is left unchecked (None in the instance)."""
-    _check_keys(node, schema, f"{key}.")
-    known = {f.name: f for f in fields(schema)}
-    values: dict[str, Any] = {}
-    for name in (str(k) for k in node if str(k) in known):
-        try:
-            value = node[name]
-        except OmegaConfBaseException:
-            value = None
-        nested = known[name].default_factory  # a nested settings dataclass (hydra.sweeper.limits): checked as one
-        if isinstance(value, DictConfig) and callable(nested) and is_dataclass(sub := nested()):
-            values[name] = validate_node(value, type(sub), f"{key}.{name}")
-            continue
-        values[name] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-    obj = schema(**values)
-    _check_fields(obj, f"{key}.")
     return obj
 
 

@@ -18,6 +18,7 @@ EXPERIMENT_EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "llm_inference": ("llm", ("torch", "transformers", "tokenizers")),
     "fairness_tradeoff": ("fairness", ("torch",)),
     "yolo_train": ("yolo", ("torch", "torchvision", "ultralytics")),
+    "yolo_val": ("yolo", ("torch", "torchvision", "ultralytics")),
 }
 SHARDING_EXTRA = ("llm", ("torch",))  # sharding=ddp/fsdp: torch.distributed
 

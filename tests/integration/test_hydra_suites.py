@@ -1,5 +1,7 @@
 """Hydra's own test suites for launchers and sweepers, run with ``hydra/sweeper=explaunch``: any Hydra app may use
-explaunch's sweeper, and gets what Hydra's basic sweeper gives (its config errors, its ``JobReturn`` batches)."""
+explaunch's sweeper, and gets what Hydra's basic sweeper gives (its config errors, its ``JobReturn`` batches); and
+with explaunch's launcher, ``hydra/launcher=explaunch_local``, under Hydra's basic sweeper (its public ``launch``)
+and under explaunch's sweeper (which streams the jobs it composed)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,18 @@ class TestSweeperWithLaunchers(LauncherTestSuite):
     pass
 
 
+_LOCAL_LAUNCHER = [
+    pytest.param("explaunch_local", [], id="basic_sweeper"),
+    pytest.param("explaunch_local", ["hydra.launcher.n_jobs=1"], id="basic_sweeper-in_process"),
+    pytest.param("explaunch_local", ["hydra/sweeper=explaunch"], id="explaunch_sweeper"),
+]
+
+
+@pytest.mark.parametrize("launcher_name, overrides", _LOCAL_LAUNCHER)
+class TestLocalLauncher(LauncherTestSuite):
+    pass
+
+
 @pytest.mark.parametrize(
     "launcher_name, overrides", [("basic", ["hydra/sweeper=explaunch", "hydra.sweeper.max_batch_size=2"])]
 )
@@ -30,8 +44,36 @@ class TestBatched(BatchedSweeperTestSuite):
 
 
 @pytest.mark.parametrize(
+    "launcher_name, overrides",
+    [
+        pytest.param("explaunch_local", ["hydra.sweeper.max_batch_size=2"], id="basic_sweeper"),
+        pytest.param(
+            "explaunch_local", ["hydra/sweeper=explaunch", "hydra.sweeper.max_batch_size=2"], id="explaunch_sweeper"
+        ),
+    ],
+)
+class TestLocalLauncherBatched(BatchedSweeperTestSuite):
+    pass
+
+
+@pytest.mark.parametrize(
     "task_launcher_cfg, extra_flags",
     [({"defaults": [{"override hydra/sweeper": "explaunch"}, {"override hydra/launcher": "basic"}]}, ["-m"])],
 )
 class TestIntegration(IntegrationTestSuite):
+    pass
+
+
+@pytest.mark.parametrize(
+    "task_launcher_cfg, extra_flags",
+    [
+        pytest.param({"defaults": [{"override hydra/launcher": "explaunch_local"}]}, ["-m"], id="basic_sweeper"),
+        pytest.param(
+            {"defaults": [{"override hydra/sweeper": "explaunch"}, {"override hydra/launcher": "explaunch_local"}]},
+            ["-m"],
+            id="explaunch_sweeper",
+        ),
+    ],
+)
+class TestLocalLauncherIntegration(IntegrationTestSuite):
     pass

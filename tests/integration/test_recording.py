@@ -170,3 +170,21 @@ def test_snapshot_has_the_commit_and_the_uncommitted_diff(tmp_path: Path) -> Non
     assert "git.patch" in {
         a.path for a in mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}").list_artifacts(run.info.run_id)
     }
+
+
+def test_a_job_logging_its_own_run_tags_it_and_records_its_cpu_efficiency(tmp_path: Path) -> None:
+    """A single run (as a SLURM job) logs its own run: the user's tags from its start, its efficiency in its record."""
+    job_dir = tmp_path / "job"
+    proc = run_main("experiment_type=probe", "+tags.stage=tested", f"hydra.run.dir={job_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = records.read_job_record(job_dir)
+    assert record.tags == {"stage": "tested"} and record.callback_errors == []
+    run = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(record.tracking["run_id"])
+    assert run.data.tags["stage"] == "tested" and run.data.tags["status"] == "COMPLETED"
+    efficiency = record.resources["efficiency"]
+    assert "joblib" not in efficiency["cpus_basis"]  # a single run has no launcher: every core of its affinity
+    assert efficiency["cpu_efficiency"] == pytest.approx(
+        efficiency["cpu_seconds"] / (efficiency["wall_s"] * efficiency["cpus_allocated"])
+    )
+    assert 0 <= record.metrics["cpu_efficiency"] < 0.9  # a probe sleeps
+    assert run.data.metrics["cpu_efficiency"] == pytest.approx(record.metrics["cpu_efficiency"])

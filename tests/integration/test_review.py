@@ -276,3 +276,36 @@ def test_report_follows_a_sweep_while_it_runs_and_after_it_stops(
     assert "pending" not in after
     assert set(after[1:]) <= {"completed", "interrupted", "not run"}
     assert "not run" in after
+
+
+def test_report_where_a_tag_set_on_the_command_line(tmp_path: Path) -> None:
+    """``+tags.stage=...`` goes into each job's record; ``report --where stage=tested`` keeps that sweep's jobs."""
+    root = tmp_path / "multirun"
+    for stage in ("tested", "draft"):
+        proc = run_main(
+            "-m",
+            "experiment_type=probe",
+            "seed=0,1",
+            f"+tags.stage={stage}",
+            "tracking=none",
+            f"hydra.sweep.dir={root / stage}",
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    tested = root / "tested"
+    assert [getattr(r, "tags", None) for r in job_records(tested).values()] == [{"stage": "tested"}] * 2
+    recorded = json.loads((tested / "0" / records.JOB_FILE).read_text(encoding="utf-8"))
+    assert recorded["tags"] == {"stage": "tested"}
+
+    result = explaunch("report", tested, "--where", "stage=tested", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [(row["job"], row["seed"], row["stage"]) for row in rows] == [("0", "0", "tested"), ("1", "1", "tested")]
+    result = explaunch("report", tested, "--where", "stage=draft")
+    assert (result.returncode, result.stdout.splitlines()[0]) == (0, "no job matches")
+
+    result = explaunch("report", root, "--jobs", "--where", "stage=tested", "--sort", "cpu_efficiency", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert {(row["sweep"], row["stage"]) for row in rows} == {("tested", "tested")}
+    assert len(rows) == 2 and all(isinstance(row["cpu_efficiency"], float) for row in rows)

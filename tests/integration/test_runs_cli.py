@@ -133,3 +133,36 @@ def test_load_model_loads_the_yolo_model_of_the_best_run(tmp_path: Path) -> None
     assert best.run_id == records.read_job_record(tmp_path / "job").tracking["run_id"]
     model = explaunch.load_model(best)
     assert type(model).__name__ == "YOLO" and model.names == {0: "square", 1: "disc"}
+
+
+def test_runs_search_by_tag_finds_the_runs_of_a_tagged_sweep(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``+tags.stage=tested``: a tag of every job's run (logged by the sweep's relay) and a field of its job.json;
+    ``explaunch runs search --tag stage=tested`` finds them, in any experiment."""
+    sweep_dir = tmp_path / "sweep"
+    args = ("-m", "experiment_type=probe", "seed=0,1", "+tags.stage=tested", "hydra.launcher.n_jobs=2")
+    proc = run_main(*args, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    untagged = run_main("-m", "experiment_type=probe", "seed=2", f"hydra.sweep.dir={tmp_path / 'other'}", cwd=tmp_path)
+    assert untagged.returncode == 0, untagged.stderr[-3000:]
+    jobs = {r.tracking["run_id"]: r for _, r in records.iter_job_records(sweep_dir)}
+    assert [r.tags for r in jobs.values()] == [{"stage": "tested"}] * 2
+    for record in jobs.values():  # a probe sleeps: it uses a small share of the CPU it was given
+        assert 0 <= record.metrics["cpu_efficiency"] < 0.9
+        assert record.resources["efficiency"]["cpus_allocated"] > 0
+    mean = records.read_sweep_record(sweep_dir).mean_cpu_efficiency
+    assert mean == pytest.approx(sum(r.metrics["cpu_efficiency"] for r in jobs.values()) / 2)
+
+    store = ("--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    found = cli_json(capsys, "runs", "search", "--tag", "stage=tested", *store)
+    assert isinstance(found, list)
+    assert sorted(r["run_id"] for r in found) == sorted(jobs)
+    assert all(r["tags"]["stage"] == "tested" and r["tags"]["status"] == "COMPLETED" for r in found)
+    both = cli_json(
+        capsys, "runs", "search", "explaunch", "--tag", "stage=tested", "--filter", "params.seed = '1'", *store
+    )
+    assert isinstance(both, list) and [r["params"]["seed"] for r in both] == ["1"]
+    assert cli_json(capsys, "runs", "search", "--tag", "stage=tested", "--tag", "team=x", *store) == []
+    assert main(["runs", "search", "--tag", "stage", *store]) == 2
+    assert capsys.readouterr().err == "error: --tag stage: give KEY=VALUE, e.g. --tag stage=tested\n"

@@ -13,7 +13,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from explaunch.launch.sweeper import STOP_FILE
+from explaunch.launch.settings import STOP_FILE
 from explaunch.sweepdir import records
 from explaunch.sweepdir.ledger import Ledger
 from tests.conftest import MAIN

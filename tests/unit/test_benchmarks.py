@@ -138,13 +138,13 @@ def test_context_repeats_default_quick_and_forced() -> None:
 def test_only_picks_benchmarks_and_rejects_unknown_ids() -> None:
     assert suite.parse_only(None) == ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8"]
     assert suite.parse_only("b3, B1") == ["B3", "B1"]
-    with pytest.raises(SystemExit, match="no such benchmark B9; allowed: B1, B2"):
-        suite.parse_only("B1,B9")
+    with pytest.raises(SystemExit, match="no such benchmark B99; allowed: B1, B2"):
+        suite.parse_only("B1,B99")
 
 
 def test_a_benchmark_that_raises_becomes_an_error_row_and_a_failing_exit(tmp_path: Path) -> None:
     class Broken:
-        ID = "B9"
+        ID = "B99"
         TITLE = "broken"
 
         @staticmethod

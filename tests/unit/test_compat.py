@@ -7,6 +7,8 @@ import os
 from typing import Any
 
 import psutil
+import pytest
+from omegaconf import OmegaConf
 
 from explaunch import _compat
 from explaunch.measure.energy import combine
@@ -59,3 +61,122 @@ def test_machine_mode_figures_say_they_cover_the_machine() -> None:
     components = reading["components"]
     assert components["cpu"]["scope"] == "machine" and "machine mode" in components["cpu"]["method"]
     assert components["ram"]["scope"] == "machine"
+
+
+def test_the_installed_hydra_joblib_and_joblib_launcher_are_releases_whose_private_parts_were_read() -> None:
+    for distribution, read in (
+        ("hydra-core", _compat.HYDRA_READ),
+        ("joblib", _compat.JOBLIB_READ),
+        ("hydra-joblib-launcher", _compat.HYDRA_JOBLIB_READ),
+    ):
+        assert _compat.release_read(distribution, read), (
+            f"{distribution} {_compat.release(distribution)} is not among {read}: explaunch takes the public path "
+            "instead; read what explaunch/_compat.py uses of it and update it"
+        )
+
+
+def test_loky_still_has_the_leak_threshold_we_raise() -> None:
+    from joblib.externals.loky import process_executor
+
+    before = process_executor._MAX_MEMORY_LEAK_SIZE
+    assert isinstance(before, int), "loky's _MAX_MEMORY_LEAK_SIZE is gone: workers holding a job's memory get ended"
+    try:
+        assert _compat.raise_loky_leak_threshold(before + 1)
+        assert before + 1 == process_executor._MAX_MEMORY_LEAK_SIZE
+        assert _compat.raise_loky_leak_threshold(1)  # never lowered
+        assert before + 1 == process_executor._MAX_MEMORY_LEAK_SIZE
+    finally:
+        process_executor._MAX_MEMORY_LEAK_SIZE = before
+
+
+def test_on_a_joblib_not_read_loky_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from joblib.externals.loky import process_executor
+
+    monkeypatch.setattr(_compat, "JOBLIB_READ", ("0.0",))
+    before = process_executor._MAX_MEMORY_LEAK_SIZE
+    assert not _compat.raise_loky_leak_threshold(before + 1)
+    assert before == process_executor._MAX_MEMORY_LEAK_SIZE
+
+
+def _composed(overrides: list[str]) -> tuple[Any, Any, Any]:
+    """(the job's config as Hydra composes it, the config loader, the sweep's config)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from tests.conftest import CONF_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        loader: Any = GlobalHydra.instance().config_loader()
+        master = compose("config", overrides=[], return_hydra_config=True)
+        return loader.load_sweep_config(master, list(overrides)), loader, master
+
+
+def test_hydras_override_dirname_is_the_one_hydra_composes() -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = ["seed=3", "model=mistral", "lam=0.2", "hydra.job.name=x"]
+    config, loader, _ = _composed(overrides)
+    parsed = [o for o in OverridesParser.create(config_loader=loader).parse_overrides(overrides)]
+    task = [o for o in parsed if not o.is_hydra_override()]
+    dirname = config.hydra.job.config.override_dirname
+    assert _compat.overrides_dirname_known()
+    made = _compat.overrides_dirname(
+        task, kv_sep=dirname.kv_sep, item_sep=dirname.item_sep, exclude_keys=dirname.exclude_keys
+    )
+    assert made == config.hydra.job.override_dirname == "lam=0.2,model=mistral,seed=3"
+
+
+def test_without_hydras_override_dirname_every_job_is_composed_by_hydra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from explaunch.launch.composition import JobComposer
+
+    monkeypatch.setattr(_compat, "HYDRA_READ", ("0.0",))
+    _compat._hydra_overrides_dirname.cache_clear()
+    try:
+        assert not _compat.overrides_dirname_known()
+        hydras, loader, master = _composed(["seed=3"])
+        composed: list[list[str]] = []
+
+        def compose(overrides: list[str]) -> Any:
+            composed.append(overrides)
+            return loader.load_sweep_config(master, overrides)
+
+        composer = JobComposer(compose, loader)
+        ours = composer(["seed=3"])
+        composer(["seed=4"])
+        assert composed == [["seed=3"], ["seed=4"]]  # no shared composition: Hydra composed each job
+        assert OmegaConf.to_container(ours, resolve=False) == OmegaConf.to_container(hydras, resolve=False)
+    finally:
+        monkeypatch.undo()
+        _compat._hydra_overrides_dirname.cache_clear()
+
+
+@pytest.mark.parametrize("read", [True, False])
+def test_hydras_deprecation_warning_warns_or_raises_as_hydra_asks(read: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hydra.errors import HydraDeprecationError
+
+    if not read:
+        monkeypatch.setattr(_compat, "HYDRA_READ", ("0.0",))
+    monkeypatch.delenv("HYDRA_DEPRECATION_WARNINGS_AS_ERRORS", raising=False)
+    with pytest.warns(UserWarning, match="^Future Hydra versions") as caught:
+        _compat.hydra_deprecation_warning("Future Hydra versions will differ", stacklevel=1)
+    assert caught[0].filename == __file__  # attributed to the caller, as Hydra's own is
+    monkeypatch.setenv("HYDRA_DEPRECATION_WARNINGS_AS_ERRORS", "1")
+    with pytest.raises(HydraDeprecationError, match="will differ"):
+        _compat.hydra_deprecation_warning("Future Hydra versions will differ")
+
+
+@pytest.mark.parametrize("read", [True, False])
+def test_joblib_settings_are_made_as_hydras_joblib_launcher_makes_them(
+    read: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
+
+    if not read:
+        monkeypatch.setattr(_compat, "HYDRA_JOBLIB_READ", ("0.0",))
+    defaults: dict[str, Any] = OmegaConf.to_container(OmegaConf.structured(JobLibLauncherConf))  # type: ignore[assignment]
+    given = {**defaults, "n_jobs": 2, "batch_size": "4", "max_nbytes": "1M", "pre_dispatch": "8"}
+    settings = _compat.joblib_parallel_settings(given)
+    assert settings == {**given, "batch_size": 4, "pre_dispatch": 8}  # "1M" stays a string, as joblib reads it
+    assert given["batch_size"] == "4"  # a copy
+    assert _compat.joblib_parallel_settings(defaults) == defaults  # "auto", "2*n_jobs", null: as they are

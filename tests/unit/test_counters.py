@@ -21,14 +21,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from explaunch.measure.counters import (
-    WindowMeter,
-    counter_delta,
-    find_rapl_zones,
-    machine_busy_seconds,
-    process_tree_seconds,
-    select_gpus,
-)
+from explaunch.measure.counters import WindowMeter
+from explaunch.measure.gpus import select_gpus
+from explaunch.measure.rapl import counter_delta, find_rapl_zones, machine_busy_seconds, process_tree_seconds
 
 MAX_UJ = 262_143_328_850
 HZ = os.sysconf("SC_CLK_TCK")

@@ -20,6 +20,7 @@ import pytest
 from explaunch.cli import main
 from explaunch.review.dashboard import state
 from explaunch.review.dashboard.server import RunningDashboard, start_in_thread
+from explaunch.sweepdir import reader as sweepdir
 from explaunch.sweepdir import records
 from explaunch.sweepdir.records import JobError, JobRecord
 
@@ -70,7 +71,7 @@ def make_live_sweep(sweep_dir: Path) -> Path:
         for n, (s, b) in enumerate([(0, 8), (1, 8), (0, 16), (1, 16), (2, 8), (2, 16)])
     ]
     plan = {"started": time.time() - 10, "pid": os.getpid(), "host": socket.gethostname(), "parallelism": 2}
-    records.write_json_atomic(sweep_dir / state.PLAN_FILE, {**plan, "jobs": jobs})
+    records.write_json_atomic(sweep_dir / sweepdir.PLAN_FILE, {**plan, "jobs": jobs})
     (sweep_dir / "multirun.yaml").write_text("hydra: {}\n")
     return sweep_dir
 
@@ -235,7 +236,7 @@ def test_running_job_overrides_come_from_its_folder_with_secrets_redacted(
 ) -> None:
     dashboard, base = served
     live = base / "multirun" / "2026-01-01" / "live"
-    reader = state.SweepReader(live)
+    reader = sweepdir.SweepReader(live)
     view = reader.job_view(live, "4", live / "4", {}, live=True)
     assert view.overrides == ["seed=2", "batch=8", "tracking.api_token=<redacted>"]
     assert "hunter2" not in request(dashboard, LIVE)[1].decode()
@@ -324,7 +325,7 @@ def test_a_folder_of_sweeps_lists_them_newest_first(served: tuple[RunningDashboa
 def test_after_the_sweep_unfinished_jobs_show_as_lost_and_not_run(tmp_path: Path) -> None:
     sweep_dir = make_live_sweep(tmp_path / "sweep")
     records.write_sweep_record(sweep_dir)  # what the parent writes at its end
-    data = state.SweepReader(tmp_path).state(sweep_dir)
+    data = state.sweep_state(sweepdir.SweepReader(tmp_path), sweep_dir)
     assert data["live"] is False
     statuses = {j["num"]: j["status"] for j in data["jobs"]}
     assert (statuses[4], statuses[5]) == ("lost", "not run")
@@ -333,11 +334,11 @@ def test_after_the_sweep_unfinished_jobs_show_as_lost_and_not_run(tmp_path: Path
 
 def test_jobs_done_before_a_resume_count_as_skipped_not_completed(tmp_path: Path) -> None:
     sweep_dir = make_live_sweep(tmp_path / "sweep")
-    plan = json.loads((sweep_dir / state.PLAN_FILE).read_text())
+    plan = json.loads((sweep_dir / sweepdir.PLAN_FILE).read_text())
     for entry in plan["jobs"][:2]:  # jobs 0 and 1 completed in the earlier run
         entry["skipped"] = True
-    records.write_json_atomic(sweep_dir / state.PLAN_FILE, plan)
-    data = state.SweepReader(tmp_path).state(sweep_dir)
+    records.write_json_atomic(sweep_dir / sweepdir.PLAN_FILE, plan)
+    data = state.sweep_state(sweepdir.SweepReader(tmp_path), sweep_dir)
     assert data["counts"] == {"completed": 1, "running": 1, "failed": 1, "pending": 1, "skipped": 2}
     assert data["progress"]["done"] == 4
     assert data["chart"]["series"][0]["points"][0]["n"] == 2  # their results still count in the chart
@@ -345,10 +346,10 @@ def test_jobs_done_before_a_resume_count_as_skipped_not_completed(tmp_path: Path
 
 def test_a_dead_sweep_parent_means_the_sweep_is_not_live(tmp_path: Path) -> None:
     sweep_dir = make_live_sweep(tmp_path / "sweep")
-    plan = json.loads((sweep_dir / state.PLAN_FILE).read_text())
+    plan = json.loads((sweep_dir / sweepdir.PLAN_FILE).read_text())
     parent = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    records.write_json_atomic(sweep_dir / state.PLAN_FILE, {**plan, "pid": int(parent.stdout)})
-    assert state.SweepReader(tmp_path).state(sweep_dir)["live"] is False
+    records.write_json_atomic(sweep_dir / sweepdir.PLAN_FILE, {**plan, "pid": int(parent.stdout)})
+    assert state.sweep_state(sweepdir.SweepReader(tmp_path), sweep_dir)["live"] is False
 
 
 def test_cli_refuses_a_missing_folder_and_a_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -103,7 +103,7 @@ def test_the_sidecar_s_cpu_model_is_py_cpuinfo_s() -> None:
     (codecarbon looks its TDP up by it), and nothing where Linux lists no model name."""
     import cpuinfo
 
-    from explaunch.measure.meter import proc_cpu_model
+    from explaunch.measure.sidecar import proc_cpu_model
 
     listed = proc_cpu_model(Path("/proc/cpuinfo").read_text()) if Path("/proc/cpuinfo").exists() else None
     if listed is None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from explaunch.measure import baseline
-from explaunch.measure.counters import ComponentEnergy
+from explaunch.measure.energy import ComponentEnergy
 
 
 def rank(gpu: dict[str, float], cpu_j: float, machine_j: float, ram_j: float = 10.0) -> dict[str, Any]:

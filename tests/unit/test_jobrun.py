@@ -126,7 +126,7 @@ class RedactAtStart(Callback):
     """What the recording callback does first at job start, alone."""
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from explaunch.job.recording import redact_hydra_output
+        from explaunch.job.hydra_files import redact_hydra_output
 
         redact_hydra_output(config)
 

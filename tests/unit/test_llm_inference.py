@@ -9,7 +9,7 @@ import torch
 
 from explaunch.config import validate
 from explaunch.errors import ConfigError
-from explaunch.experiments import llm_inference
+from explaunch.experiments import llm_inference, llm_loading, llm_window
 from explaunch.experiments.base import ExperimentResult
 from explaunch.job.seeding import seed_everything
 from explaunch.measure.compute import generate_flops
@@ -128,10 +128,10 @@ def test_same_seed_gives_the_same_tokens_and_another_seed_does_not(tmp_path: Pat
 
 
 def test_prompt_length_filter_is_applied(tmp_path: Path) -> None:
-    tokenizer = llm_inference.load_tokenizer(validate(compose_config()).model)
+    tokenizer = llm_loading.load_tokenizer(validate(compose_config()).model)
     config = validate(compose_config("batching.min_prompt_tokens=60", "batching.max_prompt_tokens=80"))
-    texts = llm_inference.load_prompts(llm_inference.shipped_data("prompts.jsonl"))
-    chosen = llm_inference.select_prompts(texts, tokenizer, config.batching, seed=0)
+    texts = llm_loading.load_prompts(llm_loading.shipped_data("prompts.jsonl"))
+    chosen = llm_loading.select_prompts(texts, tokenizer, config.batching, seed=0)
     lengths = [len(tokenizer(t)["input_ids"]) for t in chosen]
     assert len(chosen) == config.batching.num_prompts
     assert all(60 <= n <= 80 for n in lengths)
@@ -151,8 +151,8 @@ def test_prompts_file_from_the_user_is_used(tmp_path: Path) -> None:
 
 def test_early_eos_is_counted_up_to_and_including_it() -> None:
     ids = torch.tensor([[5, 6, 2, 0], [5, 6, 7, 8]])
-    assert llm_inference.count_output_tokens(ids, eos_token_id=2, fixed_length=False) == 3 + 4
-    assert llm_inference.count_output_tokens(ids, eos_token_id=2, fixed_length=True) == 8
+    assert llm_window.count_output_tokens(ids, eos_token_id=2, fixed_length=False) == 3 + 4
+    assert llm_window.count_output_tokens(ids, eos_token_id=2, fixed_length=True) == 8
 
 
 def test_analytical_flops_of_a_single_forward_step() -> None:

@@ -12,7 +12,9 @@ from omegaconf import OmegaConf
 
 from explaunch.callbacks import JobGuardCallback, RecordingCallback
 from explaunch.errors import ConfigError
-from explaunch.job.recording import RecordingOptions, RecordingSettings, redact_sweep_config, returned_metrics
+from explaunch.job.hydra_files import redact_sweep_config
+from explaunch.job.recording import returned_metrics
+from explaunch.job.recording_settings import RecordingOptions, RecordingSettings
 from tests.conftest import compose_config
 
 

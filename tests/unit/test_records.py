@@ -416,3 +416,38 @@ def test_records_are_readable_by_others_as_the_umask_allows(tmp_path: Path) -> N
     finally:
         os.umask(old)
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+
+
+# --- tags and efficiency ------------------------------------------------------------------------------------------
+
+
+def test_a_records_tags_round_trip_and_an_old_record_has_none(tmp_path: Path) -> None:
+    import dataclasses
+
+    tagged = dataclasses.replace(make_record(job_num=1), tags={"stage": "tested"})
+    records.write_job_record(tmp_path / "1", tagged)
+    assert records.read_job_record(tmp_path / "1").tags == {"stage": "tested"}
+    old = make_record(job_num=2).to_dict()
+    del old["tags"]  # written before jobs had tags
+    write_raw_job_json(tmp_path / "2", old)
+    assert records.read_job_record(tmp_path / "2").tags == {}
+
+
+def test_the_sweep_record_reports_the_mean_cpu_efficiency_of_the_jobs_that_have_one(tmp_path: Path) -> None:
+    for num, efficiency in ((0, 0.25), (1, 0.75), (2, None)):
+        metrics = {"throughput_e2e_tokens_per_s": 1.0} | ({} if efficiency is None else {"cpu_efficiency": efficiency})
+        records.write_job_record(tmp_path / str(num), make_record(job_num=num, metrics=metrics))
+    written = records.write_sweep_record(tmp_path)
+    assert written.mean_cpu_efficiency == pytest.approx(0.5)
+    assert json.loads((tmp_path / records.SWEEP_FILE).read_text())["mean_cpu_efficiency"] == pytest.approx(0.5)
+    assert records.read_sweep_record(tmp_path) == written
+    assert "cpu_efficiency" not in written.jobs[0].metrics  # rows keep the headline metrics only
+
+
+def test_a_sweep_without_efficiencies_and_an_old_sweep_record_have_no_mean(tmp_path: Path) -> None:
+    build_sweep(tmp_path)
+    assert records.write_sweep_record(tmp_path).mean_cpu_efficiency is None
+    data = json.loads((tmp_path / records.SWEEP_FILE).read_text())
+    del data["mean_cpu_efficiency"]  # written before sweeps had one
+    (tmp_path / records.SWEEP_FILE).write_text(json.dumps(data))
+    assert records.read_sweep_record(tmp_path).mean_cpu_efficiency is None

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from explaunch.errors import ExplaunchError
-from explaunch.review import reproduce as logic
+from explaunch.review import rerun_comparison as logic
+from explaunch.review.rerun import merge_overrides
 from explaunch.sweepdir import records
 
 
@@ -95,15 +96,15 @@ def test_config_differences_are_named_and_code_paths_are_not_differences() -> No
 
 
 def test_extra_overrides_replace_recorded_ones_and_the_seed_is_pinned() -> None:
-    merged = logic.merge_overrides(["model=llama", "+params.lr=0.1"], ["params.lr=0.2"], seed=7)
+    merged = merge_overrides(["model=llama", "+params.lr=0.1"], ["params.lr=0.2"], seed=7)
     assert merged == ["model=llama", "params.lr=0.2", "seed=7"]
-    assert logic.merge_overrides(["seed=3"], [], seed=3) == ["seed=3"]
+    assert merge_overrides(["seed=3"], [], seed=3) == ["seed=3"]
 
 
 def test_a_redacted_override_must_be_given_again() -> None:
     with pytest.raises(ExplaunchError, match=r"override tracking.api_token: its value was redacted .* --override"):
-        logic.merge_overrides(["tracking.api_token=<redacted>"], [], seed=None)
-    merged = logic.merge_overrides(["tracking.api_token=<redacted>"], ["tracking.api_token=abc"], seed=None)
+        merge_overrides(["tracking.api_token=<redacted>"], [], seed=None)
+    merged = merge_overrides(["tracking.api_token=<redacted>"], ["tracking.api_token=abc"], seed=None)
     assert merged == ["tracking.api_token=abc"]
 
 

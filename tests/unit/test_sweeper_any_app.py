@@ -24,14 +24,10 @@ from explaunch.config import is_explaunch_config, task_config_hash
 from explaunch.errors import ConfigError
 from explaunch.job.jobrun import ComposedJobReturn
 from explaunch.launch.composition import JobComposer
-from explaunch.launch.sweeper import (
-    RECORDED_FROM_RETURN,
-    Job,
-    SweepRunner,
-    program_fingerprint,
-    record_from_return,
-    task_ran,
-)
+from explaunch.launch.lost import RECORDED_FROM_RETURN, record_from_return, task_ran
+from explaunch.launch.plan import program_fingerprint
+from explaunch.launch.settings import Job
+from explaunch.launch.sweeper import SweepRunner
 from explaunch.sweepdir import records
 from explaunch.sweepdir.ledger import Ledger, LedgerEntry
 from tests.conftest import CONF_DIR

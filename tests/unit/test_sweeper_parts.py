@@ -4,7 +4,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from explaunch.launch.sweeper import SweeperSettings, archive_attempt, with_batch
+from explaunch.launch.attempts import archive_attempt, with_batch
+from explaunch.launch.settings import SweeperSettings
 from explaunch.sweepdir.ledger import LEDGER_FILE, Ledger, LedgerEntry
 
 

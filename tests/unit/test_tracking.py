@@ -9,15 +9,9 @@ import mlflow
 import pytest
 
 from explaunch.redaction import REDACTED
-from explaunch.tracking.store import (
-    MlflowTracker,
-    SweepTracking,
-    artifact_root,
-    flatten,
-    params_from_config,
-    resolve_uri,
-    start_sweep,
-)
+from explaunch.tracking.store import SweepTracking, resolve_uri
+from explaunch.tracking.sweeprun import start_sweep
+from explaunch.tracking.writer import MlflowTracker, artifact_root, flatten, params_from_config
 
 
 @pytest.fixture
@@ -102,3 +96,55 @@ def test_mlflow_telemetry_is_off_in_explaunch_processes_unless_the_user_turns_it
     code = "import explaunch.tracking.store, mlflow.telemetry.utils as u; print(u.is_telemetry_disabled())"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == disabled, out.stderr
+
+
+def test_only_the_tracking_package_imports_mlflow() -> None:
+    """Issue 19: MLflow is used through explaunch.tracking alone (function-local imports included)."""
+    import re
+
+    src = Path(__file__).resolve().parents[2] / "src"
+    pattern = re.compile(r"^\s*(import mlflow|from mlflow)", re.MULTILINE)
+    importers = sorted(
+        str(path.relative_to(src))
+        for path in src.rglob("*.py")
+        if "tracking" not in path.relative_to(src).parts[:2] and pattern.search(path.read_text(encoding="utf-8"))
+    )
+    assert importers == []
+
+
+def test_a_jobs_run_carries_its_users_tags_and_a_tag_search_finds_it(store: str, tmp_path: Path) -> None:
+    import dataclasses
+
+    from explaunch.sweepdir import records
+    from explaunch.tracking.reader import search, tag_filter
+    from explaunch.tracking.writer import job_run_tags
+
+    tracker = MlflowTracker(store)
+    experiment = tracker.experiment_id("exp")
+    other = tracker.experiment_id("other")
+    job_dir = tmp_path / "0"
+    record = records.JobRecord(
+        status=records.COMPLETED,
+        overrides=["+tags.stage=tested"],
+        config={"seed": 0, "tags": {"stage": "tested"}},
+        config_hash="h",
+        start_time="2026-11-23T10:00:00+00:00",
+        end_time="2026-11-23T10:00:01+00:00",
+        duration_s=1.0,
+        tags={"stage": "tested", "team": "it's ours", "status": "mine"},
+    )
+    records.write_job_record(job_dir, record)
+    tags = job_run_tags(job_dir, "host", None, None, record.tags)
+    assert tags["stage"] == "tested" and tags["status"] == "RUNNING"  # explaunch's own tag wins over the user's
+    run_id = tracker.start_run(experiment, "job", tags)
+    tracker.log_job(run_id, record, job_dir, artifacts=False)
+    untagged = tracker.start_run(other, "job", {})
+    tracker.log_job(untagged, dataclasses.replace(record, tags={}), job_dir, artifacts=False)
+
+    run = tracker.client.get_run(run_id)
+    assert run.data.tags["stage"] == "tested" and run.data.tags["team"] == "it's ours"
+    assert run.data.tags["status"] == "COMPLETED"
+    found = search(store, None, tag_filter({"stage": "tested", "team": "it's ours"}))  # every experiment
+    assert [r.run_id for r in found] == [run_id]
+    assert search(store, "other", tag_filter({"stage": "tested"})) == []
+    assert tag_filter({"a.b/c-d": "x"}) == "tags.`a.b/c-d` = 'x'"

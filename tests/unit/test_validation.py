@@ -11,8 +11,8 @@ from scipy import stats
 
 from explaunch.cli import main
 from explaunch.errors import ConfigError
-from explaunch.review import rules as validation
-from explaunch.review.rules import Expression, MissingName
+from explaunch.review.rule_expressions import Expression, MissingName
+from explaunch.review.rules import load_rules
 from explaunch.sweepdir import records
 from explaunch.sweepdir.records import JobError, JobRecord
 
@@ -203,7 +203,7 @@ def test_a_missing_rules_file_is_exit_2(sweep: Path, tmp_path: Path, capsys: pyt
 
 
 def test_the_shipped_example_rules_file_parses() -> None:
-    rules = validation.load_rules(ROOT / "examples" / "rules.yaml")
+    rules = load_rules(ROOT / "examples" / "rules.yaml")
 
     assert rules.required
     assert rules.ranges

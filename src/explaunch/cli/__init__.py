@@ -8,11 +8,14 @@ import sys
 from collections.abc import Sequence
 
 from explaunch import __version__
+from explaunch.cli import attach as attach_cli
+from explaunch.cli import cancel as cancel_cli
 from explaunch.cli import clean as clean_cli
 from explaunch.cli import compare as compare_cli
 from explaunch.cli import dashboard, report
 from explaunch.cli import reproduce as reproduce_cli
 from explaunch.cli import runs as runs_cli
+from explaunch.cli import status as status_cli
 from explaunch.cli import sync as sync_cli
 from explaunch.cli import validate as validate_cli
 from explaunch.errors import ExplaunchError
@@ -33,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     clean_cli.add_parser(commands)
     sync_cli.add_parser(commands)
     validate_cli.add_parser(commands)
+    status_cli.add_parser(commands)
+    attach_cli.add_parser(commands)
+    cancel_cli.add_parser(commands)
     return parser
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from explaunch.errors import ConfigError
 from explaunch.review import comparison
 from explaunch.review import rows as review
+from explaunch.review.sweeps import list_sweeps
 from explaunch.table import cell, format_table
 
 
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 def load_sweep(key: str, path: Path) -> list[dict[str, Any]]:
     """One sweep's rows; a folder of sweeps (``multirun/``) is refused rather than read as one sweep."""
     if path.is_dir() and not review.is_sweep_dir(path):
-        sweeps = review.list_sweeps(path)
+        sweeps = list_sweeps(path)
         if len(sweeps) > 1:
             raise ConfigError(
                 key, path, f"holds {len(sweeps)} sweeps; compare two of them (explaunch report {path} lists them)"

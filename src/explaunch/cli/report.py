@@ -1,6 +1,6 @@
 """``explaunch report PATH``: a sweep's jobs as a table (or the sweeps below a folder such as ``multirun/``, or with
 ``--jobs`` every job of those sweeps), read from the job folders alone; sort, filter, group over seeds, write CSV,
-plot, and the trade-off between two metrics. The data work is in explaunch.review.rows and explaunch.review.tradeoff."""
+plot, and the trade-off between two metrics. The data work is in explaunch.review.rows, .metric_plot and .tradeoff."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from explaunch.errors import EXIT_FAILED, ConfigError, RecordError
+from explaunch.review import metric_plot, tradeoff
 from explaunch.review import rows as review
-from explaunch.review import tradeoff
+from explaunch.review.sweeps import job_history, list_sweeps
+from explaunch.sweepdir.reader import COUNT_NAMES, FAILED_STATUSES
 from explaunch.table import cell, format_table
 
-SWEEP_COLUMNS = ("path", "date", "jobs", *review.COUNT_NAMES, "error")
+SWEEP_COLUMNS = ("path", "date", "jobs", *COUNT_NAMES, "error")
 SINGLE_SWEEP_OPTIONS = ("sort", "where", "group_by", "csv", "plot", "metrics", "tradeoff")
 HISTORY_OPTIONS = ("group_by", "plot", "tradeoff")  # what --jobs does not take
 HISTORY_COLUMNS = ("sweep", "job", "status", "start_time", "duration_s")
@@ -43,15 +45,15 @@ def add_parser(commands: Any) -> None:
         metavar="KEY=VALUE",
         action="append",
         default=[],
-        help="keep jobs whose override (or status, energy_quality) has this value; repeat for more keys, or for "
-        "either value",
+        help="keep jobs whose override or tag (or status, energy_quality) has this value; repeat for more keys, or "
+        "for either value",
     )
     parser.add_argument(
         "--group-by",
         metavar="PARAM",
         action="append",
         default=[],
-        help="one row per value of this swept parameter (repeatable): mean ± std and n over the rest (seeds)",
+        help="one row per value of this swept parameter or tag (repeatable): mean ± std and n over the rest (seeds)",
     )
     parser.add_argument("--metrics", metavar="M1,M2|all", help="metric columns to show (default: headline ones)")
     parser.add_argument("--csv", metavar="FILE", type=Path, help="also write the rows shown to this CSV file")
@@ -82,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs:
         return report_history(args)
     if not review.is_sweep_dir(root):
-        sweeps = review.list_sweeps(root)
+        sweeps = list_sweeps(root)
         if sweeps:
             return report_sweeps(args, sweeps)
     every_row = review.load_rows(root)
@@ -97,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
             metrics.append(args.sort)
     rows = review.filter_rows(every_row, [review.parse_where(w) for w in args.where])
     params = review.varying_params(rows) or review.param_names(rows)
+    tags = [t for t in review.varying_tags(rows) if tag_override(t) not in params]  # not twice
     quality = [review.QUALITY] if review.has_energy_quality(rows) else []
 
     if group_by:
@@ -110,8 +113,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         table = review.sort_rows(rows, args.sort, descending=not args.asc) if args.sort else rows
         metrics = [m for m in metrics if m != "duration_s"]  # a column of its own here
-        columns = ["job", "status", *params, "duration_s", *metrics, *quality, "error"]
-        every_param = review.param_names(rows)  # JSON and CSV keep the constant ones too, for scripts
+        columns = ["job", "status", *params, *tags, "duration_s", *metrics, *quality, "error"]
+        every_param = [*review.param_names(rows), *review.tag_names(rows)]  # JSON and CSV: the constant ones too
         csv_columns = ["job", "job_num", "status", "overrides", *every_param, "duration_s", *metrics, *quality, "error"]
         table = [{c: row[c] for c in csv_columns if c in row} for row in table]
         shown = table
@@ -119,13 +122,14 @@ def run(args: argparse.Namespace) -> int:
     if args.csv:
         review.write_csv(table, csv_columns, args.csv)
     if args.plot:
-        review.plot_metric(rows, args.plot, args.x, args.out, hue=args.hue)
+        metric_plot.plot_metric(rows, args.plot, args.x, args.out, hue=args.hue)
 
     if args.json:
         print(json.dumps(table, indent=2))
     else:
         print(format_table(shown, columns) if shown else "no job matches")
         constant = [p for p in review.param_names(rows) if p not in params and rows]
+        constant += [t for t in constant_tags(rows) if tag_override(t) not in constant]
         if constant and not group_by:
             print("same in every job: " + " ".join(f"{p}={rows[0].get(p)}" for p in constant))
         note = review.energy_quality_note(rows)
@@ -135,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"plot: {args.out}")
         if args.csv:
             print(f"csv: {args.csv}")
-    failed = any(row["status"] in review.FAILED_STATUSES for row in rows)
+    failed = any(row["status"] in FAILED_STATUSES for row in rows)
     return EXIT_FAILED if failed else 0
 
 
@@ -171,13 +175,13 @@ def report_history(args: argparse.Namespace) -> int:
     for name in ("x", "hue", "out", "better"):
         if getattr(args, name) is not None:
             raise ConfigError(f"--{name}", getattr(args, name), "does not go with --jobs")
-    rows, problems = review.job_history(args.sweep_dir)
+    rows, problems = job_history(args.sweep_dir)
     if not rows and not problems:
         raise RecordError(f"{args.sweep_dir}: no sweep below this folder")
     metrics = chosen_metrics(args.metrics, rows) if rows else []
     metrics = [m for m in metrics if m != "duration_s"]
     if args.sort:
-        allowed = [*HISTORY_COLUMNS, "job_num", *review.param_names(rows), "error_type"]
+        allowed = [*HISTORY_COLUMNS, "job_num", *review.param_names(rows), *review.tag_names(rows), "error_type"]
         if args.sort not in allowed:
             review.check_metric("--sort", args.sort, rows)
         if args.sort not in (*metrics, *HISTORY_COLUMNS) and args.sort in review.metric_names(rows):
@@ -185,9 +189,10 @@ def report_history(args: argparse.Namespace) -> int:
     shown_rows = review.filter_rows(rows, [review.parse_where(w) for w in args.where])
     if args.sort:
         shown_rows = review.sort_rows(shown_rows, args.sort, descending=not args.asc)
-    columns = [*HISTORY_COLUMNS, *metrics, "error_type", "error_message", "overrides"]
-    csv_columns = [*HISTORY_COLUMNS[:2], "job_num", *HISTORY_COLUMNS[2:], *metrics, "error_type", "error_message"]
-    csv_columns.append("overrides")
+    tags = review.tag_names(shown_rows)
+    columns = [*HISTORY_COLUMNS, *tags, *metrics, "error_type", "error_message", "overrides"]
+    csv_columns = [*HISTORY_COLUMNS[:2], "job_num", *HISTORY_COLUMNS[2:], *tags, *metrics, "error_type"]
+    csv_columns += ["error_message", "overrides"]
     table = [{c: row[c] for c in csv_columns if c in row} for row in shown_rows]
     if args.csv:
         review.write_csv(table, csv_columns, args.csv)
@@ -199,7 +204,7 @@ def report_history(args: argparse.Namespace) -> int:
             print(f"left out, unreadable: {problem}")
         if args.csv:
             print(f"csv: {args.csv}")
-    failed = any(row["status"] in review.FAILED_STATUSES for row in shown_rows)
+    failed = any(row["status"] in FAILED_STATUSES for row in shown_rows)
     return EXIT_FAILED if failed else 0
 
 
@@ -267,12 +272,23 @@ def chosen_metrics(option: str | None, rows: list[dict[str, Any]]) -> list[str]:
 
 
 def check_sort(column: str, rows: list[dict[str, Any]], group_by: list[str]) -> None:
-    allowed = [*group_by, "n"] if group_by else [*review.param_names(rows), "duration_s", "job_num", "status"]
+    allowed = [*group_by, "n"] if group_by else [*review.param_names(rows), *review.tag_names(rows)]
+    allowed += [] if group_by else ["duration_s", "job_num", "status"]
     if not group_by and review.has_energy_quality(rows):
         allowed.append(review.QUALITY)
     if column in allowed:
         return
     review.check_metric("--sort", column, rows)
+
+
+def tag_override(column: str) -> str:
+    """The override column that sets a tag column's tag (``stage``: ``tags.stage``, from ``+tags.stage=tested``)."""
+    return f"tags.{column.removeprefix(review.TAG_PREFIX)}"
+
+
+def constant_tags(rows: list[dict[str, Any]]) -> list[str]:
+    """Tag columns every row holds with one value (said once below the table, as constant overrides are)."""
+    return [t for t in review.tag_names(rows) if rows and all(row.get(t) == rows[0].get(t) for row in rows)]
 
 
 def check_plot_options(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:

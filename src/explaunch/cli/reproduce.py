@@ -5,7 +5,8 @@
     explaunch reproduce JOB_DIR --against OTHER_JOB_DIR              compare two job folders, rerun nothing
     explaunch reproduce JOB_DIR --archive job3.tar.gz                pack it to rerun on another machine
 
-What is compared and what decides the verdict: see :mod:`explaunch.review.reproduce`.
+The rerun: :mod:`explaunch.review.rerun`; what is compared and what decides the verdict:
+:mod:`explaunch.review.rerun_comparison`; the archive: :mod:`explaunch.review.job_archive`.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def cell(value: Any, exact: bool) -> str:
         return f"{value:.12g}" if exact else f"{value:.4g}"
     if isinstance(value, list):
         return ", ".join(str(v) for v in value)
-    from explaunch.review.reproduce import short
+    from explaunch.review.rerun_comparison import short
 
     return short(value)
 
@@ -102,22 +103,23 @@ def table(comparison: Any, show_all: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from explaunch.review import reproduce as logic
+    from explaunch.review import job_archive, rerun
+    from explaunch.review.rerun_comparison import REPRODUCED, compare
     from explaunch.sweepdir import records
 
     if not (args.job_dir / records.JOB_FILE).is_file():
         raise ExplaunchError(f"{args.job_dir}: no job.json here; give a job folder (e.g. multirun/<date>/<time>/0)")
     if args.archive is not None:
-        members = logic.write_archive(args.job_dir, args.archive, args.code_dir)
+        members = job_archive.write_archive(args.job_dir, args.archive, args.code_dir)
         print(f"wrote {args.archive} ({len(members)} entries); rerun it with: python <unpacked>/reproduce.py")
         return 0
     if args.against is not None:
         rerun_dir = args.against
     else:
-        plan = logic.plan(args.job_dir, args.out, code_dir=args.code_dir, overrides=args.override, track=args.track)
+        plan = rerun.plan(args.job_dir, args.out, code_dir=args.code_dir, overrides=args.override, track=args.track)
         print(f"rerunning into {plan.out_dir}:\n  {plan.shell()}", file=sys.stderr, flush=True)
-        logic.run(plan)
+        rerun.run(plan)
         rerun_dir = plan.out_dir
-    comparison = logic.compare(args.job_dir, rerun_dir, args.rtol, args.ignore)
+    comparison = compare(args.job_dir, rerun_dir, args.rtol, args.ignore)
     print(json.dumps(comparison.to_dict(), indent=2, default=str) if args.json else table(comparison, args.all))
-    return 0 if comparison.verdict == logic.REPRODUCED else EXIT_FAILED
+    return 0 if comparison.verdict == REPRODUCED else EXIT_FAILED

@@ -6,11 +6,13 @@ Subcommands::
     explaunch runs show EXP [--limit N]                   an experiment's runs, newest first (alias: runs runs)
     explaunch runs best EXP --metric M [--mode max|min]   the finished run with the best value of M
     explaunch runs compare RUN_A RUN_B [--all]            params, metrics and tags side by side, differences marked
-    explaunch runs search EXP --filter "tags.status = 'FAILED'"
+    explaunch runs search [EXP] [--filter "tags.status = 'FAILED'"] [--tag KEY=VALUE ...]
     explaunch runs download RUN --dest DIR [--path P]     a run's artifacts
 
-EXP is an experiment name (or id); RUN a run id or a job folder (its ``job.json`` names the run). The store:
-``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else ``./mlflow.db``. MLflow is imported only when a subcommand runs.
+EXP is an experiment name (or id; ``search`` without one searches every experiment); ``--tag stage=tested`` keeps
+the runs of jobs run with ``+tags.stage=tested`` (repeatable: every tag must match). RUN is a run id or a job folder
+(its ``job.json`` names the run). The store: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else ``./mlflow.db``.
+MLflow is imported only when a subcommand runs.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from explaunch.errors import ExplaunchError
+from explaunch.errors import ExplaunchError, UsageError
 from explaunch.sweepdir.records import HEADLINE_METRICS
 from explaunch.table import format_table
 
@@ -59,9 +61,12 @@ def add_parser(commands: Any) -> None:
     compare.add_argument("--all", action="store_true", help="also the params that are equal")
     compare.set_defaults(handler=run_compare)
 
-    search = common(sub.add_parser("search", help="an experiment's runs matching an MLflow filter"))
-    search.add_argument("experiment", help="experiment name (or id)")
-    search.add_argument("--filter", required=True, help="e.g. \"tags.status = 'FAILED'\" or \"params.batch = '8'\"")
+    search = common(sub.add_parser("search", help="runs matching an MLflow filter and/or tags"))
+    search.add_argument("experiment", nargs="?", help="experiment name (or id); default: every experiment")
+    search.add_argument("--filter", default="", help="e.g. \"tags.status = 'FAILED'\" or \"params.batch = '8'\"")
+    search.add_argument(
+        "--tag", action="append", default=[], metavar="KEY=VALUE", help="a tag the runs carry, e.g. stage=tested"
+    )
     search.add_argument("--limit", type=positive, default=100, help="at most N runs (default 100)")
     search.add_argument("--metric", action="append", default=[], help="a metric column to show (repeatable)")
     search.set_defaults(handler=run_search)
@@ -134,10 +139,23 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_search(args: argparse.Namespace) -> int:
-    from explaunch.tracking.reader import search
+def parse_tags(given: list[str]) -> dict[str, str]:
+    """``["stage=tested"]`` -> ``{"stage": "tested"}``; an entry without ``=`` or a key is a :class:`UsageError`."""
+    tags: dict[str, str] = {}
+    for item in given:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--tag {item}: give KEY=VALUE, e.g. --tag stage=tested")
+        tags[key.strip()] = value
+    return tags
 
-    runs = search(_uri(args), args.experiment, args.filter, limit=args.limit)
+
+def run_search(args: argparse.Namespace) -> int:
+    from explaunch.tracking.reader import search, tag_filter
+
+    tags = parse_tags(args.tag)
+    conditions = [c for c in (args.filter.strip(), tag_filter(tags)) if c]
+    runs = search(_uri(args), args.experiment, " and ".join(conditions), limit=args.limit)
     _print(args, [r.to_dict() for r in runs], runs_table(runs, metric_columns(runs, args.metric)))
     return 0
 

@@ -1,6 +1,7 @@
 """``explaunch validate SWEEP_DIR --rules rules.yaml``: check a sweep's results against expectations (ranges, required
 metrics, expressions, comparisons of two settings over seeds). Exit 0 when every check passes, 1 when one fails, 2
-for a bad rules file. The rules and the checking are in explaunch.review.rules."""
+for a bad rules file. The rules file is read in explaunch.review.rules, checked in
+explaunch.review.validation."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 
 from explaunch.errors import EXIT_FAILED
 from explaunch.review import rows as review
-from explaunch.review import rules as validation
+from explaunch.review import validation
+from explaunch.review.rules import load_rules
 from explaunch.table import cell, format_table
 
 FAILURES_SHOWN = 3  # per check, in the table
@@ -32,7 +34,7 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    rules = validation.load_rules(args.rules)
+    rules = load_rules(args.rules)
     rows = review.load_rows(args.sweep_dir)
     outcome = validation.validate(rules, rows, str(args.sweep_dir))
     print(json.dumps(outcome.to_dict(), indent=2) if args.json else render(outcome))

@@ -17,6 +17,7 @@ MODULES = {
     "fairness_tradeoff": "explaunch.experiments.fairness_tradeoff",
     "script": "explaunch.experiments.script",
     "yolo_train": "explaunch.experiments.yolo_train",
+    "yolo_val": "explaunch.experiments.yolo_val",
 }
 
 

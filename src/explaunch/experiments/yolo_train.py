@@ -84,12 +84,10 @@ def epoch_series(results_csv: Path) -> dict[str, list[list[float]]]:
 
 def load_registered(name: str, version: str, tracking_uri: str) -> Any:
     """The YOLO model of a registered version, loaded back from the MLflow registry."""
-    import mlflow
+    from explaunch.tracking.reader import registered_model_folder
 
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    source = client.get_model_version_download_uri(name, version)
-    folder = mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=tracking_uri)
-    return importlib.import_module("ultralytics").YOLO(str(Path(folder) / "best.pt"))
+    folder = registered_model_folder(name, version, tracking_uri)
+    return importlib.import_module("ultralytics").YOLO(str(folder / "best.pt"))
 
 
 def run(config: ExplaunchConfig, job_dir: Path) -> ExperimentResult:

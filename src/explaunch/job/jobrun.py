@@ -161,10 +161,10 @@ def _changes_dir(hydra_cfg: DictConfig) -> bool:
         return False
     from textwrap import dedent
 
-    from hydra._internal.deprecation_warning import deprecation_warning
+    from explaunch import _compat
 
     url = "https://hydra.cc/docs/1.2/upgrades/1.1_to_1.2/changes_to_job_working_dir/"
-    deprecation_warning(
+    _compat.hydra_deprecation_warning(
         message=dedent(
             f"""\
             Future Hydra versions will no longer change working directory at job runtime by default.

@@ -3,24 +3,21 @@
 Each step is guarded: a step that fails (a tracking server down, a sampler error) adds a line to the record's
 ``callback_errors`` and the job, and the other steps, go on.
 
-What is recorded (:class:`RecordingSettings`) comes from the job's config in explaunch's own app (the schema's
-``tracking``, ``energy``, ``resources`` and ``hardware`` keys), and from the recording callback's arguments
-(:class:`RecordingOptions`) in any other Hydra app, whose config knows none of these keys.
+What is recorded (:class:`~explaunch.job.recording_settings.RecordingSettings`) comes from the job's config in
+explaunch's own app, and from the recording callback's arguments in any other Hydra app. A job that logs its own
+MLflow run does it through :mod:`explaunch.tracking` (the only importer of MLflow).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import numbers
 import os
 import socket
-import sys
 import threading
 import time
 import traceback
-import typing
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -32,8 +29,9 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from explaunch.config import EnergyConfig, ResourcesConfig, TrackingConfig, is_explaunch_config
 from explaunch.errors import ConfigError
+from explaunch.job.efficiency import tree_cpu_seconds
+from explaunch.job.recording_settings import RecordingSettings
 from explaunch.redaction import redact_override, redact_resolved, secret_values
 from explaunch.sweepdir import records
 
@@ -69,44 +67,6 @@ def resolved_config(config: DictConfig) -> dict[str, Any]:
     return redacted
 
 
-def redact_hydra_output(config: DictConfig) -> None:
-    """Hydra's ``run_job`` (single runs, SLURM, submitit) has written ``.hydra/`` with the secrets as given: rewritten
-    redacted here, first thing at job start. explaunch.job.jobrun writes them redacted in the first place."""
-    from explaunch import redaction
-
-    subdir = OmegaConf.select(config, "hydra.output_subdir", default=None)
-    if subdir is None or redaction.hydra_files_redacted.get():
-        return
-    try:
-        redaction.redact_hydra_files(Path(str(config.hydra.runtime.output_dir)) / str(subdir))
-    except Exception as ex:  # the job runs; what could not be redacted is removed rather than left
-        log.warning("could not redact %s: %s: %s; removing it", subdir, type(ex).__name__, ex)
-        for name in redaction.HYDRA_FILES:
-            (Path(str(config.hydra.runtime.output_dir)) / str(subdir) / name).unlink(missing_ok=True)
-
-
-SWEEP_CONFIG_FILE = "multirun.yaml"
-
-
-def redact_sweep_config(sweep_dir: Path) -> bool:
-    """Hydra's basic sweeper writes ``multirun.yaml`` with the secrets as given (explaunch's sweeper writes it
-    redacted): rewritten redacted by the sweep's own process, before its MLflow sweep run uploads it. Returns whether
-    the file was there to check."""
-    import yaml
-
-    from explaunch import redaction
-    from explaunch.job.jobrun import dump_yaml
-
-    path = sweep_dir / SWEEP_CONFIG_FILE
-    if not path.is_file():
-        return False
-    data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    redacted = redaction.redact_unresolved(data)
-    if redacted != data:
-        records.write_text_atomic(path, dump_yaml(redacted))
-    return True
-
-
 def config_hash_or_none(config: DictConfig, own_app: bool = True) -> str | None:
     """The job's identity as explaunch's sweeper keys it: explaunch's app validates its config (None when invalid);
     any other app's is the hash of its task config."""
@@ -134,90 +94,6 @@ def returned_metrics(value: Any, prefix: str = "") -> dict[str, float]:
     return found
 
 
-def _rules_of(schema: type, key: str, default: Any) -> Any:
-    """A field with the ``spec`` rules of the schema's ``key``: an argument obeys the rules of the key it stands for."""
-    rules = next(f.metadata for f in dataclasses.fields(schema) if f.name == key)
-    return dataclasses.field(default=default, metadata=rules)
-
-
-@dataclasses.dataclass(frozen=True)
-class RecordingOptions:
-    """The recording callback's arguments (``hydra.callbacks.recording.<name>`` in any app's config): each stands
-    for a key of explaunch's schema, whose rules it obeys, and is used only where the job's config is not
-    explaunch's own (there, the config's keys win)."""
-
-    tracking: str = _rules_of(TrackingConfig, "backend", "mlflow")  # tracking.backend: mlflow | none
-    tracking_uri: str | None = _rules_of(TrackingConfig, "uri", None)  # null: $MLFLOW_TRACKING_URI, else ./mlflow.db
-    experiment: str | None = _rules_of(TrackingConfig, "experiment", None)  # null: the app's name (hydra.job.name)
-    system_metrics: bool = _rules_of(TrackingConfig, "system_metrics", False)
-    log_artifacts: bool = _rules_of(TrackingConfig, "log_artifacts", True)
-    energy: bool = _rules_of(EnergyConfig, "enabled", True)  # energy.enabled: the whole job's energy
-    country_iso_code: str = _rules_of(EnergyConfig, "country_iso_code", "USA")
-    resources: bool = _rules_of(ResourcesConfig, "enabled", True)  # resources.enabled: resources.csv
-    resources_interval_s: float = _rules_of(ResourcesConfig, "interval_s", 1.0)
-
-    def validated(self, key: str) -> RecordingOptions:
-        """These options, or a one-line :class:`ConfigError` naming ``<key>.<argument>`` for the first value not
-        allowed."""
-        from explaunch.config import validate_node
-
-        hints = typing.get_type_hints(RecordingOptions)
-        for f in dataclasses.fields(self):
-            _check_type(f"{key}.{f.name}", getattr(self, f.name), hints[f.name])
-        validate_node(OmegaConf.create(dataclasses.asdict(self)), RecordingOptions, key)  # choices, min, max
-        return self
-
-
-def _check_type(key: str, value: Any, hint: Any) -> None:
-    kinds = [k for k in typing.get_args(hint) if k is not type(None)] or [hint]
-    optional = type(None) in typing.get_args(hint)
-    kind = kinds[0]
-    if value is None and optional:
-        return
-    if kind is bool:
-        ok, allowed = isinstance(value, bool), "true or false"
-    elif kind is float:
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        ok, allowed = number and math.isfinite(value), "a number"
-    else:
-        ok, allowed = isinstance(value, str) and value.strip() != "", "a non-empty string"
-    if not ok:
-        raise ConfigError(key, value, f"must be {allowed}" + (", or null" if optional else ""))
-
-
-@dataclasses.dataclass(frozen=True)
-class RecordingSettings:
-    """What one job's recording does: the ``tracking``, ``energy`` and ``resources`` nodes (typed by the schema's
-    dataclasses), the devices whose energy counts, and whether the job is explaunch's own app's (its task returns
-    ``{"metrics": ..., "info": ...}``; any other app's returned mapping is its metrics)."""
-
-    tracking: Any
-    energy: Any
-    resources: Any
-    device: str = "auto"
-    gpu_ids: tuple[int, ...] = ()
-    own_app: bool = False
-
-    @classmethod
-    def of_job(cls, config: DictConfig, options: RecordingOptions) -> RecordingSettings:
-        """explaunch's own app: its config's keys, as ever; any other app: ``options`` (the callback's arguments)."""
-        if is_explaunch_config(config):
-            device = str(OmegaConf.select(config, "hardware.device", default="auto"))
-            gpu_ids = tuple(OmegaConf.select(config, "hardware.gpu_ids", default=None) or [])
-            return cls(config.tracking, config.energy, config.resources, device, gpu_ids, own_app=True)
-        experiment = options.experiment or str(OmegaConf.select(config, "hydra.job.name", default=None) or "")
-        tracking = TrackingConfig(
-            backend=options.tracking,
-            uri=options.tracking_uri,
-            experiment=experiment or TrackingConfig.experiment,
-            system_metrics=options.system_metrics,
-            log_artifacts=options.log_artifacts,
-        )
-        energy = EnergyConfig(enabled=options.energy, country_iso_code=options.country_iso_code)
-        resources = ResourcesConfig(enabled=options.resources, interval_s=options.resources_interval_s)
-        return cls(OmegaConf.structured(tracking), OmegaConf.structured(energy), OmegaConf.structured(resources))
-
-
 def code_dir() -> Path:
     """Where the app's code lives: the folder holding the primary config dir (``conf/``), else the cwd."""
     for source in HydraConfig.get().runtime.config_sources:
@@ -242,11 +118,10 @@ def job_error(job_dir: Path, job_return: JobReturn) -> records.JobError:
     )
 
 
-def end_leaked_mlflow_run() -> None:
-    """User code may have started a fluent MLflow run; in a reused worker it must not swallow the next job."""
-    mlflow = sys.modules.get("mlflow")
-    if mlflow is not None and mlflow.active_run() is not None:
-        mlflow.end_run(status="KILLED")
+def _end_leaked_mlflow_run() -> None:
+    from explaunch.tracking.writer import end_leaked_fluent_run
+
+    end_leaked_fluent_run()
 
 
 class Background(Generic[T]):
@@ -288,6 +163,8 @@ class JobRecorder:
         self.config_hash = planned_config_hash.get()
         self.start_time = now_iso()
         self._t0 = time.perf_counter()
+        self.launcher = getattr(hydra, "launcher", None) if self.multirun else None  # a single run has none
+        self._cpu0 = self.guard("efficiency", tree_cpu_seconds)  # the job's CPU time so far (a reused worker's)
         self.snapshot: Any = None
         self.sampler: Any = None
         self.energy: Any = None
@@ -307,7 +184,7 @@ class JobRecorder:
 
     # ---- start -----------------------------------------------------------------------------------------------
     def start(self) -> JobRecorder:
-        self.guard("reset", end_leaked_mlflow_run)
+        self.guard("reset", _end_leaked_mlflow_run)
         self.snapshot = self.guard("snapshot", self._start_snapshot)
         if self.settings.resources.enabled:
             self.sampler = self.guard("resources", self._start_sampler)
@@ -357,44 +234,30 @@ class JobRecorder:
         return tracker.__enter__()
 
     def _start_run(self) -> None:
-        from explaunch.tracking.store import (
-            RUN_ID_FILE,
-            MlflowTracker,
-            SweepTracking,
-            job_run_tags,
-            resolve_uri,
-            run_name,
-        )
+        """The job's own MLflow run (SLURM, single runs, system metrics); none where the sweep's relay logs it."""
+        from explaunch.tracking.sweeprun import job_store, start_job_run
+        from explaunch.tracking.writer import MlflowTracker, job_run_tags, start_system_metrics
 
         tracking = self.settings.tracking
-        sweep = SweepTracking.read(self.sweep_dir) if self.sweep_dir else None
-        uri = sweep.tracking_uri if sweep else resolve_uri(tracking.uri, Path(HydraConfig.get().runtime.cwd))
+        sweep, uri = job_store(self.sweep_dir, tracking.uri, Path(HydraConfig.get().runtime.cwd))
         if sweep is not None and sweep.logged_by == "sweep":  # the sweep's relay logs this job's run from its record
             self.relayed_uri = uri
             return
         self.tracker = MlflowTracker(uri)
-        experiment_id = sweep.experiment_id if sweep else self.tracker.experiment_id(tracking.experiment)
-        tags = job_run_tags(self.job_dir, socket.gethostname(), self.sweep_dir, self.job_num)
-        name = run_name(self.overrides)
-        previous = self.job_dir / RUN_ID_FILE
-        earlier = previous.read_text().strip() if previous.exists() else ""
-        if earlier and self.tracker.running(earlier):  # requeued (SLURM time limit, preemption): one run per job
-            self.run_id = earlier
-            self.tracker.log(earlier, tags={"requeued": os.environ.get("SLURM_RESTART_COUNT", "1")})
-        else:
-            self.run_id = self.tracker.start_run(experiment_id, name, tags, sweep.parent_run_id if sweep else None)
-        self.job_dir.mkdir(parents=True, exist_ok=True)
-        records.write_text_atomic(previous, self.run_id)
+        user = self.user_tags(resolved_config(self.config))
+        tags = job_run_tags(self.job_dir, socket.gethostname(), self.sweep_dir, self.job_num, user)
+        self.run_id = start_job_run(self.tracker, sweep, tracking.experiment, self.job_dir, tags, self.overrides)
         if tracking.system_metrics:
-            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+            self.system_monitor = start_system_metrics(self.run_id, uri, self.settings.resources.interval_s)
 
-            self.system_monitor = SystemMetricsMonitor(  # type: ignore[no-untyped-call]
-                self.run_id, sampling_interval=self.settings.resources.interval_s, tracking_uri=uri
-            )
-            self.system_monitor.start()
+    def user_tags(self, config: dict[str, Any]) -> dict[str, str]:
+        """The job's own labels (``+tags.stage=tested``) from its resolved config; only explaunch's app has them."""
+        tags = config.get("tags") if self.settings.own_app else None
+        return {str(k): str(v) for k, v in tags.items()} if isinstance(tags, dict) else {}
 
     # ---- finish ----------------------------------------------------------------------------------------------
     def finish(self, job_return: JobReturn) -> records.JobRecord:
+        wall_s, cpu_s = time.perf_counter() - self._t0, self._cpu_used()
         metrics: dict[str, float] = {}
         energy: dict[str, Any] = {}
         resources: dict[str, Any] = {}
@@ -421,6 +284,8 @@ class JobRecorder:
             self.guard("energy", lambda: self._stop_energy(metrics, energy))
         if self.baseline is not None:
             self.guard("energy baseline", lambda: self._adjust(result, metrics, energy))
+        if cpu_s is not None:
+            self.guard("efficiency", lambda: self._efficiency(cpu_s, wall_s, result, metrics, resources))
         record = records.JobRecord(
             status=records.COMPLETED if error is None else records.status_of_error(error.type, error.message),
             overrides=self.overrides,
@@ -439,6 +304,7 @@ class JobRecorder:
             resources=resources,
             tracking=self._tracking_info(),
             callback_errors=list(self.errors),
+            tags=self.user_tags(config),
         )
         records.write_job_record(self.job_dir, record)
         if self.run_id is not None:
@@ -448,6 +314,24 @@ class JobRecorder:
                 record = dataclasses.replace(record, callback_errors=list(self.errors))
                 records.write_job_record(self.job_dir, record)
         return record
+
+    def _cpu_used(self) -> float | None:
+        now = self.guard("efficiency", tree_cpu_seconds) if self._cpu0 is not None else None
+        return None if now is None or self._cpu0 is None else now - self._cpu0
+
+    def _efficiency(
+        self, cpu_s: float, wall_s: float, result: dict[str, Any], metrics: dict[str, float], resources: dict[str, Any]
+    ) -> None:
+        """``cpu_efficiency``, and ``gpu_efficiency`` where the sampler saw the job's GPUs (job.efficiency)."""
+        from explaunch.job import efficiency
+
+        on_cpu = str((result.get("info") or {}).get("device", "")).startswith("cpu")  # what the experiment ran on
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        gpus = [] if on_cpu else efficiency.job_gpu_indices(self.settings.device, self.settings.gpu_ids, visible)
+        means = resources.get("mean") if self.sampler is not None else None
+        found = efficiency.measure(cpu_s, wall_s, self.launcher, means, gpus)
+        metrics.update(found.metrics())
+        resources["efficiency"] = found.to_dict()
 
     def _stop_energy(self, metrics: dict[str, float], energy: dict[str, Any]) -> None:
         self.energy.__exit__(None, None, None)

@@ -17,6 +17,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from explaunch import _compat
+
 
 class JobComposer:
     def __init__(
@@ -31,7 +33,9 @@ class JobComposer:
         self._one_line_errors = one_line_errors
         self._parser = OverridesParser.create(config_loader=config_loader)
         self._repository = config_loader.repository
-        self._share = share_compositions
+        # sharing names each job as Hydra would with a private helper of Hydra's (explaunch._compat): without it,
+        # every job is composed by Hydra
+        self._share = share_compositions and _compat.overrides_dirname_known()
         self._cache: dict[tuple[str, ...], DictConfig] = {}
 
     def _plain(self, override: Any) -> bool:
@@ -74,13 +78,11 @@ class JobComposer:
 def _name_job(cfg: DictConfig, task_overrides: list[Any]) -> None:
     """What Hydra derives from a job's overrides when it composes it: ``hydra.overrides.task`` and
     ``hydra.job.override_dirname`` (a shared composition carries those of its structural overrides only)."""
-    from hydra._internal.config_loader_impl import get_overrides_dirname
-
     dirname = cfg.hydra.job.config.override_dirname
     with open_dict(cfg.hydra):
         cfg.hydra.overrides.task = [str(o.input_line) for o in task_overrides]
-        cfg.hydra.job.override_dirname = get_overrides_dirname(
-            overrides=task_overrides,
+        cfg.hydra.job.override_dirname = _compat.overrides_dirname(
+            task_overrides,
             kv_sep=dirname.kv_sep,
             item_sep=dirname.item_sep,
             exclude_keys=dirname.exclude_keys,

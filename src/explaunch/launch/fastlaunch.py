@@ -1,5 +1,11 @@
 """Launching jobs from the configs the sweeper has already composed.
 
+Jobs stream to warm workers here for explaunch's own launcher, ``hydra/launcher=explaunch_local``
+(:class:`hydra_plugins.explaunch_plugins.local_launcher.ExplaunchLocalLauncher`, the default of explaunch's app for
+``-m``): its public ``launch`` composes each job with Hydra's config loader and streams them here, its ``stream``
+takes the jobs explaunch's sweeper composed. Hydra's basic and joblib launchers are still reproduced here, for sweeps
+that name them.
+
 Hydra's basic and joblib launchers compose every job again from its overrides (``load_sweep_config``, about 0.2 s a
 job here, as much as a short job's whole recording). explaunch's sweeper composed and validated every job while
 planning, sharing one composition among jobs that differ only in plain values (:mod:`explaunch.launch.composition`); for
@@ -17,6 +23,7 @@ import atexit
 import contextlib
 import logging
 import math
+import os
 import pickle
 import shutil
 import tempfile
@@ -37,13 +44,35 @@ from explaunch.job import jobrun
 log = logging.getLogger(__name__)
 
 
+BASIC = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+LOCAL = "hydra_plugins.explaunch_plugins.local_launcher.ExplaunchLocalLauncher"  # hydra/launcher=explaunch_local
+WORKER_LAUNCHERS = frozenset({JOBLIB, LOCAL})  # joblib.Parallel's settings in ``launcher.joblib``
+
+
+def kind(launcher: Any) -> str:
+    """The launcher's class, by its full name (exactly that class: a subclass is another launcher)."""
+    return f"{type(launcher).__module__}.{type(launcher).__qualname__}"
+
+
 def supports(launcher: Any) -> bool:
-    """Whether ``launcher`` is one whose launch this module reproduces (exactly those classes, not subclasses)."""
-    kind = f"{type(launcher).__module__}.{type(launcher).__qualname__}"
-    return kind in {
-        "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
-        "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
-    }
+    """Whether ``launcher`` is one whose launch this module runs (exactly those classes, not subclasses)."""
+    return kind(launcher) in {BASIC, *WORKER_LAUNCHERS}
+
+
+def runs_in_process(launcher: Any) -> bool:
+    """Whether the jobs run in this process: the basic launcher, or explaunch's with fewer than 2 workers (Hydra's
+    joblib launcher goes through ``joblib.Parallel`` even then, which runs them in this process too)."""
+    name = kind(launcher)
+    return name == BASIC or (name == LOCAL and workers(launcher) < 2)
+
+
+def workers(launcher: Any) -> int:
+    """How many worker processes explaunch's (or Hydra's joblib) launcher runs jobs in: ``n_jobs``, -1 every core
+    this process may use, -2 all but one, ... (as joblib resolves it, without importing joblib)."""
+    value = launcher.joblib.get("n_jobs", -1)
+    n_jobs = 1 if value is None else int(value)  # None: joblib's default, 1
+    return n_jobs if n_jobs > 0 else max(1, len(os.sched_getaffinity(0)) + 1 + n_jobs)
 
 
 @dataclass(frozen=True)
@@ -63,11 +92,12 @@ class Gate:
     launching (``stop_file`` exists) and how much of the sweep's time limit is left (``deadline``, epoch seconds),
     which caps the job's own limit (``hydra.sweeper.job_timeout_s``)."""
 
-    stop_file: str
+    stop_file: str | None = None  # None: nothing stops it (a launcher's public launch)
     deadline: float | None = None
 
     def closed(self) -> bool:
-        return Path(self.stop_file).exists() or (self.deadline is not None and time.time() >= self.deadline)
+        stopped = self.stop_file is not None and Path(self.stop_file).exists()
+        return stopped or (self.deadline is not None and time.time() >= self.deadline)
 
     def cap_timeout(self, config: DictConfig) -> None:
         if self.deadline is None:
@@ -88,10 +118,14 @@ def stream(launcher: Any, tasks: Iterator[Task], gate: Gate) -> Iterator[tuple[i
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
     Path(str(launcher.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
     context, task_function = launcher.hydra_context, launcher.task_function
-    if type(launcher).__name__ == "BasicLauncher":
+    if runs_in_process(launcher):
+        basic = kind(launcher) == BASIC  # its job ids are the numbers; joblib's and explaunch's <name>_<number>
         for task in tasks:
             log.info("Launching job #%d locally: %s", task.num, " ".join(filter_overrides(task.overrides)))
-            yield task.num, run_composed(task, context, task_function, gate, job_id=str(task.num))
+            job_id = str(task.num) if basic else _joblib_job_id(task)
+            job_return = run_composed(task, context, task_function, gate, job_id=job_id)
+            configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)  # as Hydra's basic
+            yield task.num, job_return
         return
     from joblib import Parallel, delayed
 
@@ -188,7 +222,7 @@ def warm_workers(
     background thread. The launches that follow reuse these workers (loky keeps an
     executor with the same settings). Without ``recording`` (another app's jobs: explaunch records none of them
     itself) a worker only loads the launch's shared state."""
-    if type(launcher).__name__ != "JoblibLauncher":
+    if kind(launcher) not in WORKER_LAUNCHERS:
         return None
     from joblib import Parallel, delayed, effective_n_jobs
 
@@ -252,7 +286,7 @@ def warm_up(
 
 
 def keep_worker_with_job_sized_memory() -> None:
-    """In a joblib (loky) worker: do not end the worker for holding a job's memory.
+    """In a joblib (loky) worker: do not end the worker for holding a job's memory (:mod:`explaunch._compat`).
 
     loky guards against leaking tasks: it takes a worker's memory after its first call as a reference and, when the
     worker holds 300 MB more than that after a later call, ends it; a job handed to it meanwhile goes to a new, cold
@@ -262,26 +296,22 @@ def keep_worker_with_job_sized_memory() -> None:
     tiny LLM jobs (measured: 601 MB after the warm-up, 853-901 MB after a job, flat after the next ones), far more
     for a real model. So the demo's workers were ended at random, warm state lost. The threshold (a private name of
     loky's, checked at each call) is raised to the machine's memory: a job's growth is watched by our own sampler
-    and its memory alerts instead. Without that name (another loky) nothing changes."""
-    try:
-        from joblib.externals.loky import process_executor
-    except ImportError:
-        return
-    if isinstance(getattr(process_executor, "_MAX_MEMORY_LEAK_SIZE", None), int):
-        import psutil
+    and its memory alerts instead. On a joblib whose loky was not read nothing changes."""
+    import psutil
 
-        process_executor._MAX_MEMORY_LEAK_SIZE = max(
-            process_executor._MAX_MEMORY_LEAK_SIZE, psutil.virtual_memory().total
-        )
+    from explaunch import _compat
+
+    _compat.raise_loky_leak_threshold(psutil.virtual_memory().total)
 
 
 def _joblib_settings(launcher: Any) -> dict[str, Any]:
-    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+    """``joblib.Parallel``'s settings from the launcher's (``hydra.launcher``), as Hydra's joblib launcher gives them:
+    the loky backend (its threading backend does not work with Hydra), numbers given as strings made ints."""
+    from explaunch import _compat
 
-    joblib_cfg = dict(launcher.joblib)
-    joblib_cfg["backend"] = "loky"  # as Hydra's joblib launcher: its threading backend does not work with Hydra
-    process_joblib_cfg(joblib_cfg)
-    return joblib_cfg
+    settings = _compat.joblib_parallel_settings(dict(launcher.joblib))
+    settings["backend"] = "loky"
+    return settings
 
 
 def _number(config: DictConfig, job_id: str, num: int) -> None:

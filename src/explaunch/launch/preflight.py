@@ -68,6 +68,11 @@ def check_overrides(config_dir: Path, config_name: str, overrides: Sequence[str]
         try:
             parsed = parser.parse_overrides(list(overrides))
         except HydraException as ex:
+            for given in overrides:  # a rule with spaces and > < = is not a plain value in Hydra's grammar
+                key, _, value = given.partition("=")
+                if key.lstrip("+") == "hydra.sweeper.stop_when" and value[:1] not in ("'", '"'):
+                    hint = f"quote the rule: 'hydra.sweeper.stop_when=\"{value}\"'"
+                    raise ConfigError("hydra.sweeper.stop_when", value, hint) from None
             raise ConfigError("command line", " ".join(overrides), _first_line(ex)) from None
         fixed = [str(o.input_line) for o in parsed if not o.is_sweep_override()]
         swept = {o.get_key_element(): o for o in parsed if o.is_sweep_override()}

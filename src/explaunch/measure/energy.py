@@ -5,9 +5,9 @@ window's edges and between them: RAPL ``energy_uj``, NVML total energy), ``sampl
 ``modelled`` (codecarbon: TDP x load, RAM size x a constant), and its ``scope``: ``devices`` (the job's own GPUs),
 ``process`` (the job's process tree), ``machine`` (a whole package or GPU), ``apportioned`` (a machine counter split
 by the job's share of the machine's busy CPU time, interval by interval, so that jobs side by side add up to no more
-than the machine). Counters are read in the energy meter sidecar (:mod:`explaunch.measure.meter`) by
-:mod:`explaunch.measure.counters`; codecarbon runs there too, for the modelled components and the grid's carbon
-intensity.
+than the machine). Counters are read in the energy meter sidecar (:mod:`explaunch.measure.sidecar`, started by
+:mod:`explaunch.measure.meter`) by :mod:`explaunch.measure.counters`; codecarbon runs there too, for the modelled
+components and the grid's carbon intensity.
 """
 
 from __future__ import annotations
@@ -30,6 +30,26 @@ _MEASURED_CPU_MODES = frozenset({"intel_rapl", "intel_power_gadget", "windows_em
 QUALITY_MIN_WINDOW_S = 5.0
 QUALITY_MIN_SAMPLES = 10
 COMPONENTS = ("cpu", "gpu", "ram")
+
+
+@dataclass(frozen=True)
+class ComponentEnergy:
+    """One component's energy over the window, as a counter meter (:mod:`explaunch.measure.counters`) reads it.
+    ``scope`` says whose energy it is: ``apportioned`` is the job's share of ``machine_joules``; ``machine`` is a
+    whole device that others may share (a MIG partition's parent GPU)."""
+
+    joules: float
+    source: str
+    scope: str
+    reads: int
+    machine_joules: float | None = None
+    share: float | None = None
+    devices: dict[str, float] | None = None
+    method: str = ""
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)

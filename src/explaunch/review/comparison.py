@@ -52,7 +52,7 @@ def default_by(rows_a: Sequence[dict[str, Any]], rows_b: Sequence[dict[str, Any]
 def check_by(by: Sequence[str], sides: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> list[str]:
     for param in by:
         for name, rows in sides:
-            available = review.param_names(rows)
+            available = [*review.param_names(rows), *review.tag_names(rows)]
             if param not in available:
                 raise ConfigError(
                     "--by", param, f"no such parameter in {name}; its parameters: {', '.join(available) or 'none'}"

@@ -1,13 +1,16 @@
 """A sweep's jobs as flat rows, and what ``explaunch report`` and ``explaunch validate`` do with them: filter, sort,
-group (mean ± std over seeds), write CSV, plot. No CLI concerns here: every function takes and returns plain data.
+group (mean ± std over seeds), write CSV (the plot: ``explaunch.review.metric_plot``). No CLI concerns here: every
+function takes and returns plain data. The sweep folder is read through ``explaunch.sweepdir.reader``.
 
 A row is one job: ``job`` (its folder, relative to the sweep), ``job_num``, ``status``, ``overrides`` (as one
 string), ``start_time``, ``duration_s``, then one column per override key (``model``, ``lam``, ``batching.x``:
 the value as typed, a string), then every numeric metric the job recorded, then ``energy_quality`` (``ok`` / ``low``:
 the measured window's, where it recorded one) with ``energy_quality_reasons``, then ``error`` (``Type: message``)
-with ``error_type`` and ``error_message``. Rows are read from the job folders alone (``job.json``; a live sweep's
-``plan.json`` for its running and pending jobs), so a sweep whose MLflow store is gone, or that is still running,
-can be reviewed. ``job_history`` gives the rows of every sweep below a folder, each with its ``sweep``.
+with ``error_type`` and ``error_message``, then, for a job with tags (``+tags.stage=tested``), ``tags`` (the dict)
+and one column per tag (``stage``; ``tag:<key>`` where the key is another column's name). Rows are read from the
+job folders alone (``job.json``; a live sweep's ``plan.json`` for its running and pending jobs), so a sweep whose
+MLflow store is gone, or that is still running, can be reviewed. The rows of every sweep below a folder, each with
+its ``sweep``: ``explaunch.review.sweeps.job_history``.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from explaunch.errors import ConfigError, RecordError
-from explaunch.review.dashboard import state
+from explaunch.sweepdir import reader as sweepdir
 from explaunch.sweepdir import records
 
 QUALITY, QUALITY_REASONS = "energy_quality", "energy_quality_reasons"
 ERROR_COLUMNS = ("error", "error_type", "error_message")
-SWEEP_COLUMN = "sweep"  # in a history of many sweeps (job_history): the sweep's folder
+SWEEP_COLUMN = "sweep"  # in a history of many sweeps (sweeps.job_history): the sweep's folder
+TAGS = "tags"  # the job's own labels as recorded ({"stage": "tested"}); each is a column of its own too
 FIXED_COLUMNS = (
     SWEEP_COLUMN,
     "job",
@@ -38,33 +42,26 @@ FIXED_COLUMNS = (
     QUALITY,
     QUALITY_REASONS,
     *ERROR_COLUMNS,
+    TAGS,
 )
 PARAM_PREFIX = "param:"  # an override key that clashes with a fixed column is shown as ``param:<key>``
-FAILED_STATUSES = state.FAILED_STATUSES
+TAG_PREFIX = "tag:"  # a tag whose key clashes with another column of the sweep is shown as ``tag:<key>``
+RECORDING_METRICS = ("cpu_efficiency", "gpu_efficiency")  # recording adds them, as resources_*, job_energy_*
 ENERGY_METRICS = ("energy_joules", "job_energy_joules")
 OWN_METRICS_SHOWN = 6  # an experiment without headline metrics (fairness, probe, script) shows its first few
-
-
-class _StrictReader(state.SweepReader):
-    """The dashboard's reader, except that a ``job.json`` that exists but cannot be read is an error, not a job
-    shown as running: records are written atomically, so such a file is damaged, and a report must say so."""
-
-    def record(self, job_dir: Path) -> records.JobRecord | None:
-        path = job_dir / records.JOB_FILE
-        return records.read_job_record(path) if path.is_file() else None
 
 
 # ---- rows -----------------------------------------------------------------------------------------------------
 def is_sweep_dir(path: Path) -> bool:
     """A sweep folder (as the sweeper writes it, or any folder with job folders right below it) or one run's folder."""
-    return (path / records.JOB_FILE).is_file() or state.is_sweep(path)
+    return (path / records.JOB_FILE).is_file() or sweepdir.is_sweep(path)
 
 
 def param_column(key: str) -> str:
     return f"{PARAM_PREFIX}{key}" if key in FIXED_COLUMNS else key
 
 
-def load_rows(sweep_dir: Path, reader: state.SweepReader | None = None) -> list[dict[str, Any]]:
+def load_rows(sweep_dir: Path, reader: sweepdir.SweepReader | None = None) -> list[dict[str, Any]]:
     """One flat dict per job of the sweep in ``sweep_dir``, in job order; running and pending jobs included
     (status ``running`` / ``pending``; ``lost`` for a job that left no record in a sweep no longer running).
 
@@ -74,9 +71,9 @@ def load_rows(sweep_dir: Path, reader: state.SweepReader | None = None) -> list[
     """
     if not sweep_dir.is_dir():
         raise RecordError(f"{sweep_dir}: no such folder")
-    plan = state.read_plan(sweep_dir)
-    live = state.sweep_live(sweep_dir, plan)
-    reader = reader or _StrictReader(sweep_dir)
+    plan = sweepdir.read_plan(sweep_dir)
+    live = sweepdir.sweep_live(sweep_dir, plan)
+    reader = reader or sweepdir.SweepReader(sweep_dir, strict=True)
     jobs = reader.jobs(sweep_dir, plan, live)
     if not jobs:
         raise RecordError(f"{sweep_dir}: no job records (job.json) below this folder")
@@ -98,7 +95,7 @@ def load_rows(sweep_dir: Path, reader: state.SweepReader | None = None) -> list[
             "duration_s": duration,
         }
         for override in job.overrides:
-            parsed = state.parse_override(override)
+            parsed = sweepdir.parse_override(override)
             if parsed is not None:
                 row[param_column(parsed[0])] = parsed[1]
         for name, value in job.metrics.items():
@@ -109,8 +106,35 @@ def load_rows(sweep_dir: Path, reader: state.SweepReader | None = None) -> list[
         if job.error is not None:
             row["error"] = f"{job.error['type']}: {job.error['message']}"
             row["error_type"], row["error_message"] = job.error["type"], job.error["message"]
+        if job.tags:
+            row[TAGS] = dict(job.tags)
         rows.append(row)
+    add_tag_columns(rows)
     return rows
+
+
+def add_tag_columns(rows: Sequence[dict[str, Any]]) -> None:
+    """Each tag of a job as a column named by its key, or ``tag:<key>`` where the key is a column of the sweep
+    already (a fixed one, an override, a metric): so that ``--where stage=tested``, ``--sort`` and ``--group-by``
+    take tags as they take overrides."""
+    taken = {*FIXED_COLUMNS, *(key for row in rows for key in row)}
+    for row in rows:
+        for key, value in (row.get(TAGS) or {}).items():
+            row[f"{TAG_PREFIX}{key}" if key in taken else key] = value
+
+
+def tag_names(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """Tag columns (``add_tag_columns``), in the order they first appear."""
+    names: dict[str, None] = {}
+    for row in rows:
+        for key in row.get(TAGS) or {}:
+            names[f"{TAG_PREFIX}{key}" if f"{TAG_PREFIX}{key}" in row else key] = None
+    return list(names)
+
+
+def varying_tags(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Tag columns that take more than one value (a job without the tag counts as one)."""
+    return [t for t in tag_names(rows) if len({row.get(t) for row in rows}) > 1]
 
 
 def param_names(rows: Iterable[dict[str, Any]]) -> list[str]:
@@ -118,7 +142,7 @@ def param_names(rows: Iterable[dict[str, Any]]) -> list[str]:
     names: dict[str, None] = {}
     for row in rows:
         for override in str(row.get("overrides") or "").split():
-            parsed = state.parse_override(override)
+            parsed = sweepdir.parse_override(override)
             if parsed is not None:
                 names[param_column(parsed[0])] = None
     return list(names)
@@ -130,8 +154,9 @@ def varying_params(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def is_seed(param: str) -> bool:
-    """``seed`` or a group's own (``experiment_type.seed``): what repeats a configuration rather than changing it."""
-    return param.rsplit(".", 1)[-1] == "seed"
+    """``seed``, a group's own (``experiment_type.seed``) or ``repeat`` (``+repeat=range(5)``): what repeats a
+    configuration rather than changing it."""
+    return param.lstrip("+").rsplit(".", 1)[-1] in ("seed", "repeat")
 
 
 def config_params(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -154,8 +179,8 @@ def metric_names(rows: Iterable[dict[str, Any]]) -> list[str]:
             if key not in FIXED_COLUMNS and key not in params and is_number(value):
                 names[key] = None
     headline = [m for m in records.HEADLINE_METRICS if m in names]
-    own = [m for m in names if state.is_own_metric(m) and m not in headline]
-    rest = sorted(m for m in names if not state.is_own_metric(m))
+    own = [m for m in names if is_own_metric(m) and m not in headline]
+    rest = sorted(m for m in names if not is_own_metric(m))
     timing = ["duration_s"] if any(is_number(row.get("duration_s")) for row in rows) else []
     return headline + own + rest + timing
 
@@ -168,7 +193,7 @@ def default_metrics(rows: Sequence[dict[str, Any]]) -> list[str]:
     headline = [m for m in records.HEADLINE_METRICS if m in available]
     shown = headline
     if not [m for m in headline if m not in ENERGY_METRICS]:
-        own = [m for m in available if state.is_own_metric(m) and m not in (*records.HEADLINE_METRICS, "duration_s")]
+        own = [m for m in available if is_own_metric(m) and m not in (*records.HEADLINE_METRICS, "duration_s")]
         own.sort(key=lambda m: m[-1].isdigit())  # breakdowns (accuracy_group0, ...) after the summaries
         shown = own[:OWN_METRICS_SHOWN] + headline
     shown += [m for m in ENERGY_METRICS if m in available and m not in shown]
@@ -195,12 +220,26 @@ def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def as_float(text: str) -> float | None:
+    """A finite float from text (an override's value, ``--where lam=0.1``), else None."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def is_own_metric(name: str) -> bool:
+    """The experiment's metrics, as opposed to those recording adds to every job (energy, resources)."""
+    return not name.startswith(("resources_", "job_energy_")) and name not in RECORDING_METRICS
+
+
 def as_number(value: Any) -> float | None:
     """A finite float from a metric or an override's text (``"0.1"``), else None."""
     if is_number(value):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, str):
-        return state.as_float(value)
+        return as_float(value)
     return None
 
 
@@ -213,7 +252,8 @@ def check_metric(option: str, name: str, rows: Sequence[dict[str, Any]]) -> str:
 
 
 def check_param(option: str, name: str, rows: Sequence[dict[str, Any]], extra: Sequence[str] = ()) -> str:
-    available = [*param_names(rows), *extra]
+    """A swept parameter (an override column) or a tag column of the rows, or one of ``extra``."""
+    available = [*param_names(rows), *tag_names(rows), *extra]
     if name not in available:
         raise ConfigError(
             option, name, f"no such swept parameter in this sweep; available: {', '.join(available) or 'none'}"
@@ -235,17 +275,17 @@ def value_matches(cell: Any, wanted: str) -> bool:
         return wanted in ("", "null", "None")
     if str(cell) == wanted:
         return True
-    a, b = as_number(cell), state.as_float(wanted)
+    a, b = as_number(cell), as_float(wanted)
     return a is not None and b is not None and a == b
 
 
 def filter_rows(rows: Sequence[dict[str, Any]], where: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
     """Rows matching every key; several values of one key match any of them (``status=failed status=timeout``).
-    Keys: override columns, ``status``, ``job``, ``energy_quality`` (where a job recorded one), ``error_type`` (where
-    a job failed) and ``sweep`` (in a history of many sweeps)."""
+    Keys: override columns, tag columns, ``status``, ``job``, ``energy_quality`` (where a job recorded one),
+    ``error_type`` (where a job failed) and ``sweep`` (in a history of many sweeps)."""
     wanted: dict[str, list[str]] = {}
     optional = [c for c in (QUALITY, "error_type", SWEEP_COLUMN) if any(row.get(c) is not None for row in rows)]
-    available = [*param_names(rows), "status", "job", *optional]
+    available = [*param_names(rows), *tag_names(rows), "status", "job", *optional]
     for key, value in where:
         if key not in available:
             allowed = f"no such swept parameter in this sweep; available: {', '.join(available)}"
@@ -308,53 +348,6 @@ def group_rows(rows: Sequence[dict[str, Any]], by: list[str], metrics: list[str]
     return out
 
 
-# ---- sweeps below a folder ------------------------------------------------------------------------------------
-COUNT_NAMES = state.COUNT_NAMES
-
-
-def sweeps_below(root: Path) -> list[tuple[dict[str, Any], list[dict[str, Any]], str | None]]:
-    """The sweeps below ``root`` (``multirun/``), newest first, each with its rows (``load_rows``) and, for a sweep
-    that cannot be read (a damaged ``job.json``), no rows and the reason."""
-    out: list[tuple[dict[str, Any], list[dict[str, Any]], str | None]] = []
-    for found in state.find_sweeps(root):
-        try:
-            out.append((found, load_rows(root / found["path"]), None))
-        except RecordError as ex:
-            out.append((found, [], str(ex)))
-    return out
-
-
-def list_sweeps(root: Path) -> list[dict[str, Any]]:
-    """The sweeps below ``root`` (``multirun/``), newest first: path (relative to root), date, jobs and counts."""
-    out = []
-    for found, rows, error in sweeps_below(root):
-        entry: dict[str, Any] = {"path": found["path"], "date": None, "jobs": 0}
-        entry.update(dict.fromkeys(COUNT_NAMES, 0))
-        if error is not None:
-            entry["error"] = error
-        starts = sorted(r["start_time"] for r in rows if r.get("start_time"))
-        stamp = datetime.fromtimestamp(found["modified"]).astimezone().isoformat(timespec="seconds")
-        entry["date"] = (starts[0] if starts else stamp)[:16].replace("T", " ")
-        entry["jobs"] = len(rows)
-        for row in rows:
-            entry[state.COUNTED_AS.get(row["status"], "failed")] += 1
-        entry["live"] = found["live"]
-        out.append(entry)
-    return out
-
-
-def job_history(root: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """Every job of every sweep below ``root`` as one list of rows (``load_rows``'s, each with ``sweep``: the sweep's
-    path relative to ``root``), newest sweep first and its jobs in order; and one line per sweep that could not be
-    read (its rows are left out)."""
-    rows, problems = [], []
-    for found, sweep_rows, error in sweeps_below(root):
-        if error is not None:
-            problems.append(f"{found['path']}: {error}")
-        rows += [{SWEEP_COLUMN: found["path"], **row} for row in sweep_rows]
-    return rows, problems
-
-
 # ---- output ---------------------------------------------------------------------------------------------------
 def write_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -364,61 +357,3 @@ def write_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: Path
         for row in rows:
             writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in columns})
     return path
-
-
-def plot_metric(
-    rows: Sequence[dict[str, Any]], metric: str, x: str, out: Path, hue: str | None = None
-) -> dict[str, Any]:
-    """A PNG of ``metric`` against the swept parameter ``x``: each point the mean of the jobs sharing that value
-    (and ``hue``'s), error bars their sample std (over seeds and the parameters not shown). Returns what was drawn:
-    ``{"series": [{"label", "points": [{"x", "mean", "std", "n"}]}]}``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with_metric = [r for r in rows if as_number(r.get(metric)) is not None and r.get(x) is not None]
-    if not with_metric:
-        raise ConfigError("--plot", metric, f"no job has both {metric} and {x}: nothing to draw")
-    by = [hue, x] if hue else [x]
-    groups = group_rows(with_metric, by, [metric])
-    numeric = all(as_number(g[x]) is not None for g in groups)
-    categories = sorted({g[x] for g in groups}, key=group_key)
-    series: dict[str, list[dict[str, Any]]] = {}
-    for g in groups:
-        label = f"{hue}={g[hue]}" if hue else metric
-        point = {"x": g[x], "mean": g[f"{metric}_mean"], "std": g[f"{metric}_std"], "n": g[f"{metric}_n"]}
-        series.setdefault(label, []).append(point)
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-    try:
-        for label, points in series.items():
-            points.sort(key=lambda p: group_key(p["x"]))
-            xs = [float(as_number(p["x"]) or 0.0) if numeric else float(categories.index(p["x"])) for p in points]
-            ax.errorbar(
-                xs,
-                [p["mean"] for p in points],
-                yerr=[p["std"] or 0.0 for p in points],
-                marker="o",
-                capsize=4,
-                label=label,
-            )
-        if not numeric:
-            ax.set_xticks(range(len(categories)), [str(c) for c in categories])
-        ax.set_xlabel(x)
-        ax.set_ylabel(metric)
-        counts = sorted({p["n"] for points in series.values() for p in points})
-        if counts == [1]:
-            ax.set_title(f"{metric} vs {x}: one job per point (no spread to show)", fontsize=10)
-        else:
-            n_text = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
-            ax.set_title(f"{metric} vs {x}: mean ± std over n={n_text} jobs per point", fontsize=10)
-        ax.grid(alpha=0.3)
-        if hue:
-            ax.legend(title=None)
-        fig.tight_layout()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, format="png")
-    finally:
-        plt.close(fig)
-    return {"metric": metric, "x": x, "hue": hue, "series": [{"label": k, "points": v} for k, v in series.items()]}

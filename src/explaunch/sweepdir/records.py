@@ -117,6 +117,7 @@ class JobRecord:
     tracking: dict[str, Any] = field(default_factory=dict)  # MLflow run id and store
     callback_errors: list[str] = field(default_factory=list)  # what failed in recording; the job went on
     attempts: list[dict[str, Any]] = field(default_factory=list)  # earlier attempts (retries, OOM fallback)
+    tags: dict[str, str] = field(default_factory=dict)  # the user's labels (+tags.stage=tested), also its run's tags
     schema_version: int = JOB_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,6 +168,10 @@ class SweepRecord:
     jobs: list[SweepRow]
     stop_reason: str | None = None  # why jobs were left unrun (failure rate, interrupt, time limit)
     not_run: list[list[str]] = field(default_factory=list)  # their overrides
+    # the mean of the jobs' cpu_efficiency (the share of their allocated CPU time they used); None: none has one
+    mean_cpu_efficiency: float | None = None
+    # what the sweep's controls did (hydra.sweeper.order, limits, cooldown, budget, stop_when): controls.json
+    controls: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SWEEP_SCHEMA_VERSION
 
     @property
@@ -193,6 +198,8 @@ class SweepRecord:
             jobs=[SweepRow(**row) for row in data["jobs"]],
             stop_reason=data.get("stop_reason"),
             not_run=list(data.get("not_run", [])),
+            mean_cpu_efficiency=data.get("mean_cpu_efficiency"),
+            controls=dict(data.get("controls") or {}),
             schema_version=version,
         )
 
@@ -245,10 +252,16 @@ def iter_job_records(sweep_dir: Path) -> Iterator[tuple[Path, JobRecord]]:
 
 
 def summarize_sweep(
-    sweep_dir: Path, stop_reason: str | None = None, not_run: list[list[str]] | None = None
+    sweep_dir: Path,
+    stop_reason: str | None = None,
+    not_run: list[list[str]] | None = None,
+    controls: dict[str, Any] | None = None,
 ) -> SweepRecord:
     rows = []
+    efficiencies = []
     for job_dir, record in iter_job_records(sweep_dir):
+        if isinstance(record.metrics.get("cpu_efficiency"), int | float):
+            efficiencies.append(float(record.metrics["cpu_efficiency"]))
         rows.append(
             SweepRow(
                 job_dir=str(job_dir.relative_to(sweep_dir)),
@@ -263,14 +276,18 @@ def summarize_sweep(
     from explaunch.redaction import redact_override
 
     hidden = [[redact_override(o) for o in overrides] for overrides in not_run or []]
-    return SweepRecord(sweep_dir=str(sweep_dir), jobs=rows, stop_reason=stop_reason, not_run=hidden)
+    mean = sum(efficiencies) / len(efficiencies) if efficiencies else None
+    return SweepRecord(str(sweep_dir), rows, stop_reason, hidden, mean_cpu_efficiency=mean, controls=controls or {})
 
 
 def write_sweep_record(
-    sweep_dir: Path, stop_reason: str | None = None, not_run: list[list[str]] | None = None
+    sweep_dir: Path,
+    stop_reason: str | None = None,
+    not_run: list[list[str]] | None = None,
+    controls: dict[str, Any] | None = None,
 ) -> SweepRecord:
     """Rebuild ``sweep.json`` and ``sweep.csv`` from the job folders under ``sweep_dir``."""
-    sweep = summarize_sweep(sweep_dir, stop_reason, not_run)
+    sweep = summarize_sweep(sweep_dir, stop_reason, not_run, controls)
     write_json_atomic(sweep_dir / SWEEP_FILE, sweep.to_dict())
     write_text_atomic(sweep_dir / SWEEP_CSV, sweep_csv(sweep))
     return sweep

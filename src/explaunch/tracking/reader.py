@@ -11,12 +11,13 @@ create an empty store and report nothing).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from explaunch.errors import ExplaunchError
+from explaunch.errors import ExplaunchError, UsageError
 
 MODES = ("max", "min")
 MAX_LISTED = 25  # names listed in an error message
@@ -113,7 +114,7 @@ def list_experiments(uri: str) -> list[ExperimentSummary]:
     mlflow_client = client(uri)
     found = []
     for experiment in mlflow_client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=50_000):
-        runs = _all_runs(mlflow_client, experiment.experiment_id, "", [])
+        runs = _all_runs(mlflow_client, [experiment.experiment_id], "", [])
         found.append(
             ExperimentSummary(
                 experiment.experiment_id,
@@ -126,12 +127,12 @@ def list_experiments(uri: str) -> list[ExperimentSummary]:
     return sorted(found, key=lambda e: e.name)
 
 
-def _all_runs(mlflow_client: Any, experiment_id: str, filter_string: str, order_by: list[str]) -> list[Any]:
+def _all_runs(mlflow_client: Any, experiment_ids: list[str], filter_string: str, order_by: list[str]) -> list[Any]:
     runs: list[Any] = []
     token = None
     while True:
         page = mlflow_client.search_runs(
-            [experiment_id], filter_string, max_results=10_000, order_by=order_by, page_token=token
+            experiment_ids, filter_string, max_results=10_000, order_by=order_by, page_token=token
         )
         runs.extend(page)
         token = page.token
@@ -157,21 +158,48 @@ def experiment_id(uri: str, experiment: str) -> str:
 
 
 def search(
-    uri: str, experiment: str, filter_string: str = "", limit: int | None = None, order_by: list[str] | None = None
+    uri: str,
+    experiment: str | None,
+    filter_string: str = "",
+    limit: int | None = None,
+    order_by: list[str] | None = None,
 ) -> list[RunSummary]:
-    """Runs of an experiment matching an MLflow filter (``tags.status = 'FAILED'``), newest first by default."""
+    """Runs of an experiment (None: of every active experiment) matching an MLflow filter (``tags.status =
+    'FAILED'``), newest first by default."""
+    from mlflow.entities import ViewType
     from mlflow.exceptions import MlflowException
 
-    exp_id = experiment_id(uri, experiment)
+    mlflow_client = client(uri)
+    if experiment is None:
+        found = mlflow_client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=50_000)
+        exp_ids = [str(e.experiment_id) for e in found]
+    else:
+        exp_ids = [experiment_id(uri, experiment)]
+    if not exp_ids:
+        return []
     order = order_by or ["attributes.start_time DESC"]
     try:
         if limit is None:
-            runs = _all_runs(client(uri), exp_id, filter_string, order)
+            runs = _all_runs(mlflow_client, exp_ids, filter_string, order)
         else:
-            runs = list(client(uri).search_runs([exp_id], filter_string, max_results=limit, order_by=order))
+            runs = list(mlflow_client.search_runs(exp_ids, filter_string, max_results=limit, order_by=order))
     except MlflowException as ex:
         raise ExplaunchError(f"filter {filter_string!r}: {_mlflow_error(ex)}") from None
     return [summary(run, uri) for run in runs]
+
+
+def tag_filter(tags: Mapping[str, str]) -> str:
+    """An MLflow filter matching runs that carry every one of ``tags`` (``{"stage": "tested"}`` ->
+    ``tags.`stage` = 'tested'``); a key or value MLflow's filter cannot hold is a :class:`UsageError`."""
+    conditions = []
+    for key, value in tags.items():
+        if "`" in key or not key:
+            raise UsageError(f"--tag {key}={value}: a tag key is not empty and holds no backquote")
+        if "'" in value and '"' in value:
+            raise UsageError(f"--tag {key}={value}: a tag value holds one kind of quote at most")
+        quote = '"' if "'" in value else "'"
+        conditions.append(f"tags.`{key}` = {quote}{value}{quote}")
+    return " and ".join(conditions)
 
 
 def best_run(uri: str, experiment: str, metric: str, mode: str = "max", filter_string: str = "") -> RunSummary:
@@ -326,6 +354,14 @@ def _artifact_dirs(mlflow_client: Any, run_id: str, path: str, depth: int) -> li
             found.append(entry.path)
             found.extend(_artifact_dirs(mlflow_client, run_id, entry.path, depth - 1))
     return found
+
+
+def registered_model_folder(name: str, version: str, tracking_uri: str) -> Path:
+    """The files of version ``version`` of registered model ``name``, downloaded from the store's registry."""
+    import mlflow
+
+    source = client(tracking_uri).get_model_version_download_uri(name, version)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=tracking_uri))
 
 
 def load_model_folder(folder: Path) -> Any:

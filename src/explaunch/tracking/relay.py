@@ -197,10 +197,10 @@ def add_callback_error(job_dir: Path, line: str) -> None:
 def log_job(tracker: Any, sweep: SweepTracking, sweep_dir: Path, job_dir: Path) -> str:
     """One job's run from its record; the run id goes into the record (and ``mlflow_run_id``) before the record
     is logged as an artifact, as when a job logs itself."""
-    from explaunch.tracking.store import epoch_ms, job_run_tags, run_name
+    from explaunch.tracking.writer import epoch_ms, job_run_tags, run_name
 
     record = records.read_job_record(job_dir)
-    tags = job_run_tags(job_dir, str(record.info.get("host", "")), sweep_dir, record.job_num)
+    tags = job_run_tags(job_dir, str(record.info.get("host", "")), sweep_dir, record.job_num, record.tags)
     run_id = tracker.start_run(
         sweep.experiment_id, run_name(record.overrides), tags, sweep.parent_run_id, epoch_ms(record.start_time)
     )
@@ -236,7 +236,8 @@ def _reply(out: TextIO, message: dict[str, Any]) -> None:
 
 
 def serve(args: dict[str, Any], inp: TextIO, out: TextIO) -> int:
-    from explaunch.tracking.store import MlflowTracker, finish_sweep, start_sweep
+    from explaunch.tracking.sweeprun import finish_sweep, start_sweep
+    from explaunch.tracking.writer import MlflowTracker
 
     sweep_dir = Path(args["sweep_dir"])
     error = None

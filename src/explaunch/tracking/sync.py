@@ -79,7 +79,7 @@ def _runs_of_sweep(tracker: Any, experiment_id: str, sweep_dir: Path) -> list[An
     runs: dict[str, Any] = {}
     for name in _sweep_dir_tags(sweep_dir):
         quoted = name.replace("\\", "\\\\").replace("'", "\\'")
-        for run in _all_runs(tracker.client, experiment_id, f"tags.sweep_dir = '{quoted}'", []):
+        for run in _all_runs(tracker.client, [experiment_id], f"tags.sweep_dir = '{quoted}'", []):
             runs[run.info.run_id] = run
     return sorted(runs.values(), key=lambda r: r.info.start_time or 0)
 
@@ -99,7 +99,7 @@ def _sweep_run(tracker: Any, uri: str, experiment_id: str, sweep_dir: Path, runs
 
 
 def _match(runs: list[Any], record: records.JobRecord) -> Any:
-    from explaunch.tracking.store import epoch_ms
+    from explaunch.tracking.writer import epoch_ms
 
     run_id = record.tracking.get("run_id")
     start = epoch_ms(record.start_time)
@@ -127,7 +127,8 @@ def _kept(record: records.JobRecord) -> list[str]:
 def sync_sweep(sweep_dir: Path, uri: str, experiment: str, *, close_sweep_run: bool = True) -> SyncResult:
     """Make the store hold one run per job record of ``sweep_dir`` (see the module's docstring)."""
     from explaunch.tracking.relay import log_job
-    from explaunch.tracking.store import MlflowTracker, log_sweep_end
+    from explaunch.tracking.sweeprun import log_sweep_end
+    from explaunch.tracking.writer import MlflowTracker
 
     tracker = MlflowTracker(uri)
     experiment_id = tracker.experiment_id(experiment)

@@ -93,6 +93,10 @@ class ExplaunchSweeperConf:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"{key}.{name}", value, "must be a number > 0, or null for no limit")
+        if self.stop_when is not None:
+            from explaunch.launch import stop_rule
+
+            stop_rule.parse(self.stop_when, f"{key}.stop_when" if key else "stop_when")
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="explaunch", node=ExplaunchSweeperConf, provider="explaunch")

@@ -31,8 +31,9 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLaunche
 from omegaconf import II, OmegaConf, open_dict
 
 from explaunch.config import spec
-from explaunch.errors import ConfigError, JobInterrupted
+from explaunch.errors import ConfigError
 from explaunch.launch import jobguard
+from hydra_plugins.explaunch_plugins.local_launcher import ExplaunchLocalLauncherConf
 
 log = logging.getLogger(__name__)
 _EXECUTOR_INIT_KEYS = {"max_num_timeout"}  # submitit takes these when the executor is built, the rest after
@@ -183,7 +184,9 @@ class _WaitForAll:
     @staticmethod
     def _result(job: Any, overrides: Sequence[str], cancelled: bool) -> JobReturn:
         if cancelled:  # never started: there is no result to wait for
-            error = JobInterrupted(f"SLURM job {job.job_id} cancelled in the queue when the sweep was interrupted")
+            error = jobguard.interruption(
+                f"SLURM job {job.job_id} cancelled in the queue when the sweep was interrupted"
+            )
             return JobReturn(overrides=list(overrides), status=JobStatus.FAILED, _return_value=error)
         try:
             result: JobReturn = job.task(0).results()[0]  # task 0 ran the Hydra job; the others return None
@@ -308,6 +311,7 @@ SETTINGS_SCHEMAS: dict[str, type] = {
     JobLibLauncherConf._target_: JoblibRules,
     ExplaunchSlurmConf._target_: ExplaunchSlurmConf,
     ExplaunchLocalConf._target_: ExplaunchLocalConf,
+    ExplaunchLocalLauncherConf._target_: ExplaunchLocalLauncherConf,
 }
 
 
@@ -320,3 +324,4 @@ def register_launchers() -> None:
     store = ConfigStore.instance()
     store.store(group="hydra/launcher", name="submitit_slurm", node=ExplaunchSlurmConf, provider="explaunch")
     store.store(group="hydra/launcher", name="submitit_local", node=ExplaunchLocalConf, provider="explaunch")
+    store.store(group="hydra/launcher", name="explaunch_local", node=ExplaunchLocalLauncherConf, provider="explaunch")

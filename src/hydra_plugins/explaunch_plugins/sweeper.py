@@ -8,7 +8,7 @@ from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
 class ExplaunchSweeper(Sweeper):
@@ -31,6 +31,10 @@ class ExplaunchSweeper(Sweeper):
         self.task_function = task_function
         try:
             check_settings(config)
+            if OmegaConf.select(config, "hydra.sweeper.detach", default=False):
+                from explaunch.launch.detach import check_detachable
+
+                check_detachable(config)  # a launcher it cannot detach from: one line before anything is made
             self.launcher = Plugins.instance().instantiate_launcher(
                 hydra_context=hydra_context, task_function=task_function, config=config
             )
@@ -44,19 +48,44 @@ class ExplaunchSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> list[list[JobReturn]]:
         """Run the sweep; return what Hydra's basic sweeper returns, the jobs' ``JobReturn`` in batches
         (:meth:`explaunch.launch.sweeper.SweepRunner.returns`). On any job not completed: the summary,
-        ``on_multirun_end`` callbacks (Hydra would skip them), then exit 1 (130 when interrupted)."""
+        ``on_multirun_end`` callbacks (Hydra would skip them), then exit 1 (130 when interrupted).
+
+        With ``hydra.sweeper.detach=true``: check the sweep, start its controller (:mod:`explaunch.launch.detach`),
+        say where it is and exit 0 at once; the controller runs this same method, not detached."""
         from explaunch.errors import ExplaunchError
-        from explaunch.launch.sweeper import SweeperSettings, SweepRunner, config_error_exit
+        from explaunch.launch.settings import SweeperSettings
+        from explaunch.launch.sweeper import SweepRunner, config_error_exit
 
         assert self.config is not None and self.hydra_context is not None
         settings = SweeperSettings.from_config(self.config.hydra.sweeper)
         runner = SweepRunner(
             settings, self.launcher, self.hydra_context.config_loader, self.config, task_function=self.task_function
         )
+        params = {str(k): str(v) for k, v in self.params.items()}
+        if settings.detach:
+            from explaunch.launch.detach import detach
+
+            try:
+                detach(runner.plan, arguments, params, self.config, ours=runner.ours)
+            except ExplaunchError as ex:  # a bad job, a folder in use, sbatch refusing: nothing was started
+                config_error_exit(ex)
+            raise SystemExit(0)  # the controller runs the sweep and its on_multirun_end callbacks
+        from pathlib import Path
+
+        from explaunch.launch.detach import SweepRun, launcher_name
+
+        this_run = SweepRun.begin(Path(str(self.config.hydra.sweep.dir)), launcher_name(self.config))
+        code = 1
         try:
-            code = runner.run(arguments, {str(k): str(v) for k, v in self.params.items()})
+            code = runner.run(arguments, params)
         except ExplaunchError as ex:  # a bad job config (explaunch's app), a sweep folder in use or not writable
+            code = ex.exit_code
             config_error_exit(ex)
+        except KeyboardInterrupt:
+            code = 130
+            raise
+        finally:
+            this_run.end(code)
         if code != 0:
             self.hydra_context.callbacks.on_multirun_end(config=self.config)
             raise SystemExit(code)

@@ -30,7 +30,8 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from explaunch.errors import ExplaunchError
 from explaunch.review import rows as review
 from explaunch.review import tradeoff
-from explaunch.review.dashboard.state import SweepReader, find_sweeps, is_sweep
+from explaunch.review.dashboard.state import sweep_state
+from explaunch.sweepdir.reader import SweepReader, find_sweeps, is_sweep
 
 PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -141,7 +142,7 @@ def create_app(root: Path, allowed_hosts: list[str] | None = None, token: str | 
 
     @app.get("/api/sweep")
     def sweep(sweep: str | None = None, metric: str | None = None, param: str | None = None) -> Response:
-        return SafeJSONResponse(reader.state(sweep_dir(sweep), metric, param))
+        return SafeJSONResponse(sweep_state(reader, sweep_dir(sweep), metric, param))
 
     @app.get("/api/tradeoff")
     def tradeoff_view(

@@ -1,9 +1,7 @@
-"""What the dashboard shows, read from a sweep folder as the sweep parent and its jobs write it.
-
-Nothing runs inside the jobs for it. The sources: ``plan.json`` (every job of this run of the sweep and the
-parallelism, written by the parent at start), each job folder's ``job.json`` (its outcome) and ``resources.csv`` (its
-samples, written as they are taken), and ``sweep.json`` (written when the sweep ends). While the sweep is live a job
-folder without ``job.json`` is running and a planned job without a folder is pending.
+"""What the dashboard shows for one sweep: counts, progress and the time left, the jobs' table, the chart of a metric
+against a swept parameter, errors, alerts and resource series. The sweep folder is read through
+:class:`explaunch.sweepdir.reader.SweepReader` (the same reader as ``explaunch report``); nothing runs inside the jobs
+for it.
 
 Every function returns plain data (dicts, lists, numbers, strings) that becomes the page's JSON; record text is
 passed through as it is and escaped by the page, which builds its DOM with ``textContent``.
@@ -11,142 +9,146 @@ passed through as it is and escaped by the page, which builds its DOM with ``tex
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import json
 import math
-import os
-import socket
 import statistics
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from explaunch.errors import RecordError
-from explaunch.redaction import redact_override
+from explaunch.review.rows import as_float, is_own_metric
 from explaunch.sweepdir import records
+from explaunch.sweepdir.reader import (
+    COUNT_NAMES,
+    COUNTED_AS,
+    FAILED_STATUSES,
+    JobView,
+    SweepReader,
+    parse_override,
+    read_json,
+    read_plan,
+    rel_path,
+    sweep_live,
+)
 
-PLAN_FILE = "plan.json"  # written by explaunch.launch.sweeper (PLAN_FILE there)
-RESOURCES_CSV = "resources.csv"  # explaunch.measure.resources.CSV_FILE, without importing psutil
-SWEEP_MARKERS = ("multirun.yaml", PLAN_FILE, records.SWEEP_FILE, "ledger.jsonl")
-NOT_JOB_FOLDERS = frozenset({"attempts", "artifacts"})
-FAILED_STATUSES = frozenset({records.FAILED, records.TIMEOUT, records.INTERRUPTED, records.CANCELLED, "lost"})
-# status shown in the table -> the count it adds to
-COUNTED_AS = {
-    records.COMPLETED: "completed",
-    "running": "running",
-    "pending": "pending",
-    "not run": "pending",
-    "skipped": "skipped",
-    **dict.fromkeys(FAILED_STATUSES, "failed"),
-}
-COUNT_NAMES = ("completed", "running", "failed", "pending", "skipped")
 TABLE_METRICS = 8  # the headline metrics of an LLM job (records.HEADLINE_METRICS), or an experiment's first few
 RECENT_FINISHED = 6  # finished jobs whose resource series are shown beside the running ones
 MAX_POINTS = 200  # per series, after downsampling
 MACHINE_COLUMNS = ("system_cpu_percent", "system_memory_percent")
 JOB_COLUMNS = ("cpu_percent", "rss_mb")
+GPU_SUFFIXES = ("_util_percent", "_memory_percent")
 
 
-# ---- sweeps below a folder ------------------------------------------------------------------------------------
-def is_sweep(path: Path) -> bool:
-    """A folder the sweeper wrote into, or one with job folders right below it (as ``explaunch report`` takes)."""
-    if any((path / name).is_file() for name in SWEEP_MARKERS):
-        return True
-    try:
-        return any((child / records.JOB_FILE).is_file() for child in path.iterdir() if child.is_dir())
-    except OSError:
-        return False
+# ---- one sweep ------------------------------------------------------------------------------------------------
+def sweep_state(
+    reader: SweepReader, sweep_dir: Path, metric: str | None = None, param: str | None = None
+) -> dict[str, Any]:
+    """Everything the page shows for one sweep."""
+    now = time.time()
+    plan = read_plan(sweep_dir)
+    live = sweep_live(sweep_dir, plan)
+    jobs = reader.jobs(sweep_dir, plan, live)
+    counts = dict.fromkeys(COUNT_NAMES, 0)
+    for job in jobs:
+        counts[COUNTED_AS.get(job.status, "failed")] += 1
+    summary = read_json(sweep_dir / records.SWEEP_FILE) if not live else None
+    values = swept_values(jobs)
+    params = list(values)
+    metric_names = metric_choices(jobs)
+    metric = metric if metric in metric_names else (metric_names[0] if metric_names else None)
+    param = param if param in params else default_param(values)
+    shown_metrics = table_metrics(jobs)
+    started = plan.get("started") if plan and isinstance(plan.get("started"), int | float) else None
+    return {
+        "sweep": rel_path(sweep_dir, reader.root),
+        "live": live,
+        "now": now,
+        "started": started,
+        "stop_reason": summary.get("stop_reason") if isinstance(summary, dict) else None,
+        "counts": counts,
+        "total": len(jobs),
+        "progress": progress(jobs, counts, plan, now, live),
+        "params": params,
+        "metrics": metric_names,
+        "table_metrics": shown_metrics,
+        "jobs": [job_row(job, now, shown_metrics) for job in jobs],
+        "chart": chart(jobs, metric, param),
+        "errors": [error_row(job) for job in jobs if job.error is not None and job.status in FAILED_STATUSES],
+        "alerts": [
+            {"job_dir": job.job_dir, "num": job.num, "message": alert, "live": job.status == "running"}
+            for job in jobs
+            for alert in job.alerts
+        ],
+        "resources": resources(reader, sweep_dir, jobs, started),
+        "controls": controls_lines(read_json(sweep_dir / CONTROLS_FILE)),
+    }
 
 
-def find_sweeps(root: Path, max_depth: int = 3) -> list[dict[str, Any]]:
-    """``root`` itself when it is a sweep folder, else the sweep folders below it (``multirun/<date>/<time>``),
-    newest first. ``path`` is relative to ``root`` (``.`` for root itself)."""
-    found: list[Path] = []
-    if is_sweep(root):
-        found.append(root)
-    else:
-        for current, dirs, _files in os.walk(root):
-            here = Path(current)
-            depth = len(here.relative_to(root).parts)
-            if here != root and is_sweep(here):
-                found.append(here)
-                dirs.clear()  # a sweep's job folders hold no sweeps
-                continue
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth < max_depth else []
-    sweeps: list[dict[str, Any]] = [
-        {"path": rel_path(path, root), "modified": latest_mtime(path), "live": sweep_live(path, read_plan(path))}
-        for path in found
-    ]
-    sweeps.sort(key=lambda s: s["modified"], reverse=True)
-    return sweeps
+CONTROLS_FILE = "controls.json"  # explaunch.launch.controls: what the sweep's limits, budgets and rules did
 
 
-def rel_path(path: Path, root: Path) -> str:
-    rel = path.relative_to(root).as_posix()
-    return rel or "."
+def controls_lines(data: Any) -> list[str]:
+    """One line per control the sweep has: time held by its limits, spend against each budget, its target."""
+    if not isinstance(data, dict):
+        return []
+    lines = []
+    limits = data.get("limits")
+    if isinstance(limits, dict):
+        set_ = ", ".join(f"{k} {v:g}" for k, v in limits.items() if k not in ("held_s", "holds", "holding", "poll_s"))
+        held = f"held {limits.get('held_s', 0):g} s ({limits.get('holds', 0)}x)"
+        lines.append(
+            f"limits {set_}: {held}" + (f", holding now: {limits['holding']}" if limits.get("holding") else "")
+        )
+    for name, spend in (data.get("budget") or {}).items():
+        if isinstance(spend, dict) and isinstance(spend.get("spent"), int | float):
+            lines.append(f"budget {name}: {spend['spent']:.4g} of {spend.get('budget'):g} spent")
+    rule = data.get("stop_when")
+    if isinstance(rule, dict):
+        lines.append(f"stop_when {rule.get('rule')}: " + (rule.get("met") or "not met yet"))
+    order = data.get("order")
+    if isinstance(order, dict):
+        lines.append(
+            f"order {order.get('order')}" + (f" (seed {order['seed']})" if order.get("seed") is not None else "")
+        )
+    return lines
 
 
-def latest_mtime(sweep_dir: Path) -> float:
-    times = [(sweep_dir / name).stat().st_mtime for name in SWEEP_MARKERS if (sweep_dir / name).exists()]
-    return max(times, default=sweep_dir.stat().st_mtime)
+def resources(reader: SweepReader, sweep_dir: Path, jobs: list[JobView], origin: float | None) -> dict[str, Any]:
+    """Series of the running jobs and the latest finished ones; the machine's from the same files."""
+    running = [j for j in jobs if j.status == "running"]
+    finished = [j for j in jobs if j.status not in ("running", "pending", "not run") and not j.skipped]
+    finished.sort(key=lambda j: (j.started or 0.0) + (j.duration_s or 0.0), reverse=True)
+    shown = running + finished[:RECENT_FINISHED]
+    loaded = [(job, reader.series(sweep_dir / job.job_dir)) for job in shown]
+    with_series = [(job, s) for job, s in loaded if s and s.get("t")]
+    if origin is None:
+        origin = min((s["t"][0] for _, s in with_series), default=time.time())
+    job_series = []
+    machine: dict[str, list[tuple[float, float]]] = {}
+    for job, series in with_series:
+        times = [t - origin for t in series["t"]]
+        entry: dict[str, Any] = {"job_dir": job.job_dir, "num": job.num, "status": job.status}
+        entry["t"] = downsample(times)
+        for column in JOB_COLUMNS:
+            if column in series:
+                entry[column] = downsample(series[column])
+        job_series.append(entry)
+        for column, values in series.items():
+            if column in MACHINE_COLUMNS or (column.startswith("gpu") and column.endswith(GPU_SUFFIXES)):
+                machine.setdefault(column, []).extend(zip(times, values, strict=False))
+    machine_out: dict[str, Any] = {}
+    for column, points in sorted(machine.items()):
+        points.sort()
+        machine_out[column] = {"t": downsample([p[0] for p in points]), "v": downsample([p[1] for p in points])}
+    return {"origin": origin, "jobs": job_series, "machine": machine_out}
 
 
-# ---- the sweep's own files ------------------------------------------------------------------------------------
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def read_plan(sweep_dir: Path) -> dict[str, Any] | None:
-    plan = read_json(sweep_dir / PLAN_FILE)
-    return plan if isinstance(plan, dict) and isinstance(plan.get("jobs"), list) else None
-
-
-def sweep_live(sweep_dir: Path, plan: dict[str, Any] | None) -> bool:
-    """Whether the sweep still runs: no ``sweep.json`` newer than its plan, and its parent (on this host) alive."""
-    summary = sweep_dir / records.SWEEP_FILE
-    plan_path = sweep_dir / PLAN_FILE
-    if summary.exists() and (plan is None or summary.stat().st_mtime >= plan_path.stat().st_mtime):
-        return False
-    if plan is None:
-        return not summary.exists() and (sweep_dir / "multirun.yaml").exists()
-    if plan.get("host") == socket.gethostname() and isinstance(plan.get("pid"), int):
-        return pid_alive(plan["pid"])
-    return True
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def job_folders(sweep_dir: Path, max_depth: int = 4) -> list[Path]:
-    """Folders holding a job: a ``job.json`` or Hydra's ``.hydra/`` (written when the job starts)."""
-    found = []
-    for current, dirs, files in os.walk(sweep_dir):
-        here = Path(current)
-        if records.JOB_FILE in files or ".hydra" in dirs:
-            found.append(here)
-            dirs.clear()
-            continue
-        depth = len(here.relative_to(sweep_dir).parts)
-        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in NOT_JOB_FOLDERS] if depth < max_depth else []
-    return found
-
-
-def parse_override(override: str) -> tuple[str, str] | None:
-    key, sep, value = override.partition("=")
-    return (key.lstrip("+~"), value) if sep else None
+def downsample(values: list[float], limit: int = MAX_POINTS) -> list[float | None]:
+    """At most ``limit`` evenly spaced values, first and last kept; NaN becomes null (JSON has no NaN)."""
+    if len(values) > limit:
+        step = (len(values) - 1) / (limit - 1)
+        values = [values[round(i * step)] for i in range(limit)]
+    return [None if math.isnan(v) else round(v, 4) for v in values]
 
 
 def swept_values(jobs: Iterable[JobView]) -> dict[str, set[str]]:
@@ -162,309 +164,6 @@ def swept_values(jobs: Iterable[JobView]) -> dict[str, set[str]]:
 
 def swept_params(jobs: Iterable[JobView]) -> list[str]:
     return list(swept_values(jobs))
-
-
-def is_own_metric(name: str) -> bool:
-    """The experiment's metrics, as opposed to those recording adds to every job (energy, resources)."""
-    return not name.startswith(("resources_", "job_energy_"))
-
-
-# ---- jobs -----------------------------------------------------------------------------------------------------
-@dataclass
-class JobView:
-    job_dir: str  # relative to the sweep folder
-    num: int | None
-    overrides: list[str]
-    status: str
-    duration_s: float | None = None
-    started: float | None = None  # epoch seconds
-    metrics: dict[str, float] = field(default_factory=dict)
-    error: dict[str, Any] | None = None
-    alerts: list[str] = field(default_factory=list)
-    skipped: bool = False
-    energy_quality: str | None = None  # of the measured window: ok / low (records.energy_quality)
-    energy_quality_reasons: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Cached:
-    stamp: tuple[int, int]
-    value: Any
-
-
-class SweepReader:
-    """Reads sweeps below ``root``; keeps parsed files until they change (by mtime and size), so that polling a
-    large sweep every 2 s re-reads only what the jobs wrote since."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._cache: dict[tuple[str, Path], _Cached] = {}
-
-    def _cached(self, kind: str, path: Path, read: Any) -> Any:
-        try:
-            stat = path.stat()
-        except OSError:
-            return None
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        hit = self._cache.get((kind, path))
-        if hit is not None and hit.stamp == stamp:
-            return hit.value
-        value = read(path)
-        self._cache[(kind, path)] = _Cached(stamp, value)
-        return value
-
-    def record(self, job_dir: Path) -> records.JobRecord | None:
-        def read(path: Path) -> records.JobRecord | None:
-            try:
-                return records.read_job_record(path)
-            except RecordError:
-                return None  # being written, or not ours: shown as running / unreadable
-
-        result: records.JobRecord | None = self._cached("record", job_dir / records.JOB_FILE, read)
-        return result
-
-    def series(self, job_dir: Path) -> dict[str, list[float]] | None:
-        result: dict[str, list[float]] | None = self._cached("csv", job_dir / RESOURCES_CSV, read_series)
-        return result
-
-    def hydra_overrides(self, job_dir: Path) -> list[str]:
-        def read(path: Path) -> list[str]:
-            import yaml
-
-            try:
-                data = yaml.safe_load(path.read_text(encoding="utf-8"))
-            except (OSError, yaml.YAMLError):
-                return []
-            return [redact_override(str(o)) for o in data] if isinstance(data, list) else []
-
-        result: list[str] = self._cached("overrides", job_dir / ".hydra" / "overrides.yaml", read) or []
-        return result
-
-    def thresholds(self, job_dir: Path) -> dict[str, Any]:
-        def read(path: Path) -> dict[str, Any]:
-            import yaml
-
-            try:
-                data = yaml.safe_load(path.read_text(encoding="utf-8"))
-                alerts = data["resources"]["alerts"]
-            except (OSError, yaml.YAMLError, KeyError, TypeError):
-                return {}
-            return alerts if isinstance(alerts, dict) else {}
-
-        result: dict[str, Any] = self._cached("config", job_dir / ".hydra" / "config.yaml", read) or {}
-        return result
-
-    # ---- one sweep --------------------------------------------------------------------------------------------
-    def jobs(self, sweep_dir: Path, plan: dict[str, Any] | None, live: bool) -> list[JobView]:
-        planned = {str(j["job_dir"]): j for j in (plan or {}).get("jobs", []) if isinstance(j, dict)}
-        folders = {rel_path(path, sweep_dir): path for path in job_folders(sweep_dir)}
-        views = []
-        for rel in sorted(set(planned) | set(folders), key=job_order_key(planned)):
-            entry = planned.get(rel, {})
-            path = folders.get(rel)
-            view = self.job_view(sweep_dir, rel, path, entry, live)
-            views.append(view)
-        return views
-
-    def job_view(self, sweep_dir: Path, rel: str, path: Path | None, entry: dict[str, Any], live: bool) -> JobView:
-        num = entry.get("num")
-        overrides = [str(o) for o in entry.get("overrides", [])]
-        skipped = bool(entry.get("skipped"))
-        if path is None:
-            status = "skipped" if skipped else ("pending" if live else "not run")
-            return JobView(rel, num, overrides, status, skipped=skipped)
-        record = self.record(path)
-        if record is None:
-            started = first_mtime(path / ".hydra" / "config.yaml", path)
-            view = JobView(rel, num, overrides or self.hydra_overrides(path), "running" if live else "lost")
-            view.started = started
-            view.alerts = live_alerts(self.series(path), self.thresholds(path)) if live else []
-            if not live:
-                view.error = {"type": "NoRecord", "message": "the job left no job.json", "traceback": None}
-            return view
-        error = None
-        if record.error is not None:
-            trace = record.error.traceback_file
-            trace_path = path / trace if trace else None
-            error = {
-                "type": record.error.type,
-                "message": record.error.message,
-                "traceback": rel_path(trace_path, self.root) if trace_path and trace_path.is_file() else None,
-            }
-        quality, reasons = records.energy_quality(record)
-        return JobView(
-            job_dir=rel,
-            num=record.job_num if record.job_num is not None else num,
-            overrides=list(record.overrides) or overrides,
-            status="skipped" if skipped and record.status == records.COMPLETED else record.status,
-            duration_s=record.duration_s,
-            started=parse_time(record.start_time),
-            metrics={k: float(v) for k, v in record.metrics.items() if isinstance(v, int | float)},
-            error=error,
-            alerts=[str(a) for a in record.resources.get("alerts", [])],
-            skipped=skipped,
-            energy_quality=quality,
-            energy_quality_reasons=reasons,
-        )
-
-    def state(self, sweep_dir: Path, metric: str | None = None, param: str | None = None) -> dict[str, Any]:
-        """Everything the page shows for one sweep."""
-        now = time.time()
-        plan = read_plan(sweep_dir)
-        live = sweep_live(sweep_dir, plan)
-        jobs = self.jobs(sweep_dir, plan, live)
-        counts = dict.fromkeys(COUNT_NAMES, 0)
-        for job in jobs:
-            counts[COUNTED_AS.get(job.status, "failed")] += 1
-        summary = read_json(sweep_dir / records.SWEEP_FILE) if not live else None
-        values = swept_values(jobs)
-        params = list(values)
-        metric_names = metric_choices(jobs)
-        metric = metric if metric in metric_names else (metric_names[0] if metric_names else None)
-        param = param if param in params else default_param(values)
-        shown_metrics = table_metrics(jobs)
-        started = plan.get("started") if plan and isinstance(plan.get("started"), int | float) else None
-        return {
-            "sweep": rel_path(sweep_dir, self.root),
-            "live": live,
-            "now": now,
-            "started": started,
-            "stop_reason": summary.get("stop_reason") if isinstance(summary, dict) else None,
-            "counts": counts,
-            "total": len(jobs),
-            "progress": progress(jobs, counts, plan, now, live),
-            "params": params,
-            "metrics": metric_names,
-            "table_metrics": shown_metrics,
-            "jobs": [job_row(job, now, shown_metrics) for job in jobs],
-            "chart": chart(jobs, metric, param),
-            "errors": [error_row(job) for job in jobs if job.error is not None and job.status in FAILED_STATUSES],
-            "alerts": [
-                {"job_dir": job.job_dir, "num": job.num, "message": alert, "live": job.status == "running"}
-                for job in jobs
-                for alert in job.alerts
-            ],
-            "resources": self.resources(sweep_dir, jobs, started),
-        }
-
-    def resources(self, sweep_dir: Path, jobs: list[JobView], origin: float | None) -> dict[str, Any]:
-        """Series of the running jobs and the latest finished ones; the machine's from the same files."""
-        running = [j for j in jobs if j.status == "running"]
-        finished = [j for j in jobs if j.status not in ("running", "pending", "not run") and not j.skipped]
-        finished.sort(key=lambda j: (j.started or 0.0) + (j.duration_s or 0.0), reverse=True)
-        shown = running + finished[:RECENT_FINISHED]
-        loaded = [(job, self.series(sweep_dir / job.job_dir)) for job in shown]
-        with_series = [(job, s) for job, s in loaded if s and s.get("t")]
-        if origin is None:
-            origin = min((s["t"][0] for _, s in with_series), default=time.time())
-        job_series = []
-        machine: dict[str, list[tuple[float, float]]] = {}
-        for job, series in with_series:
-            times = [t - origin for t in series["t"]]
-            entry: dict[str, Any] = {"job_dir": job.job_dir, "num": job.num, "status": job.status}
-            entry["t"] = downsample(times)
-            for column in JOB_COLUMNS:
-                if column in series:
-                    entry[column] = downsample(series[column])
-            job_series.append(entry)
-            for column, values in series.items():
-                if column in MACHINE_COLUMNS or (column.startswith("gpu") and column.endswith(GPU_SUFFIXES)):
-                    machine.setdefault(column, []).extend(zip(times, values, strict=False))
-        machine_out: dict[str, Any] = {}
-        for column, points in sorted(machine.items()):
-            points.sort()
-            machine_out[column] = {"t": downsample([p[0] for p in points]), "v": downsample([p[1] for p in points])}
-        return {"origin": origin, "jobs": job_series, "machine": machine_out}
-
-
-GPU_SUFFIXES = ("_util_percent", "_memory_percent")
-
-
-def job_order_key(planned: dict[str, dict[str, Any]]) -> Any:
-    def key(rel: str) -> tuple[int, float, str]:
-        num = planned.get(rel, {}).get("num")
-        if isinstance(num, int):
-            return (0, float(num), rel)
-        return (0, float(rel), rel) if rel.isdigit() else (1, 0.0, rel)
-
-    return key
-
-
-def first_mtime(*paths: Path) -> float | None:
-    for path in paths:
-        with contextlib.suppress(OSError):
-            return path.stat().st_mtime
-    return None
-
-
-def parse_time(text: str) -> float | None:
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except (TypeError, ValueError):
-        return None
-
-
-def read_series(path: Path) -> dict[str, list[float]] | None:
-    """``resources.csv`` as columns, with ``t`` the epoch time of each sample: the file's mtime is its last row's
-    (the sampler appends a row and closes the file), so ``t = mtime - (last elapsed_s - elapsed_s)``."""
-    try:
-        mtime = path.stat().st_mtime
-        with path.open(encoding="utf-8", newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    except (OSError, csv.Error, UnicodeDecodeError):
-        return None
-    columns: dict[str, list[float]] = {}
-    for row in rows:
-        try:
-            values = {k: float(v) for k, v in row.items() if k is not None and v not in (None, "")}
-        except (TypeError, ValueError):
-            continue  # a row cut by the reader racing the writer
-        if "elapsed_s" not in values:
-            continue
-        for key, value in values.items():
-            columns.setdefault(key, []).append(value)
-        length = len(columns["elapsed_s"])
-        for values_list in columns.values():  # keep columns aligned where a row lacks one
-            while len(values_list) < length:
-                values_list.append(math.nan)
-    if not columns.get("elapsed_s"):
-        return None
-    last = columns["elapsed_s"][-1]
-    columns["t"] = [mtime - (last - e) for e in columns["elapsed_s"]]
-    return columns
-
-
-def downsample(values: list[float], limit: int = MAX_POINTS) -> list[float | None]:
-    """At most ``limit`` evenly spaced values, first and last kept; NaN becomes null (JSON has no NaN)."""
-    if len(values) > limit:
-        step = (len(values) - 1) / (limit - 1)
-        values = [values[round(i * step)] for i in range(limit)]
-    return [None if math.isnan(v) else round(v, 4) for v in values]
-
-
-def live_alerts(series: dict[str, list[float]] | None, thresholds: dict[str, Any]) -> list[str]:
-    """A running job's alerts, from its samples so far and its ``resources.alerts`` thresholds (the sampler writes
-    its own into job.json at the end, with the same words)."""
-    if not series:
-        return []
-    limits = {"memory_percent": 90.0, "cpu_percent": None, "gpu_memory_percent": 95.0, "disk_free_gb": 1.0}
-    limits.update({k: v for k, v in thresholds.items() if k in limits})
-    checks = [("system_memory_percent", "memory_percent", True), ("cpu_percent", "cpu_percent", True)]
-    checks.append(("disk_free_gb", "disk_free_gb", False))
-    checks += [(c, "gpu_memory_percent", True) for c in series if c.startswith("gpu") and c.endswith("_memory_percent")]
-    alerts = []
-    for column, limit_name, above in checks:
-        limit = limits.get(limit_name)
-        if limit is None or column not in series:
-            continue
-        for elapsed, value in zip(series["elapsed_s"], series[column], strict=False):
-            if (value > limit) if above else (value < limit):
-                word = "above" if above else "below"
-                alerts.append(f"{column} {value:.1f} {word} the alert threshold {limit:g} at {elapsed:.1f} s")
-                break
-    return alerts
 
 
 # ---- what the page shows --------------------------------------------------------------------------------------
@@ -573,11 +272,3 @@ def chart_point(x: str, values: list[float], numeric: bool) -> dict[str, Any] | 
     std = statistics.stdev(finite) if len(finite) > 1 else 0.0
     mean = statistics.fmean(finite)
     return {"x": as_float(x) if numeric else x, "label": x, "mean": mean, "std": std, "n": len(finite)}
-
-
-def as_float(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None

@@ -138,6 +138,9 @@ function render(data) {
   const stop = byId("stop-reason");
   stop.hidden = !data.stop_reason;
   stop.textContent = data.stop_reason ? "stopped early: " + data.stop_reason : "";
+  const controls = byId("controls");
+  controls.hidden = !data.controls || data.controls.length === 0;
+  controls.textContent = (data.controls || []).join(" · ");
   renderSelect(byId("metric-select"), data.metrics, data.chart.metric);
   renderSelect(byId("param-select"), data.params, data.chart.param);
   view.metric = data.chart.metric;
