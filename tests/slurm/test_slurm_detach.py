@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from explaunch.launch import detach
+from explaunch.launch.controller_state import active_slurm_jobs, slurm_jobs_of
 from explaunch.sweepdir import records
 from tests.integration.helpers import run_main
 
@@ -107,4 +107,4 @@ def test_cancel_of_a_detached_slurm_sweep_cancels_its_jobs_and_controller(tmp_pa
     assert found.get(0) == records.CANCELLED and records.COMPLETED not in found.values()
     status = status_of(sweep)
     assert status["controller"]["state"] == "cancelled" and status["counts"]["completed"] == 0
-    assert detach.active_slurm_jobs(detach.slurm_jobs_of(sweep)) == {}  # no job of the sweep left in the queue
+    assert active_slurm_jobs(slurm_jobs_of(sweep)) == {}  # no job of the sweep left in the queue

@@ -21,7 +21,9 @@ from typing import Any
 
 from explaunch.cli.status import check_sweep_dir, format_status, progress_line, sweep_status
 from explaunch.errors import ExplaunchError, UsageError
-from explaunch.launch import detach
+from explaunch.launch.controller import CONTROLLER_VARIABLE, SLURM_JOB_VARIABLE
+from explaunch.launch.controller_actions import settle_orphans, takeover_command
+from explaunch.launch.controller_state import CANCELLED, NONE, UNFINISHED, UNKNOWN, Controller, controller_state
 
 DEFAULT_INTERVAL_S = 1.0
 
@@ -59,14 +61,14 @@ def run(args: argparse.Namespace) -> int:
         say("stopped following; the sweep goes on")
         return 0
     state = status["controller"]["state"]
-    if state in detach.UNFINISHED:
+    if state in UNFINISHED:
         return take_over(sweep_dir)
-    if state == detach.UNKNOWN:
+    if state == UNKNOWN:
         raise ExplaunchError(f"{sweep_dir}: cannot follow its controller from here ({status['controller']['detail']})")
     say(format_status(status))
-    if state == detach.CANCELLED:
+    if state == CANCELLED:
         say(f"the sweep was cancelled; to finish it, run its command again with hydra.sweep.dir={sweep_dir}")
-    if state == detach.NONE and not status["total"]:
+    if state == NONE and not status["total"]:
         raise UsageError(f"{sweep_dir}: no sweep runs here and none was detached here")
     counts = status["counts"]
     return 0 if status["total"] and counts.get("completed") == status["total"] else 1
@@ -88,15 +90,15 @@ def follow(sweep_dir: Path, interval: float) -> dict[str, Any]:
 
 def take_over(sweep_dir: Path) -> int:
     """Run the controller's command again here, once the jobs it left running have recorded themselves."""
-    controller = detach.Controller.read(sweep_dir)
+    controller = Controller.read(sweep_dir)
     assert controller is not None  # a gone controller is one controller.json names
-    command = detach.takeover_command(controller)
-    seen = detach.controller_state(sweep_dir, controller)
+    command = takeover_command(controller)
+    seen = controller_state(sweep_dir, controller)
     say(f"the sweep's controller is {seen.state} ({seen.detail}); taking the sweep over here")
-    detach.settle_orphans(sweep_dir, controller, say)
+    settle_orphans(sweep_dir, controller, say)
     say("resuming: " + shlex.join(command))
-    env = {**os.environ, detach.CONTROLLER_VARIABLE: str(sweep_dir)}
-    env.pop(detach.SLURM_JOB_VARIABLE, None)
+    env = {**os.environ, CONTROLLER_VARIABLE: str(sweep_dir)}
+    env.pop(SLURM_JOB_VARIABLE, None)
     try:
         process = subprocess.Popen(command, cwd=controller.cwd, env=env)
     except OSError as ex:

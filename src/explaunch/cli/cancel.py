@@ -26,7 +26,30 @@ from typing import Any
 
 from explaunch.cli.status import check_sweep_dir, sweep_status
 from explaunch.errors import ExplaunchError, UsageError
-from explaunch.launch import detach
+from explaunch.launch.controller_actions import (
+    STOP_FILE,
+    cancel_slurm_jobs,
+    finish_slurm_cancel,
+    running_job_folders,
+    signal_group,
+    signal_jobs,
+    signal_local,
+    write_cancel_marker,
+)
+from explaunch.launch.controller_state import (
+    CANCELLED,
+    FINISHED,
+    INTERRUPTED,
+    NONE,
+    SLURM,
+    UNKNOWN,
+    Controller,
+    active_slurm_jobs,
+    controller_alive,
+    controller_state,
+    group_members,
+    slurm_jobs_of,
+)
 from explaunch.sweepdir.reader import read_plan
 
 DEFAULT_WAIT_S = 60.0
@@ -58,20 +81,18 @@ def run(args: argparse.Namespace) -> int:
     if not args.wait >= 0:
         raise UsageError(f"--wait {args.wait:g}: must be a number of seconds >= 0")
     plan = read_plan(sweep_dir)
-    controller = detach.Controller.read(sweep_dir)
-    seen = detach.controller_state(sweep_dir, controller, plan)
-    if seen.state in (detach.FINISHED, detach.NONE, detach.CANCELLED) or (
-        seen.state == detach.INTERRUPTED and not still_running(sweep_dir)
-    ):
+    controller = Controller.read(sweep_dir)
+    seen = controller_state(sweep_dir, controller, plan)
+    if seen.state in (FINISHED, NONE, CANCELLED) or (seen.state == INTERRUPTED and not still_running(sweep_dir)):
         print(f"{sweep_dir}: not running ({seen.state}); nothing to cancel")
         return 0
-    if seen.state == detach.UNKNOWN:
+    if seen.state == UNKNOWN:
         raise ExplaunchError(f"{sweep_dir}: cannot reach its controller from here ({seen.detail})")
-    detach.write_cancel_marker(sweep_dir)
+    write_cancel_marker(sweep_dir)
     signal_sweep = start_cancel(sweep_dir, controller, plan)
     ended = wait_for_end(sweep_dir, args.wait, signal_sweep)
-    if not ended and controller is not None and controller.launcher == detach.SLURM:
-        detach.finish_slurm_cancel(controller.slurm_job_id, sweep_dir)
+    if not ended and controller is not None and controller.launcher == SLURM:
+        finish_slurm_cancel(controller.slurm_job_id, sweep_dir)
         ended = wait_for_end(sweep_dir, 10.0, None)
     status = sweep_status(sweep_dir)
     counts = ", ".join(f"{count} {state}" for state, count in status["counts"].items() if count)
@@ -82,16 +103,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def start_cancel(sweep_dir: Path, controller: detach.Controller | None, plan: dict[str, Any] | None) -> Any:
+def start_cancel(sweep_dir: Path, controller: Controller | None, plan: dict[str, Any] | None) -> Any:
     """Signal the sweep; return what to call while waiting for it to end (None where there is nothing more to do)."""
     pid = controller.pid if controller is not None else (plan or {}).get("pid")
-    on_slurm = controller is not None and controller.launcher == detach.SLURM
+    on_slurm = controller is not None and controller.launcher == SLURM
     if on_slurm and controller is not None and controller.slurm_job_id:
-        for line in detach.cancel_slurm_jobs(sweep_dir, controller.slurm_job_id):
+        for line in cancel_slurm_jobs(sweep_dir, controller.slurm_job_id):
             print(line)
         return None
     if on_slurm:  # a controller run here (taken over in a terminal): the SLURM jobs are cancelled from here
-        for line in detach.cancel_slurm_jobs(sweep_dir, None):
+        for line in cancel_slurm_jobs(sweep_dir, None):
             print(line)
     if not isinstance(pid, int):
         return None
@@ -114,14 +135,14 @@ class LocalCancel:
         self.again_at: float | None = time.monotonic() + SECOND_SIGNAL_S
 
     def start(self) -> LocalCancel:
-        if detach.controller_alive(self.pid, self.pid_start):
+        if controller_alive(self.pid, self.pid_start):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(self.pid, signal.SIGINT)
             self.wait_for_stop()
             self.signal_running_jobs()
             print(f"signalled the sweep (pid {self.pid}): no new job starts, running jobs are cancelled")
-        elif detach.group_members(self.pid):  # the controller is gone; jobs it started still run
-            detach.signal_group(self.pid, signal.SIGINT)
+        elif group_members(self.pid):  # the controller is gone; jobs it started still run
+            signal_group(self.pid, signal.SIGINT)
             self.jobs_signalled = True
             print(f"signalled the jobs the controller (pid {self.pid}) left running")
         return self
@@ -129,14 +150,14 @@ class LocalCancel:
     def wait_for_stop(self) -> None:
         """The sweep first stops launching (it touches its stop file at the signal: jobs queued in its workers will
         not begin); only then are its running jobs cut, so that a worker freed by one takes no queued job."""
-        stop_file = self.sweep_dir / detach.STOP_FILE
+        stop_file = self.sweep_dir / STOP_FILE
         end = time.monotonic() + STOP_WAIT_S
-        while not stop_file.exists() and time.monotonic() < end and detach.controller_alive(self.pid):
+        while not stop_file.exists() and time.monotonic() < end and controller_alive(self.pid):
             time.sleep(0.02)
 
     def signal_running_jobs(self) -> None:
-        if not self.jobs_signalled and detach.running_job_folders(self.sweep_dir, self.started):
-            self.jobs_signalled = detach.signal_jobs(self.pid, signal.SIGINT) > 0
+        if not self.jobs_signalled and running_job_folders(self.sweep_dir, self.started):
+            self.jobs_signalled = signal_jobs(self.pid, signal.SIGINT) > 0
 
     def __call__(self) -> None:
         """While waiting: jobs that began meanwhile are signalled; past the grace time, while jobs still run, the
@@ -145,8 +166,8 @@ class LocalCancel:
         self.signal_running_jobs()
         if self.again_at is not None and time.monotonic() >= self.again_at:
             self.again_at = None
-            if detach.running_job_folders(self.sweep_dir, self.started):
-                detach.signal_local(self.pid, signal.SIGINT)
+            if running_job_folders(self.sweep_dir, self.started):
+                signal_local(self.pid, signal.SIGINT)
 
 
 def wait_for_end(sweep_dir: Path, wait_s: float, while_waiting: Any) -> bool:
@@ -163,12 +184,12 @@ def wait_for_end(sweep_dir: Path, wait_s: float, while_waiting: Any) -> bool:
 
 
 def still_running(sweep_dir: Path) -> bool:
-    controller = detach.Controller.read(sweep_dir)
-    seen = detach.controller_state(sweep_dir, controller, read_plan(sweep_dir))
+    controller = Controller.read(sweep_dir)
+    seen = controller_state(sweep_dir, controller, read_plan(sweep_dir))
     if seen.live:
         return True
     if controller is not None and controller.pid is not None and not controller.slurm_job_id:
-        return bool(detach.group_members(controller.pid))
-    if controller is not None and controller.launcher == detach.SLURM:
-        return bool(detach.active_slurm_jobs(detach.slurm_jobs_of(sweep_dir)))
+        return bool(group_members(controller.pid))
+    if controller is not None and controller.launcher == SLURM:
+        return bool(active_slurm_jobs(slurm_jobs_of(sweep_dir)))
     return False

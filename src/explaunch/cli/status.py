@@ -4,7 +4,7 @@ state, the time left, and its controller (running, finished, cancelled, or gone:
 Read from the sweep folder alone, cheaply enough for a sweep of thousands of jobs: ``plan.json`` (the jobs of this
 run of the sweep), ``ledger.jsonl`` (one line per outcome: most jobs are known from it, without reading their
 records), a ``stat`` of each job folder (begun: Hydra's ``.hydra/``; recorded: ``job.json``), the records of the few
-jobs the ledger does not know yet, and ``controller.json`` (:mod:`explaunch.launch.detach`). No MLflow.
+jobs the ledger does not know yet, and ``controller.json`` (:mod:`explaunch.launch.controller_state`). No MLflow.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from explaunch.errors import RecordError, UsageError
-from explaunch.launch import detach
+from explaunch.launch.controller_state import CANCEL_FILE, CONTROLLER_FILE, CONTROLLER_LOG, Controller, controller_state
 from explaunch.sweepdir import records
 from explaunch.sweepdir.ledger import Ledger, LedgerEntry
 from explaunch.sweepdir.reader import is_sweep, read_json, read_plan
@@ -86,7 +86,7 @@ def check_sweep_dir(path: Path) -> Path:
     """``path`` as an absolute sweep folder, or the one-line error (exit 2) of a folder that is not one."""
     if not path.is_dir():
         raise UsageError(f"{path}: no such folder (give a sweep folder, multirun/<date>/<time>)")
-    if not (is_sweep(path) or (path / detach.CONTROLLER_FILE).is_file()):
+    if not (is_sweep(path) or (path / CONTROLLER_FILE).is_file()):
         raise UsageError(f"{path}: not a sweep folder (no plan.json, ledger.jsonl, sweep.json or job folders)")
     return path.absolute()
 
@@ -114,9 +114,9 @@ def sweep_status(sweep_dir: Path) -> dict[str, Any]:
     """Everything ``explaunch status`` shows, as plain data (its ``--json``)."""
     now = time.time()
     plan = read_plan(sweep_dir)
-    controller = detach.Controller.read(sweep_dir)
-    seen = detach.controller_state(sweep_dir, controller, plan)
-    cancelled = (sweep_dir / detach.CANCEL_FILE).exists()
+    controller = Controller.read(sweep_dir)
+    seen = controller_state(sweep_dir, controller, plan)
+    cancelled = (sweep_dir / CANCEL_FILE).exists()
     jobs = job_states(sweep_dir, plan, controller, seen.live, cancelled)
     counts = dict.fromkeys(STATES, 0)
     for job in jobs:
@@ -136,7 +136,7 @@ def sweep_status(sweep_dir: Path) -> dict[str, Any]:
             "detail": seen.detail,
             "cancel_requested": cancelled,
             **(controller_fields(controller) if controller else {}),
-            **({"log": str(sweep_dir / detach.CONTROLLER_LOG)} if controller else {}),
+            **({"log": str(sweep_dir / CONTROLLER_LOG)} if controller else {}),
         },
         "total": len(jobs),
         "done": sum(1 for j in jobs if j.status not in UNFINISHED),
@@ -149,7 +149,7 @@ def sweep_status(sweep_dir: Path) -> dict[str, Any]:
     }
 
 
-def controller_fields(controller: detach.Controller) -> dict[str, Any]:
+def controller_fields(controller: Controller) -> dict[str, Any]:
     return {
         "pid": controller.pid,
         "host": controller.host,
@@ -163,7 +163,7 @@ def controller_fields(controller: detach.Controller) -> dict[str, Any]:
 
 
 def job_states(
-    sweep_dir: Path, plan: dict[str, Any] | None, controller: detach.Controller | None, live: bool, cancelled: bool
+    sweep_dir: Path, plan: dict[str, Any] | None, controller: Controller | None, live: bool, cancelled: bool
 ) -> list[JobState]:
     """Each job's state in this run of the sweep: from its ledger line when it has one written since the run began,
     else from its folder (running: begun, no record yet; its record, when the ledger does not have it yet)."""

@@ -32,7 +32,7 @@ class ExplaunchSweeper(Sweeper):
         try:
             check_settings(config)
             if OmegaConf.select(config, "hydra.sweeper.detach", default=False):
-                from explaunch.launch.detach import check_detachable
+                from explaunch.launch.controller import check_detachable
 
                 check_detachable(config)  # a launcher it cannot detach from: one line before anything is made
             self.launcher = Plugins.instance().instantiate_launcher(
@@ -50,7 +50,7 @@ class ExplaunchSweeper(Sweeper):
         (:meth:`explaunch.launch.sweeper.SweepRunner.returns`). On any job not completed: the summary,
         ``on_multirun_end`` callbacks (Hydra would skip them), then exit 1 (130 when interrupted).
 
-        With ``hydra.sweeper.detach=true``: check the sweep, start its controller (:mod:`explaunch.launch.detach`),
+        With ``hydra.sweeper.detach=true``: check the sweep, start its controller (:mod:`explaunch.launch.controller`),
         say where it is and exit 0 at once; the controller runs this same method, not detached."""
         from explaunch.errors import ExplaunchError
         from explaunch.launch.settings import SweeperSettings
@@ -63,7 +63,7 @@ class ExplaunchSweeper(Sweeper):
         )
         params = {str(k): str(v) for k, v in self.params.items()}
         if settings.detach:
-            from explaunch.launch.detach import detach
+            from explaunch.launch.controller import detach
 
             try:
                 detach(runner.plan, arguments, params, self.config, ours=runner.ours)
@@ -72,7 +72,7 @@ class ExplaunchSweeper(Sweeper):
             raise SystemExit(0)  # the controller runs the sweep and its on_multirun_end callbacks
         from pathlib import Path
 
-        from explaunch.launch.detach import SweepRun, launcher_name
+        from explaunch.launch.controller import SweepRun, launcher_name
 
         this_run = SweepRun.begin(Path(str(self.config.hydra.sweep.dir)), launcher_name(self.config))
         code = 1
