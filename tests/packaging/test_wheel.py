@@ -92,10 +92,10 @@ print(json.dumps({{
     "launchers": [p.__module__ for p in Plugins.instance().discover(Launcher)],
     "version": importlib.metadata.version("explaunch"),
     "editable": not str(data).startswith({str(venv)!r}),
-    "data": sorted(p.name for p in data.iterdir() if p.name in ("py.typed", "data", "dashboard")),
+    "data": sorted(p.name for p in data.iterdir() if p.name in ("py.typed", "data", "review")),
     "prompts": sorted(p.name for p in (data / "data").iterdir() if p.name.endswith(".jsonl")),
     "tokenizer": sorted(p.name for p in (data / "data" / "tokenizer").iterdir()),
-    "static": sorted(p.name for p in (data / "dashboard" / "static").iterdir()),
+    "static": sorted(p.name for p in (data / "review" / "dashboard" / "static").iterdir()),
 }}))
 """,
         cwd=tmp_path,
@@ -106,7 +106,7 @@ print(json.dumps({{
     assert "ExplaunchSweeper" in found["sweepers"]
     assert any("explaunch_plugins" in m for m in found["launchers"]), found["launchers"]
     assert not found["editable"]
-    assert found["data"] == ["dashboard", "data", "py.typed"]
+    assert found["data"] == ["data", "py.typed", "review"]
     assert found["prompts"] and found["tokenizer"] and found["static"], found
 
     version_line = run(str(bin_dir / "explaunch"), "--version", cwd=tmp_path)

@@ -164,7 +164,7 @@ class JobRecorder:
         self.start_time = now_iso()
         self._t0 = time.perf_counter()
         self.launcher = getattr(hydra, "launcher", None) if self.multirun else None  # a single run has none
-        self._cpu0 = self.guard("efficiency", tree_cpu_seconds)  # the job's CPU time so far (a reused worker's)
+        self._cpu0: float | None = None  # the job's CPU time so far (a reused worker's), where resources are on
         self.snapshot: Any = None
         self.sampler: Any = None
         self.energy: Any = None
@@ -187,6 +187,7 @@ class JobRecorder:
         self.guard("reset", _end_leaked_mlflow_run)
         self.snapshot = self.guard("snapshot", self._start_snapshot)
         if self.settings.resources.enabled:
+            self._cpu0 = self.guard("efficiency", tree_cpu_seconds)
             self.sampler = self.guard("resources", self._start_sampler)
         if self.settings.energy.enabled:
             self.baseline = self.guard("energy baseline", self._baseline)
