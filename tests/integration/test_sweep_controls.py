@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from explaunch.launch.controls import CONTROLS_FILE
 from explaunch.sweepdir import records
 from explaunch.sweepdir.ledger import Ledger
+from explaunch.sweepdir.records import CONTROLS_FILE
 from tests.integration.helpers import run_main
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,6 @@ from explaunch.launch.settings import SWEEP_LOG, Job, SweeperSettings
 from explaunch.sweepdir import records
 
 log = logging.getLogger(SWEEP_LOG)
-CONTROLS_FILE = "controls.json"  # written by the sweep's parent alone, rewritten as the sweep goes
 
 
 class SweepControls:
@@ -133,9 +132,10 @@ class SweepControls:
 
     def write(self) -> None:
         try:
-            records.write_json_atomic(self.sweep_dir / CONTROLS_FILE, {"updated": time.time(), **self.summary()})
+            state = {"updated": time.time(), **self.summary()}
+            records.write_json_atomic(self.sweep_dir / records.CONTROLS_FILE, state)
         except OSError as ex:
-            log.debug("cannot write %s: %s", CONTROLS_FILE, ex)
+            log.debug("cannot write %s: %s", records.CONTROLS_FILE, ex)
 
     def close(self) -> None:
         if self.gate is not None:

@@ -13,7 +13,6 @@ from typing import Any
 
 from hydra.core.utils import JobReturn
 
-from explaunch.job.recording import now_iso
 from explaunch.launch import jobguard, policy
 from explaunch.launch.attempts import archive_attempt, with_batch
 from explaunch.launch.controls import SweepControls
@@ -22,7 +21,6 @@ from explaunch.launch.plan import SweepPlan
 from explaunch.launch.progress import BatchWatcher, Progress
 from explaunch.launch.settings import ATTEMPTS_DIR, DISK_ERRNOS, SWEEP_LOG, Job, SweeperSettings, why
 from explaunch.sweepdir import records
-from explaunch.sweepdir.ledger import LedgerEntry
 
 log = logging.getLogger(SWEEP_LOG)
 
@@ -75,21 +73,8 @@ class Outcomes:
         record = job.record
         assert record is not None and self.progress is not None
         plan = self.plan
-        entry = LedgerEntry(
-            key=job.key,
-            job_num=job.num,
-            overrides=job.grid_overrides,
-            status=record.status,
-            attempt=job.attempt,
-            job_dir=str(plan.job_dir(job).relative_to(plan.sweep_dir)),
-            time=now_iso(),
-            duration_s=record.duration_s,
-            details={
-                "batch_size": job.batch_size,
-                "launched_with": job.overrides,
-                **({"program": plan.program} if plan.program else {}),
-            },
-        )
+        details = {"batch_size": job.batch_size, "launched_with": job.overrides}
+        entry = plan.ledger_entry(job, record, {**details, **({"program": plan.program} if plan.program else {})})
         try:
             plan.ledger.append(entry)
         except OSError as ex:  # a full disk: the job's own record stands; a rerun runs it again

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from explaunch.config import config_hash, is_explaunch_config, task_config_hash, validate
 from explaunch.errors import RecordError
 from explaunch.job.recording import now_iso
-from explaunch.launch.settings import PLAN_FILE, SWEEP_LOG, Job, SweeperSettings, why
+from explaunch.launch.settings import SWEEP_LOG, Job, SweeperSettings, why
 from explaunch.sweepdir import records
 from explaunch.sweepdir.ledger import Ledger, LedgerEntry
 
@@ -116,6 +116,20 @@ class SweepPlan:
             subdir = str(job.num)
         return self.sweep_dir / subdir
 
+    def ledger_entry(self, job: Job, record: records.JobRecord, details: dict[str, Any]) -> LedgerEntry:
+        """The ledger line of a job's attempt from its record (the one place it is built)."""
+        return LedgerEntry(
+            key=job.key,
+            job_num=job.num,
+            overrides=job.grid_overrides,
+            status=record.status,
+            attempt=job.attempt,
+            job_dir=str(self.job_dir(job).relative_to(self.sweep_dir)),
+            time=now_iso(),
+            duration_s=record.duration_s,
+            details=details,
+        )
+
     def adopt_unledgered(self, jobs: list[Job]) -> None:
         """A job whose folder holds its completed record but whose ledger line is missing (the sweep was killed
         between the job writing its record and the sweep writing the line) is done: its line is written now, so a
@@ -133,17 +147,7 @@ class SweepPlan:
                 continue
             log.info("job %d: completed before the sweep stopped (its record, no ledger line): not run again", job.num)
             job.attempt = max(job.attempt, 1)
-            entry = LedgerEntry(
-                key=job.key,
-                job_num=job.num,
-                overrides=job.grid_overrides,
-                status=record.status,
-                attempt=job.attempt,
-                job_dir=str(path.relative_to(self.sweep_dir)),
-                time=now_iso(),
-                duration_s=record.duration_s,
-                details={"launched_with": job.overrides, "recovered_from": records.JOB_FILE},
-            )
+            entry = self.ledger_entry(job, record, {"launched_with": job.overrides, "recovered_from": records.JOB_FILE})
             try:
                 self.ledger.append(entry)
             except OSError as ex:  # it runs again, as before
@@ -170,7 +174,7 @@ class SweepPlan:
                 for job in jobs
             ],
         }
-        records.write_json_atomic(self.sweep_dir / PLAN_FILE, plan)
+        records.write_json_atomic(self.sweep_dir / records.PLAN_FILE, plan)
 
 
 def program_fingerprint(task_function: Any) -> str | None:

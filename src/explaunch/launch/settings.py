@@ -27,7 +27,6 @@ ATTEMPT_FILES = (
 EXIT_INTERRUPTED = 130
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})  # writes that no job can make succeed
 STOP_FILE = ".stop"  # while a streaming launch runs: the sweep stops launching, queued jobs do not begin
-PLAN_FILE = "plan.json"  # what this run of the sweep means to do, for the dashboard: rewritten at each (re)start
 # The logger of every module of the sweep: its lines name one logger, as when the sweep was one module.
 SWEEP_LOG = "explaunch.launch.sweeper"
 

@@ -27,7 +27,8 @@ from explaunch.errors import RecordError
 from explaunch.redaction import redact_override
 from explaunch.sweepdir import records
 
-PLAN_FILE = "plan.json"  # written by explaunch.launch.sweeper at each start of a sweep
+PLAN_FILE = records.PLAN_FILE
+CONTROLS_FILE = records.CONTROLS_FILE
 RESOURCES_CSV = "resources.csv"  # explaunch.measure.resources.CSV_FILE, without importing psutil
 SWEEP_MARKERS = ("multirun.yaml", PLAN_FILE, records.SWEEP_FILE, "ledger.jsonl")
 NOT_JOB_FOLDERS = frozenset({"attempts", "artifacts"})

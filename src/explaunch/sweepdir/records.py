@@ -24,6 +24,8 @@ JOB_FILE = "job.json"
 SWEEP_FILE = "sweep.json"
 SWEEP_CSV = "sweep.csv"
 TRACEBACK_FILE = "traceback.txt"
+PLAN_FILE = "plan.json"  # the sweep's parent: what this run of the sweep means to do, rewritten at each (re)start
+CONTROLS_FILE = "controls.json"  # the sweep's parent: what its limits, budgets and rules did, as the sweep goes
 
 COMPLETED = "completed"
 FAILED = "failed"

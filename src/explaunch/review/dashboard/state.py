@@ -80,11 +80,8 @@ def sweep_state(
             for alert in job.alerts
         ],
         "resources": resources(reader, sweep_dir, jobs, started),
-        "controls": controls_lines(read_json(sweep_dir / CONTROLS_FILE)),
+        "controls": controls_lines(read_json(sweep_dir / records.CONTROLS_FILE)),
     }
-
-
-CONTROLS_FILE = "controls.json"  # explaunch.launch.controls: what the sweep's limits, budgets and rules did
 
 
 def controls_lines(data: Any) -> list[str]:
