@@ -2,7 +2,8 @@
 
     python -m benchmarks [--only B1,B3] [--repeats N] [--quick] [--markdown]      (or: make bench)
 
-Without --only, B1-B8 run; B9 (launch and exit latency against a plain Hydra app) runs only when named.
+Without --only, B1-B8 run; B9 (launch and exit latency against a plain Hydra app) and B10 (explaunch status on a
+1000-job sweep; a detached SLURM sweep against plain sbatch --array) run only when named.
 
 Each benchmark writes benchmarks/results/<id>.json (machine, versions, settings, raw timings, figures, targets);
 then one table is printed for all, and the command exits 1 when a target is missed or a benchmark failed.
@@ -30,6 +31,7 @@ from benchmarks import (
     b7_gpu_energy,
     b8_repeatability,
     b9_launch_latency,
+    b10_status_detach,
 )
 from benchmarks.harness import (
     RESULTS_DIR,
@@ -55,8 +57,8 @@ MODULES: tuple[ModuleType, ...] = (
     b7_gpu_energy,
     b8_repeatability,
 )
-# Run only when named (--only B9): not in the default set (make bench) while its targets are not met.
-OPT_IN: tuple[ModuleType, ...] = (b9_launch_latency,)
+# Run only when named (--only B9, --only B10): not in the default set (make bench) while its targets are not met.
+OPT_IN: tuple[ModuleType, ...] = (b9_launch_latency, b10_status_detach)
 BENCHMARKS: dict[str, ModuleType] = {module.ID: module for module in (*MODULES, *OPT_IN)}
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from benchmarks import __main__ as suite
-from benchmarks import b2_joblib_efficiency, b4_resume, b7_gpu_energy, b8_repeatability
+from benchmarks import b2_joblib_efficiency, b4_resume, b7_gpu_energy, b8_repeatability, b10_status_detach
 from benchmarks.harness import (
     ERROR,
     INFO,
@@ -305,3 +305,24 @@ def test_repeatability_rows_hold_tokens_per_s_cv_to_5_percent_and_report_energy_
         for n, tps in enumerate([800, 1000, 1200, 900, 1100])
     ]
     assert b8_repeatability.rows_of(b8_repeatability.summarize_jobs(noisy), 5)[0].status == MISSED
+
+
+def test_b10_reads_the_job_id_sbatch_parsable_prints() -> None:
+    assert b10_status_detach.submitted_job_id("4242\n") == "4242"
+    assert b10_status_detach.submitted_job_id("4242;explaunch\n") == "4242"
+    with pytest.raises(RuntimeError, match="not a job id"):
+        b10_status_detach.submitted_job_id("sbatch: error: invalid partition\n")
+
+
+def test_b10_without_slurm_skips_its_detach_rows_and_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(b10_status_detach, "slurm_unavailable", lambda: "sinfo fails: cannot reach slurmctld")
+    rows, raw, stats = b10_status_detach.time_detach(Context(tmp_path), tmp_path)
+    assert [row.status for row in rows] == [SKIPPED, SKIPPED]
+    assert rows[0].detail == "skipped: no SLURM: sinfo fails: cannot reach slurmctld"
+    assert rows[1].label == "100 jobs: detach returns / sbatch --array returns" and rows[1].value is None
+    assert raw == {"slurm": "sinfo fails: cannot reach slurmctld"} and stats == {}
+
+
+def test_b10_says_which_slurm_tools_are_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("shutil.which", lambda tool: None if tool in ("sinfo", "sbatch") else tool)
+    assert b10_status_detach.slurm_unavailable() == "no sinfo, sbatch on PATH (make slurm-up starts a local cluster)"
