@@ -28,6 +28,21 @@ Hydra
     under ``HYDRA_DEPRECATION_WARNINGS_AS_ERRORS``, for an app without a version base whose job changes directory
     (:mod:`explaunch.job.jobrun`, Hydra's ``run_job`` reproduced). Fallback: the same check and message through the
     public ``warnings.warn``.
+    ``hydra.core.utils._flush_loggers`` (hydra-core 1.3.8): flushes every logging handler at a job's end, as Hydra's
+    ``run_job`` does (logging has no public call for it). Fallback: every handler of the root logger and of the
+    loggers logging's manager knows, flushed.
+    ``JobReturn._return_value`` (hydra-core 1.3.8): a failed job's exception. The public ``return_value`` re-raises
+    it and writes ``Error executing job ...`` to stderr first. Fallback: that property, its stderr line dropped.
+    ``hydra._internal.utils.get_args_parser`` (hydra-core 1.3.8): Hydra's command-line parser, so that explaunch's
+    check of a bad command line before any job starts reads the flags as Hydra will. Fallback: a parser with the
+    flags of hydra-core 1.3 (:func:`_own_args_parser`).
+OmegaConf
+    ``omegaconf._utils.get_omega_conf_dumper`` (omegaconf 2.3.0): the YAML representers of ``OmegaConf.to_yaml``,
+    which :mod:`explaunch.job.jobrun` gives libyaml's faster emitter to write a job's ``.hydra`` files as Hydra does.
+    Fallback: ``OmegaConf.to_yaml``.
+    ``DictConfig._get_node`` (omegaconf 2.3.0): a child node as it is, unresolved (an interpolation or ``???`` stays
+    one), for the schema's key check and for copying a config without its ``hydra`` node. Fallback: the child read
+    through the public item access where that resolves, else left unchecked; the whole config copied.
 hydra-joblib-launcher
     ``hydra_plugins.hydra_joblib_launcher._core.process_joblib_cfg`` (1.2.0) turns the numbers its config gives as
     strings (``pre_dispatch``, ``batch_size``, ``max_nbytes``) into ints before ``joblib.Parallel`` sees them;
@@ -47,6 +62,7 @@ CODECARBON_READ = ("3.3",)  # major.minor releases whose private attributes were
 JOBLIB_READ = ("1.6",)  # joblib, for the loky it vendors
 HYDRA_READ = ("1.3",)  # hydra-core
 HYDRA_JOBLIB_READ = ("1.2",)  # hydra-joblib-launcher
+OMEGACONF_READ = ("2.3",)  # omegaconf
 CODECARBON_CPU_ATTRS = ("_pid", "_process", "_last_cpu_times", "_last_measurement_time")
 CODECARBON_RAM_ATTRS = ("_pid", "_get_children_memories")
 
@@ -206,3 +222,101 @@ def joblib_parallel_settings(settings: dict[str, Any]) -> dict[str, Any]:
             with contextlib.suppress(TypeError, ValueError):
                 out[key] = int(value)
     return out
+
+
+def flush_loggers() -> None:
+    """Flush every logging handler, as Hydra's ``run_job`` does at a job's end."""
+    if release_read("hydra-core", HYDRA_READ):
+        try:
+            from hydra.core.utils import _flush_loggers
+        except ImportError:
+            pass
+        else:
+            _flush_loggers()
+            return
+    import logging
+
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):
+            with contextlib.suppress(Exception):
+                handler.flush()
+
+
+def job_return_value(job_return: Any) -> Any:
+    """What a ``JobReturn`` holds: the task's return value, or the exception of a failed job (not raised)."""
+    if job_return is None or not hasattr(type(job_return), "return_value"):  # reading it would raise
+        return None
+    if release_read("hydra-core", HYDRA_READ) and hasattr(job_return, "_return_value"):
+        return job_return._return_value
+    import io
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            return job_return.return_value
+    except BaseException as ex:  # the job's own exception, handed back as a value
+        return ex
+
+
+def hydra_args_parser() -> Any:
+    """Hydra's command-line parser (an ``argparse.ArgumentParser``)."""
+    if release_read("hydra-core", HYDRA_READ):
+        try:
+            from hydra._internal.utils import get_args_parser
+        except ImportError:
+            pass
+        else:
+            return get_args_parser()
+    return _own_args_parser()
+
+
+def _own_args_parser() -> Any:
+    """The flags of hydra-core 1.3's ``get_args_parser``: what explaunch reads of a command line."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False, description="Hydra")
+    parser.add_argument("--help", "-h", action="store_true")
+    parser.add_argument("--hydra-help", action="store_true")
+    from hydra import __version__
+
+    parser.add_argument("--version", action="version", version=f"Hydra {__version__}")
+    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--cfg", "-c", choices=["job", "hydra", "all"])
+    parser.add_argument("--resolve", action="store_true")
+    parser.add_argument("--package", "-p")
+    parser.add_argument("--run", "-r", action="store_true")
+    parser.add_argument("--multirun", "-m", action="store_true")
+    parser.add_argument("--shell-completion", "-sc", action="store_true")
+    parser.add_argument("--config-path", "-cp")
+    parser.add_argument("--config-name", "-cn")
+    parser.add_argument("--config-dir", "-cd")
+    parser.add_argument("--experimental-rerun")
+    parser.add_argument("--info", "-i", const="all", nargs="?")
+    return parser
+
+
+def omegaconf_yaml_representers() -> dict[Any, Any] | None:
+    """The representers of OmegaConf's YAML dumper (which strings ``OmegaConf.to_yaml`` quotes); None where this
+    OmegaConf is not one read (then write YAML with ``OmegaConf.to_yaml``)."""
+    if not release_read("omegaconf", OMEGACONF_READ):
+        return None
+    try:
+        from omegaconf._utils import get_omega_conf_dumper
+    except ImportError:
+        return None
+    representers = getattr(get_omega_conf_dumper(), "yaml_representers", None)
+    return dict(representers) if isinstance(representers, dict) else None
+
+
+def config_node(cfg: Any, key: str) -> Any:
+    """The child ``key`` of the DictConfig ``cfg`` as a node, unresolved; None where it cannot be had without
+    resolving (another OmegaConf, and ``key`` an interpolation or missing)."""
+    if release_read("omegaconf", OMEGACONF_READ):
+        get_node = getattr(cfg, "_get_node", None)
+        if get_node is not None:
+            return get_node(key)
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_missing(cfg, key) or OmegaConf.is_interpolation(cfg, key):
+        return None
+    return cfg[key]

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 from omegaconf.nodes import AnyNode
 
+from explaunch import _compat
 from explaunch.errors import ConfigError
 
 
@@ -87,7 +88,7 @@ def check_keys(node: DictConfig, schema: Any, prefix: str) -> None:
         if name not in known:
             given: Any = OmegaConf.to_container(node, resolve=False)
             raise ConfigError(f"{prefix}{name}", given[name], "no such key; keys here: " + ", ".join(known))
-        child = node._get_node(name)
+        child = _compat.config_node(node, name)
         if isinstance(child, DictConfig):
             child_schema = OmegaConf.get_type(child) if hints.get(name) is Any else hints.get(name)
             check_keys(child, child_schema, f"{prefix}{name}.")
@@ -97,8 +98,9 @@ def without_hydra(cfg: DictConfig) -> DictConfig:
     """A deep copy of ``cfg`` less its ``hydra`` node, which is not copied to be dropped (it holds more than half
     of a composed config's nodes): deepcopy takes the placeholder found in its memo in its stead."""
     memo: dict[int, Any] = {}
-    if "hydra" in cfg:
-        memo[id(cfg._get_node("hydra"))] = AnyNode(None)
+    hydra_node = _compat.config_node(cfg, "hydra") if "hydra" in cfg else None
+    if hydra_node is not None:
+        memo[id(hydra_node)] = AnyNode(None)
     task_cfg = copy.deepcopy(cfg, memo)
     with read_write(task_cfg), open_dict(task_cfg):
         task_cfg.pop("hydra", None)

@@ -25,13 +25,13 @@ def running(sweep: Path, *nums: int) -> bool:
 
 
 def test_ctrl_c_twice_interrupts_at_once_keeps_whole_records_and_a_rerun_finishes(tmp_path: Path) -> None:
-    """Two jobs running on 2 joblib workers and two queued behind them; Ctrl-C, and again 0.3 s later: the jobs
+    """Two jobs running on 2 of explaunch's workers and two queued behind them; Ctrl-C, and again 0.3 s later: the jobs
     are cut at once, the sweep ends with exit 130, every record and ledger line it wrote is whole, each job's run
     is logged or said to be missing, and the same command then finishes the sweep, each job completed once, every
     run logged."""
     sweep = tmp_path / "sweep"
-    args = ("-m", "seed=range(0,4)", "experiment_type=probe", "experiment_type.duration_s=2", "hydra/launcher=joblib",
-            "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}")  # fmt: skip
+    args = ("-m", "seed=range(0,4)", "experiment_type=probe", "experiment_type.duration_s=2",
+            "hydra/launcher=explaunch_local", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}")  # fmt: skip
     proc = start_sweep(*args, cwd=tmp_path)
     try:
         wait_until(lambda: running(sweep, 0, 1), "jobs 0 and 1 running", proc)
@@ -79,7 +79,7 @@ def test_one_ctrl_c_starts_none_of_the_jobs_queued_in_the_workers(tmp_path: Path
     sweep = tmp_path / "sweep"
     proc = start_sweep(
         "-m", "seed=range(0,4)", "experiment_type=probe", "experiment_type.duration_s=5", "tracking=none",
-        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+        "hydra/launcher=explaunch_local", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
     )  # fmt: skip
     try:
         wait_until(lambda: running(sweep, 0, 1), "jobs 0 and 1 running", proc)

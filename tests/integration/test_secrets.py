@@ -181,16 +181,17 @@ def test_a_single_run_rewrites_hydras_own_files_redacted(tmp_path: Path) -> None
     assert leaks(tmp_path) == []
 
 
-def test_hydras_launchers_log_the_jobs_overrides_redacted(tmp_path: Path) -> None:
-    """Hydra's basic launcher logs each job's overrides ("Launching job #0 locally: ...") to the console and to the
-    job's log file, after configuring logging itself: the lines come out redacted all the same."""
+@pytest.mark.parametrize("launcher", ["basic", "joblib", "explaunch_local"])
+def test_hydras_launchers_log_the_jobs_overrides_redacted(launcher: str, tmp_path: Path) -> None:
+    """Hydra's launchers (and explaunch's) log each job's overrides ("#0 : ...") to the console and to the job's log
+    file, after configuring logging themselves: the lines come out redacted all the same."""
     proc = run_main(
         "-m", "experiment_type=probe", "experiment_type.duration_s=0", "seed=0,1", "tracking=none",
-        "hydra/launcher=basic", f"+params.api_token={KEY_SECRET}", "+params.note=${oc.env:EXPLAUNCH_TEST_SECRET}",
+        f"hydra/launcher={launcher}", f"+params.api_token={KEY_SECRET}", "+params.note=${oc.env:EXPLAUNCH_TEST_SECRET}",
         f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, env={"EXPLAUNCH_TEST_SECRET": ENV_SECRET},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     console = proc.stdout + proc.stderr
-    assert "Launching job #0" in console and "+params.api_token=<redacted>" in console
+    assert "#0 : " in console and "+params.api_token=<redacted>" in console
     assert not [s for s in SECRETS if s in console]
     assert leaks(tmp_path) == []

@@ -27,7 +27,7 @@ def statuses(sweep_dir: Path) -> dict[int | None, str]:
     return {r.job_num: r.status for _, r in records.iter_job_records(sweep_dir)}
 
 
-@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+@pytest.mark.parametrize("launcher", ["basic", "joblib", "explaunch_local"])
 def test_one_failing_job_among_six_leaves_five_completed_a_summary_and_exit_1(tmp_path: Path, launcher: str) -> None:
     sweep = tmp_path / "sweep"
     proc = run_main(
@@ -125,14 +125,14 @@ def test_failure_rate_stop_launches_no_more_jobs(tmp_path: Path) -> None:
     assert "stopped early: failure rate 3/3" in proc.stderr
 
 
-def test_failure_rate_stop_on_joblib_accounts_for_every_job(tmp_path: Path) -> None:
-    """joblib keeps a job queued per worker; once the sweep stops, a queued job that has not begun does not begin
-    (fastlaunch.Gate). Every job is either recorded or listed as not run, and a job listed so left nothing."""
+def test_failure_rate_stop_on_explaunch_local_accounts_for_every_job(tmp_path: Path) -> None:
+    """explaunch's launcher keeps a job queued per worker; once the sweep stops, a queued job that has not begun does
+    not begin (fastlaunch.Gate). Every job is either recorded or listed as not run, and a job listed so left nothing."""
     sweep = tmp_path / "sweep"
     proc = run_main(
         "-m", "seed=range(0,12)", "experiment_type=probe", "experiment_type.duration_s=0.3", "tracking=none",
         "experiment_type.fail=raise", "hydra.sweeper.max_failure_rate=0.5", "hydra.sweeper.min_jobs_for_rate=2",
-        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+        "hydra/launcher=explaunch_local", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 1
     ran = statuses(sweep)
@@ -146,11 +146,12 @@ def test_failure_rate_stop_on_joblib_accounts_for_every_job(tmp_path: Path) -> N
     assert not (sweep / STOP_FILE).exists()
 
 
-def test_a_job_past_its_time_limit_is_recorded_timeout_and_the_sweep_goes_on(tmp_path: Path) -> None:
+@pytest.mark.parametrize("launcher", ["joblib", "explaunch_local"])
+def test_a_job_past_its_time_limit_is_recorded_timeout_and_the_sweep_goes_on(launcher: str, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     proc = run_main(
         "-m", "experiment_type.duration_s=600,0.1", "experiment_type=probe", "tracking=none",
-        "hydra.sweeper.job_timeout_s=2", "hydra/launcher=joblib", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+        "hydra.sweeper.job_timeout_s=2", f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
         timeout=300,  # a job that is not ended at its limit would hold the sweep for 10 minutes
     )  # fmt: skip
     assert proc.returncode == 1
@@ -192,10 +193,11 @@ def test_sigint_stops_the_sweep_and_resume_completes_every_job_exactly_once(tmp_
     assert sorted(e.status for e in ledger.latest.values()) == ["completed"] * 6
 
 
-def test_a_killed_worker_is_recorded_and_rerun_on_resume(tmp_path: Path) -> None:
+@pytest.mark.parametrize("launcher", ["joblib", "explaunch_local"])
+def test_a_killed_worker_is_recorded_and_rerun_on_resume(launcher: str, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     args = ["-m", "seed=range(0,4)", *PROBE, "experiment_type.fail=kill", "experiment_type.fail_seeds=[1]",
-            "experiment_type.fail_attempts=1", "hydra/launcher=joblib", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+            "experiment_type.fail_attempts=1", f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep}"]  # fmt: skip
     proc = run_main(*args, cwd=tmp_path)
     assert proc.returncode == 1
     record = records.read_job_record(sweep / "1")
@@ -213,7 +215,7 @@ def test_a_killed_worker_is_recorded_and_rerun_on_resume(tmp_path: Path) -> None
     assert earlier["error_type"] == "WorkerDied" and earlier["files"] == "attempts/1"
 
 
-@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+@pytest.mark.parametrize("launcher", ["basic", "joblib", "explaunch_local"])
 def test_ctrl_c_during_a_job_records_it_interrupted(tmp_path: Path, launcher: str) -> None:
     """Ctrl-C in a terminal signals the whole process group: the parent and, with joblib, its workers."""
     sweep = tmp_path / "sweep"
@@ -235,18 +237,23 @@ def test_ctrl_c_during_a_job_records_it_interrupted(tmp_path: Path, launcher: st
     assert Ledger(sweep).status(Ledger(sweep).latest.popitem()[0]) == records.INTERRUPTED
 
 
-def test_joblib_jobs_stream_without_waiting_for_a_batch(tmp_path: Path) -> None:
-    """Long and short jobs alternate on 2 workers: job 2 starts on the worker that ran short job 1 while long job 0
-    still runs (the old batches of n_jobs made job 2 wait for job 0)."""
+@pytest.mark.parametrize("launcher", ["explaunch_local", "joblib"])
+def test_explaunch_local_streams_jobs_where_hydras_joblib_launcher_runs_batches(launcher: str, tmp_path: Path) -> None:
+    """Long and short jobs alternate on 2 workers. explaunch's launcher starts job 2 on the worker that ran short job
+    1 while long job 0 still runs; Hydra's joblib launcher, which explaunch's sweeper calls through its public
+    ``launch``, runs batches of n_jobs: job 2 waits for job 0."""
     sweep = tmp_path / "sweep"
     proc = run_main(
         "-m", "seed=0,1,2,3", "experiment_type=probe", "experiment_type.duration_s=2,0.1", "tracking=none",
-        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+        f"hydra/launcher={launcher}", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     found = {r.job_num: r for _, r in records.iter_job_records(sweep)}
     assert [found[n].config["experiment_type"]["duration_s"] for n in range(4)] == [2.0, 0.1, 2.0, 0.1]
-    assert found[2].start_time < found[0].end_time, (found[0].end_time, found[2].start_time)
+    if launcher == "explaunch_local":
+        assert found[2].start_time < found[0].end_time, (found[0].end_time, found[2].start_time)
+    else:
+        assert found[2].start_time >= found[0].end_time, (found[0].end_time, found[2].start_time)
 
 
 def test_a_completed_job_whose_ledger_line_was_lost_is_not_run_again(tmp_path: Path) -> None:

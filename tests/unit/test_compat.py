@@ -68,6 +68,7 @@ def test_the_installed_hydra_joblib_and_joblib_launcher_are_releases_whose_priva
         ("hydra-core", _compat.HYDRA_READ),
         ("joblib", _compat.JOBLIB_READ),
         ("hydra-joblib-launcher", _compat.HYDRA_JOBLIB_READ),
+        ("omegaconf", _compat.OMEGACONF_READ),
     ):
         assert _compat.release_read(distribution, read), (
             f"{distribution} {_compat.release(distribution)} is not among {read}: explaunch takes the public path "
@@ -180,3 +181,106 @@ def test_joblib_settings_are_made_as_hydras_joblib_launcher_makes_them(
     assert settings == {**given, "batch_size": 4, "pre_dispatch": 8}  # "1M" stays a string, as joblib reads it
     assert given["batch_size"] == "4"  # a copy
     assert _compat.joblib_parallel_settings(defaults) == defaults  # "auto", "2*n_jobs", null: as they are
+
+
+def _not_read(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setattr(_compat, name, ("0.0",))
+    _compat.release_read.cache_clear()  # the autouse fixture clears it again after the test
+
+
+@pytest.fixture(autouse=True)
+def _fresh_release_cache() -> Any:
+    _compat.release_read.cache_clear()
+    yield
+    _compat.release_read.cache_clear()
+
+
+@pytest.mark.parametrize("read", [True, False])
+def test_a_failed_jobs_exception_is_read_without_raising_or_writing(
+    read: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hydra.core.utils import JobReturn, JobStatus
+
+    if not read:
+        _not_read(monkeypatch, "HYDRA_READ")
+    assert hasattr(JobReturn(), "_return_value"), "Hydra's JobReturn no longer keeps _return_value"
+    error = ValueError("boom")
+    failed = JobReturn(overrides=["seed=1"], status=JobStatus.FAILED)
+    failed.return_value = error
+    done = JobReturn(overrides=["seed=2"], status=JobStatus.COMPLETED)
+    done.return_value = {"loss": 0.5}
+    assert _compat.job_return_value(failed) is error
+    assert _compat.job_return_value(done) == {"loss": 0.5}
+    assert _compat.job_return_value(None) is None
+    assert capsys.readouterr().err == ""
+
+
+def test_flush_loggers_flushes_every_handler_on_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    flushed: list[str] = []
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            pass
+
+        def flush(self) -> None:
+            flushed.append(self.name or "")
+
+    handler = Handler()
+    handler.set_name("ours")
+    logger = logging.getLogger("explaunch.test_compat.flush")
+    logger.addHandler(handler)
+    try:
+        _compat.flush_loggers()
+        assert flushed == ["ours"]
+        _not_read(monkeypatch, "HYDRA_READ")
+        _compat.flush_loggers()
+        assert flushed == ["ours", "ours"]
+    finally:
+        logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-m", "seed=1,2", "model=llama"],
+        ["--multirun", "-cn", "other", "x=1"],
+        ["--cfg", "job", "--resolve", "-p", "model"],
+        ["--info", "-cd", "/tmp/conf", "--config-path", "conf"],
+        ["--hydra-help"],
+        ["-sc", "-r"],
+        ["--experimental-rerun", "a.pickle"],
+    ],
+)
+def test_the_fallback_parser_reads_a_command_line_as_hydras_does(argv: list[str]) -> None:
+    hydras = vars(_compat.hydra_args_parser().parse_args(argv))
+    ours = vars(_compat._own_args_parser().parse_args(argv))
+    assert ours == hydras
+
+
+@pytest.mark.parametrize("read", [True, False])
+def test_job_yaml_files_read_back_as_omegaconf_writes_them(read: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from explaunch.job import jobrun
+
+    if not read:
+        assert _compat.omegaconf_yaml_representers() is not None, "omegaconf's get_omega_conf_dumper is gone"
+        monkeypatch.setattr(jobrun, "_REPRESENTERS", None)
+    container = {"a": "1", "b": "true", "c": "${x}", "d": None, "e": ["null", 2.5, "~"], "f": {"g": "on", "h": ""}}
+    text = jobrun.dump_yaml(container)
+    assert text == OmegaConf.to_yaml(OmegaConf.create(container))
+
+
+@pytest.mark.parametrize("read", [True, False])
+def test_a_child_node_is_had_unresolved(read: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from explaunch.config_rules import without_hydra
+
+    if not read:
+        _not_read(monkeypatch, "OMEGACONF_READ")
+    cfg = OmegaConf.create({"hydra": {"job": {"name": "x"}}, "model": {"name": "m"}, "ref": "${model.name}"})
+    model = _compat.config_node(cfg, "model")
+    assert model is cfg.model
+    ref = _compat.config_node(cfg, "ref")
+    assert ref is None if not read else ref._value() == "${model.name}"
+    copied = without_hydra(cfg)
+    assert "hydra" not in copied and copied.ref == "m" and "hydra" in cfg

@@ -26,11 +26,10 @@ from typing import Any, cast
 
 import yaml
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, JobRuntime, JobStatus, _flush_loggers, configure_log, env_override
+from hydra.core.utils import JobReturn, JobRuntime, JobStatus, configure_log, env_override
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
-from omegaconf._utils import get_omega_conf_dumper
 
-from explaunch import redaction
+from explaunch import _compat, redaction
 from explaunch.config import without_hydra
 
 
@@ -78,7 +77,7 @@ def run_job(config: DictConfig, hydra_context: Any, task_function: Any) -> JobRe
                 job_return.return_value = ex
                 job_return.status = JobStatus.FAILED
         job_return.task_name = JobRuntime.instance().get("name")
-        _flush_loggers()
+        _compat.flush_loggers()
         callbacks.on_job_end(config=config, job_return=job_return)
         return job_return
     finally:
@@ -115,8 +114,8 @@ class ComposedJobReturn(JobReturn):
             working_dir=job_return.working_dir,
             task_name=job_return.task_name,
             status=job_return.status,
-            _return_value=job_return._return_value,
         )
+        self.return_value = _compat.job_return_value(job_return)
 
     @property
     def cfg(self) -> DictConfig | None:
@@ -180,7 +179,8 @@ class _Dumper(getattr(yaml, "CDumper", yaml.Dumper)):  # type: ignore[misc]
     (which strings to quote): the text of ``OmegaConf.to_yaml``."""
 
 
-for _type, _representer in get_omega_conf_dumper().yaml_representers.items():
+_REPRESENTERS = _compat.omegaconf_yaml_representers()  # None: another OmegaConf, whose to_yaml writes the files
+for _type, _representer in (_REPRESENTERS or {}).items():
     _Dumper.add_representer(_type, _representer)
 
 
@@ -190,6 +190,8 @@ def _container(cfg: Any) -> Any:
 
 def dump_yaml(container: Any) -> str:
     """A config's container as ``OmegaConf.to_yaml`` writes it (unresolved, keys in order)."""
+    if _REPRESENTERS is None:
+        return OmegaConf.to_yaml(OmegaConf.create(container))
     text: str = yaml.dump(container, default_flow_style=False, allow_unicode=True, sort_keys=False, Dumper=_Dumper)
     return text
 

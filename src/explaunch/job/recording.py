@@ -29,6 +29,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from explaunch import _compat
 from explaunch.errors import ConfigError
 from explaunch.job.efficiency import tree_cpu_seconds
 from explaunch.job.recording_settings import RecordingSettings
@@ -103,7 +104,7 @@ def code_dir() -> Path:
 
 
 def job_error(job_dir: Path, job_return: JobReturn) -> records.JobError:
-    exc = job_return._return_value  # Hydra keeps the job's exception here; .return_value would re-raise it
+    exc = _compat.job_return_value(job_return)  # the job's exception (.return_value would re-raise it)
     if not isinstance(exc, BaseException):
         return records.JobError(type="UnknownError", message=repr(exc))
     path = job_dir / records.TRACEBACK_FILE

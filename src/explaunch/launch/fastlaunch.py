@@ -3,18 +3,16 @@
 Jobs stream to warm workers here for explaunch's own launcher, ``hydra/launcher=explaunch_local``
 (:class:`hydra_plugins.explaunch_plugins.local_launcher.ExplaunchLocalLauncher`, the default of explaunch's app for
 ``-m``): its public ``launch`` composes each job with Hydra's config loader and streams them here, its ``stream``
-takes the jobs explaunch's sweeper composed. Hydra's basic and joblib launchers are still reproduced here, for sweeps
-that name them.
+takes the jobs explaunch's sweeper composed.
 
-Hydra's basic and joblib launchers compose every job again from its overrides (``load_sweep_config``, about 0.2 s a
-job here, as much as a short job's whole recording). explaunch's sweeper composed and validated every job while
-planning, sharing one composition among jobs that differ only in plain values (:mod:`explaunch.launch.composition`); for
-these two launchers it hands the composed configs over and runs them as those launchers do (same job ids, numbers,
-folders, logging, joblib settings, the same ``JobReturn``; each job run by :func:`explaunch.job.jobrun.run_job`,
-Hydra's ``run_job`` with fewer copies of the config) with one difference: jobs stream through joblib's pool, each
-starting as soon as a worker is free, where Hydra's launcher runs a list of jobs and returns when the last one
-ends — so the sweeper's batches each waited for their slowest job. Any other launcher (submitit) gets the
-overrides as usual.
+Hydra's launchers compose every job again from its overrides (``load_sweep_config``, about 0.2 s a job here, as much
+as a short job's whole recording). explaunch's sweeper composed and validated every job while planning, sharing one
+composition among jobs that differ only in plain values (:mod:`explaunch.launch.composition`); explaunch's launcher
+takes the composed configs and runs them as Hydra's joblib launcher would (job ids, numbers, folders, logging,
+joblib settings, the same ``JobReturn``; each job run by :func:`explaunch.job.jobrun.run_job`, Hydra's ``run_job``
+with fewer copies of the config) with one difference: jobs stream through joblib's pool, each starting as soon as a
+worker is free, where Hydra's joblib launcher runs a list of jobs and returns when the last one ends. Every other
+launcher, Hydra's basic and joblib launchers among them, gets the overrides through its own public ``launch``.
 """
 
 from __future__ import annotations
@@ -47,7 +45,7 @@ log = logging.getLogger(__name__)
 BASIC = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 LOCAL = "hydra_plugins.explaunch_plugins.local_launcher.ExplaunchLocalLauncher"  # hydra/launcher=explaunch_local
-WORKER_LAUNCHERS = frozenset({JOBLIB, LOCAL})  # joblib.Parallel's settings in ``launcher.joblib``
+WORKER_LAUNCHERS = frozenset({JOBLIB, LOCAL})  # joblib.Parallel's settings in ``launcher.joblib``; loky's workers
 
 
 def kind(launcher: Any) -> str:
@@ -56,15 +54,15 @@ def kind(launcher: Any) -> str:
 
 
 def supports(launcher: Any) -> bool:
-    """Whether ``launcher`` is one whose launch this module runs (exactly those classes, not subclasses)."""
-    return kind(launcher) in {BASIC, *WORKER_LAUNCHERS}
+    """Whether ``launcher`` streams composed jobs: explaunch's own (exactly that class, not a subclass)."""
+    return kind(launcher) == LOCAL
 
 
 def runs_in_process(launcher: Any) -> bool:
-    """Whether the jobs run in this process: the basic launcher, or explaunch's with fewer than 2 workers (Hydra's
-    joblib launcher goes through ``joblib.Parallel`` even then, which runs them in this process too)."""
+    """Whether the jobs run in this process: Hydra's basic launcher, or a joblib launcher (explaunch's, Hydra's)
+    with fewer than 2 workers (joblib then runs them in the calling process)."""
     name = kind(launcher)
-    return name == BASIC or (name == LOCAL and workers(launcher) < 2)
+    return name == BASIC or (name in WORKER_LAUNCHERS and workers(launcher) < 2)
 
 
 def workers(launcher: Any) -> int:
@@ -109,8 +107,8 @@ class Gate:
 
 
 def stream(launcher: Any, tasks: Iterator[Task], gate: Gate) -> Iterator[tuple[int, JobReturn | None]]:
-    """Run tasks as those launchers would, yielding ``(job number, JobReturn)`` as each job ends, or ``(job number,
-    None)`` for a job that did not begin because ``gate`` closed. joblib keeps one task queued per worker
+    """Run tasks as Hydra's joblib launcher would, yielding ``(job number, JobReturn)`` as each job ends, or ``(job
+    number, None)`` for a job that did not begin because ``gate`` closed. joblib keeps one task queued per worker
     (``pre_dispatch=2*n_jobs``, results unordered): a worker that ends a job begins the next at once, no job waits
     for another one, and the sweep composes and hands out the next while jobs run. ``tasks`` is read lazily; when it
     ends no further job starts."""
@@ -119,11 +117,9 @@ def stream(launcher: Any, tasks: Iterator[Task], gate: Gate) -> Iterator[tuple[i
     Path(str(launcher.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
     context, task_function = launcher.hydra_context, launcher.task_function
     if runs_in_process(launcher):
-        basic = kind(launcher) == BASIC  # its job ids are the numbers; joblib's and explaunch's <name>_<number>
         for task in tasks:
             log.info("Launching job #%d locally: %s", task.num, " ".join(filter_overrides(task.overrides)))
-            job_id = str(task.num) if basic else _joblib_job_id(task)
-            job_return = run_composed(task, context, task_function, gate, job_id=job_id)
+            job_return = run_composed(task, context, task_function, gate, job_id=_joblib_job_id(task))
             configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)  # as Hydra's basic
             yield task.num, job_return
         return

@@ -1,7 +1,8 @@
 """The launch loop: jobs go to the configured launcher until none is left or the sweep stops; those that fail in a
-way that may pass come back, after their backoff, for another attempt. Basic and joblib launchers stream the jobs
-(each starts as soon as a worker is free, from the configs the plan composed: :mod:`explaunch.launch.fastlaunch`);
-any other launcher (submitit) gets them in batches of consecutive job numbers."""
+way that may pass come back, after their backoff, for another attempt. explaunch's launcher streams the jobs (each
+starts as soon as a worker is free, from the configs the plan composed: :mod:`explaunch.launch.fastlaunch`); any other
+launcher (Hydra's basic and joblib, submitit) gets them through its public ``launch``, in batches of consecutive job
+numbers."""
 
 from __future__ import annotations
 

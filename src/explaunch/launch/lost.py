@@ -14,6 +14,7 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 
+from explaunch import _compat
 from explaunch.errors import JobInterrupted
 from explaunch.job.recording import now_iso, resolved_config, returned_metrics
 from explaunch.launch import jobguard
@@ -44,7 +45,7 @@ def lost_record(job: Job, key: str, error_type: str, message: str) -> records.Jo
 
 def lost_job_reason(job_return: Any) -> tuple[str, str]:
     """Why a job left no record, from what the launcher returned for it (a submitit error on SLURM)."""
-    error = getattr(job_return, "_return_value", None)
+    error = _compat.job_return_value(job_return)
     if not isinstance(error, BaseException):
         return ("WorkerDied", "the job left no record")
     text = str(error)
@@ -88,7 +89,7 @@ def record_from_return(
     if job_dir is not None:
         with contextlib.suppress(OSError):
             start = min(end, (job_dir / ".hydra" / "overrides.yaml").stat().st_mtime)
-    value = job_return._return_value  # the task's return value or exception: .return_value re-raises the latter
+    value = _compat.job_return_value(job_return)  # the task's return value or exception, not raised
     error = None if job_return.status == JobStatus.COMPLETED else returned_error(value, job_dir)
     return records.JobRecord(
         status=records.COMPLETED if error is None else records.status_of_error(error.type, error.message),

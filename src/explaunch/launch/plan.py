@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import itertools
 import logging
 import os
 import socket
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from explaunch.config import config_hash, is_explaunch_config, task_config_hash, validate
@@ -48,12 +50,21 @@ class SweepPlan:
         self.fast_values = isinstance(sweep_settings, dict) and sweep_settings.get("subdir") == "${hydra.job.num}"
 
     def expand(self, arguments: Sequence[str], params: dict[str, str]) -> list[list[str]]:
-        """The grid, exactly as Hydra's basic sweeper expands it (lists, range(), glob(), hydra.sweeper.params)."""
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
+        """The grid, exactly as Hydra's basic sweeper expands it (lists, range(), glob(), hydra.sweeper.params; a key
+        given twice takes its last value; the product in the order keys first appear)."""
         parser = OverridesParser.create(config_loader=self.loader)
         parsed = parser.parse_overrides([*(f"{k}={v}" for k, v in params.items()), *arguments])
-        return BasicSweeper.split_arguments(parsed, None)[0]
+        axes: dict[str, list[str]] = {}
+        for override in parsed:
+            key = override.get_key_element()
+            if not override.is_sweep_override():
+                axes[key] = [f"{key}={override.get_value_element_as_str()}"]
+            elif override.is_discrete_sweep():
+                axes[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+            else:
+                kind = override.value_type.name if override.value_type is not None else "unknown"
+                raise HydraException(f"explaunch's sweeper does not support sweep type : {kind} (in {key})")
+        return [list(point) for point in itertools.product(*axes.values())]
 
     def plan(self, grid: list[list[str]]) -> list[Job]:
         """Compose and validate every job before any starts; give each its ledger key and job number."""

@@ -33,9 +33,9 @@ _INSPECTING_FLAGS = ("help", "hydra_help", "cfg", "info", "shell_completion", "e
 
 def check_command_line(config_dir: Path, config_name: str, argv: Sequence[str] | None = None) -> None:
     """Exit with status 2 and one ``error:`` line on stderr when the command line asks for a bad config."""
-    from hydra._internal.utils import get_args_parser  # Hydra's own parser: the flags stay Hydra's
+    from explaunch._compat import hydra_args_parser  # Hydra's own parser: the flags stay Hydra's
 
-    args = get_args_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    args = hydra_args_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     check_secret_pattern()
     if any(getattr(args, flag, None) for flag in _INSPECTING_FLAGS) or args.config_dir or args.config_path:
         return

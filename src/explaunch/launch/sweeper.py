@@ -202,8 +202,6 @@ class SweepRunner:
         """Whether the jobs run in this process: the basic launcher, or joblib with one worker (no joblib import)."""
         from explaunch.launch import fastlaunch
 
-        if fastlaunch.kind(self.launcher) == fastlaunch.JOBLIB:
-            return self.batch_size() < 2
         return fastlaunch.runs_in_process(self.launcher)
 
     def batch_size(self) -> int:

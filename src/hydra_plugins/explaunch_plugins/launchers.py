@@ -187,12 +187,19 @@ class _WaitForAll:
             error = jobguard.interruption(
                 f"SLURM job {job.job_id} cancelled in the queue when the sweep was interrupted"
             )
-            return JobReturn(overrides=list(overrides), status=JobStatus.FAILED, _return_value=error)
+            return _failed(overrides, error)
         try:
             result: JobReturn = job.task(0).results()[0]  # task 0 ran the Hydra job; the others return None
             return result
         except Exception as ex:  # timed out, killed, node lost: the job left no result
-            return JobReturn(overrides=list(overrides), status=JobStatus.FAILED, _return_value=ex)
+            return _failed(overrides, ex)
+
+
+def _failed(overrides: Sequence[str], error: BaseException) -> JobReturn:
+    """The ``JobReturn`` of a job that failed with ``error``, as Hydra's ``run_job`` makes one."""
+    job_return = JobReturn(overrides=list(overrides), status=JobStatus.FAILED)
+    job_return.return_value = error
+    return job_return
 
 
 class ExplaunchSlurmLauncher(_WaitForAll, SlurmLauncher):
