@@ -43,6 +43,10 @@ OmegaConf
     ``DictConfig._get_node`` (omegaconf 2.3.0): a child node as it is, unresolved (an interpolation or ``???`` stays
     one), for the schema's key check and for copying a config without its ``hydra`` node. Fallback: the child read
     through the public item access where that resolves, else left unchecked; the whole config copied.
+CPython
+    ``atexit._run_exitfuncs`` (CPython 3.11-3.13): runs the exit handlers, so that the MLflow relay can end with
+    ``os._exit`` after them, without the teardown of the modules MLflow loads (~0.35 s the sweep would wait for).
+    Fallback: ``sys.exit``, Python's normal teardown.
 hydra-joblib-launcher
     ``hydra_plugins.hydra_joblib_launcher._core.process_joblib_cfg`` (1.2.0) turns the numbers its config gives as
     strings (``pre_dispatch``, ``batch_size``, ``max_nbytes``) into ints before ``joblib.Parallel`` sees them;
@@ -320,3 +324,15 @@ def config_node(cfg: Any, key: str) -> Any:
     if OmegaConf.is_missing(cfg, key) or OmegaConf.is_interpolation(cfg, key):
         return None
     return cfg[key]
+
+
+def run_exit_handlers() -> bool:
+    """Run the ``atexit`` handlers now (each once: they are cleared after). False, running nothing, on a Python that
+    does not have CPython's ``atexit._run_exitfuncs``."""
+    import atexit
+
+    run = getattr(atexit, "_run_exitfuncs", None)
+    if run is None:
+        return False
+    run()
+    return True

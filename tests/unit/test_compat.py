@@ -284,3 +284,17 @@ def test_a_child_node_is_had_unresolved(read: bool, monkeypatch: pytest.MonkeyPa
     assert ref is None if not read else ref._value() == "${model.name}"
     copied = without_hydra(cfg)
     assert "hydra" not in copied and copied.ref == "m" and "hydra" in cfg
+
+
+def test_exit_handlers_run_once_before_a_fast_exit() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import atexit, os; from explaunch import _compat\n"
+        "atexit.register(lambda: print('handler ran', flush=True))\n"
+        "assert _compat.run_exit_handlers(), 'CPython no longer has atexit._run_exitfuncs'\n"
+        "os._exit(3)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 3 and proc.stdout == "handler ran\n", proc.stderr

@@ -104,6 +104,11 @@ def test_a_gpu_id_that_is_not_visible_is_refused_where_the_jobs_run_here() -> No
             "hydra.launcher.n_jobs=0: must be N > 0 (workers), or -1 every core, -2 all but one, ...",
         ),
         (["hydra.launcher.prefer=gpus"], "hydra.launcher.prefer=gpus: allowed: processes, threads"),
+        (
+            ["hydra/launcher=joblib", "hydra.launcher.backend=dask"],
+            "hydra.launcher.backend=dask: allowed: loky, threading, multiprocessing, sequential, or one "
+            "joblib.register_parallel_backend added",
+        ),
         (["hydra.launcher.batch_size=0"], "hydra.launcher.batch_size=0: must be auto or an integer >= 1"),
         (
             ["hydra.sweeper.max_retries=two"],

@@ -20,7 +20,6 @@ Relay -> parent (stdout): ``{"ready": ...}`` or ``{"unavailable": error}``, ``{"
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import dataclasses
 import json
@@ -35,6 +34,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from explaunch import _compat
 from explaunch.errors import RecordError
 from explaunch.launch import jobguard
 from explaunch.sweepdir import records
@@ -310,7 +310,8 @@ def main() -> int:
 def exit_now(code: int) -> None:
     """End the relay without Python's teardown of the modules MLflow loads (~0.35 s on these machines, which the
     sweep would wait for): everything is written by then, exit handlers run, logs and pipes are flushed."""
-    atexit._run_exitfuncs()
+    if not _compat.run_exit_handlers():  # another Python: its normal teardown
+        sys.exit(code)
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):

@@ -306,10 +306,14 @@ class JoblibRules(JobLibLauncherConf):
         if self.batch_size is not None and batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
             raise ConfigError(f"{key}.batch_size", self.batch_size, "must be auto or an integer >= 1")
         if self.backend is not None:
-            from joblib.parallel import BACKENDS
+            from joblib import parallel_config
 
-            if self.backend not in BACKENDS:
-                raise ConfigError(f"{key}.backend", self.backend, "allowed: " + ", ".join(sorted(BACKENDS)))
+            try:
+                with parallel_config(backend=self.backend):  # joblib's own check of the name, undone on exit
+                    pass
+            except ValueError:
+                allowed = "loky, threading, multiprocessing, sequential, or one joblib.register_parallel_backend added"
+                raise ConfigError(f"{key}.backend", self.backend, f"allowed: {allowed}") from None
 
 
 # hydra.launcher._target_ / hydra.sweeper._target_ -> the dataclass whose rules explaunch.launch.preflight checks
