@@ -31,4 +31,11 @@ if __name__ == "__main__":
     load_dotenv_or_exit()  # ./.env: settings the environment does not give (MLFLOW_TRACKING_URI, EXPLAUNCH_*)
 
     check_command_line(Path(__file__).parent / "conf", "config")
-    main()
+    from explaunch._compat import exit_fast
+
+    status: object = 0
+    try:
+        main()
+    except SystemExit as ex:
+        status = ex.code
+    exit_fast(status)  # everything is written: not Python's teardown (1.8 s after a 512-job sweep)

@@ -44,9 +44,10 @@ OmegaConf
     one), for the schema's key check and for copying a config without its ``hydra`` node. Fallback: the child read
     through the public item access where that resolves, else left unchecked; the whole config copied.
 CPython
-    ``atexit._run_exitfuncs`` (CPython 3.11-3.13): runs the exit handlers, so that the MLflow relay can end with
-    ``os._exit`` after them, without the teardown of the modules MLflow loads (~0.35 s the sweep would wait for).
-    Fallback: ``sys.exit``, Python's normal teardown.
+    ``atexit._run_exitfuncs`` (CPython 3.11-3.13): runs the exit handlers, so that a process that has written
+    everything can end with ``os._exit`` after them (:func:`exit_fast`), without Python's teardown of every module
+    and object: ~0.35 s for the MLflow relay, 1.8 s for a 512-job sweep's parent (measured), all waited for by the
+    user. Fallback: ``sys.exit``, Python's normal teardown.
 hydra-joblib-launcher
     ``hydra_plugins.hydra_joblib_launcher._core.process_joblib_cfg`` (1.2.0) turns the numbers its config gives as
     strings (``pre_dispatch``, ``batch_size``, ``max_nbytes``) into ints before ``joblib.Parallel`` sees them;
@@ -336,3 +337,35 @@ def run_exit_handlers() -> bool:
         return False
     run()
     return True
+
+
+def exit_fast(code: object) -> None:
+    """End the process as ``sys.exit(code)`` would, less the teardown of its modules and objects: other threads
+    ended, exit handlers run (child processes joined, files closed by their owners), logging and standard streams
+    flushed, then ``os._exit``. Python's own exit where another non-daemon thread still runs (Python would wait for
+    it), where worker processes are alive (joblib's: Python's exit tells their executor to end them first; without
+    it the exit handler that joins them waits forever), or where this Python lacks what it needs."""
+    import atexit
+    import logging
+    import os
+    import sys
+    import threading
+
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    multiprocessing = sys.modules.get("multiprocessing")  # its workers (loky's) are ended by Python's own exit
+    children = multiprocessing.active_children() if multiprocessing is not None else []
+    if others or children or not hasattr(atexit, "_run_exitfuncs"):
+        raise SystemExit(code)
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # as sys.exit: the message to stderr, status 1
+        print(code, file=sys.stderr)
+        status = 1
+    run_exit_handlers()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)

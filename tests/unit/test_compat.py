@@ -286,15 +286,38 @@ def test_a_child_node_is_had_unresolved(read: bool, monkeypatch: pytest.MonkeyPa
     assert "hydra" not in copied and copied.ref == "m" and "hydra" in cfg
 
 
-def test_exit_handlers_run_once_before_a_fast_exit() -> None:
+@pytest.mark.parametrize(
+    ("body", "status", "out"),
+    [
+        # nothing else alive: exit handlers run, buffered output flushed, the status kept
+        (
+            "atexit.register(lambda: print('handler ran'))\nprint('buffered')\n_compat.exit_fast(3)",
+            3,
+            "buffered\nhandler ran\n",
+        ),
+        # a non-daemon thread still running: Python's own exit, which waits for it
+        (
+            "threading.Thread(target=lambda: (time.sleep(0.3), print('thread ended'))).start()\n"
+            "_compat.exit_fast(None)",
+            0,
+            "thread ended\n",
+        ),
+        # joblib's workers alive: Python's own exit ends them (a fast exit would wait forever in multiprocessing's
+        # exit handler)
+        (
+            "from joblib import Parallel, delayed\nprint(Parallel(n_jobs=2)(delayed(abs)(i) for i in range(-2, 0)))\n"
+            "_compat.exit_fast('bye')",
+            1,
+            "[2, 1]\n",
+        ),
+    ],
+)
+def test_a_fast_exit_ends_as_python_would(body: str, status: int, out: str) -> None:
     import subprocess
     import sys
 
-    code = (
-        "import atexit, os; from explaunch import _compat\n"
-        "atexit.register(lambda: print('handler ran', flush=True))\n"
-        "assert _compat.run_exit_handlers(), 'CPython no longer has atexit._run_exitfuncs'\n"
-        "os._exit(3)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
-    assert proc.returncode == 3 and proc.stdout == "handler ran\n", proc.stderr
+    code = "import atexit, threading, time\nfrom explaunch import _compat\n" + body + "\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert (proc.returncode, proc.stdout) == (status, out), proc.stderr
+    if status == 1:
+        assert proc.stderr.endswith("bye\n")
