@@ -95,7 +95,11 @@ def test_interrupt_cancels_queued_jobs_and_resume_completes_each_once(tmp_path: 
     assert "cancelled 2 jobs still waiting in the queue" in stdout + stderr
     first = statuses(sweep)
     assert sorted(first.values()) == ["completed", "completed", "interrupted", "interrupted"]
-    queue = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True).stdout
+    for _ in range(60):  # a job that has just written its record may take SLURM a moment to leave the queue
+        queue = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True).stdout
+        if "PENDING" not in queue and "RUNNING" not in queue:
+            break
+        time.sleep(0.5)
     assert "PENDING" not in queue and "RUNNING" not in queue
 
     resumed = run_main(*args, cwd=tmp_path, timeout=300)
