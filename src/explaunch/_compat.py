@@ -57,6 +57,7 @@ hydra-joblib-launcher
 from __future__ import annotations
 
 import contextlib
+import importlib
 import warnings
 from collections.abc import Callable, Sequence
 from functools import cache
@@ -84,6 +85,17 @@ def release(distribution: str) -> str:
 def release_read(distribution: str, read: tuple[str, ...]) -> bool:
     """Whether the installed ``distribution``'s major.minor release is among those whose private parts were read."""
     return ".".join(release(distribution).split(".")[:2]) in read
+
+
+def _private(distribution: str, read: tuple[str, ...], module: str, name: str) -> Any:
+    """``module.name``, where the installed ``distribution`` is a release whose private parts were read and still has
+    it; None otherwise (the caller then takes its public path)."""
+    if not release_read(distribution, read):
+        return None
+    try:
+        return getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return None
 
 
 def codecarbon_release() -> str:
@@ -148,28 +160,21 @@ def answer_cpu_model(model: str) -> bool:
 def raise_loky_leak_threshold(nbytes: int) -> bool:
     """In a loky worker: let it hold ``nbytes`` more than after its first call before loky ends it as leaking (never
     lowers loky's threshold). False, touching nothing, on a joblib not read or without that int."""
-    if not release_read("joblib", JOBLIB_READ):
-        return False
-    try:
-        from joblib.externals.loky import process_executor
-    except ImportError:
-        return False
-    current = getattr(process_executor, "_MAX_MEMORY_LEAK_SIZE", None)
+    module = "joblib.externals.loky.process_executor"
+    current = _private("joblib", JOBLIB_READ, module, "_MAX_MEMORY_LEAK_SIZE")
     if not isinstance(current, int) or isinstance(current, bool):
         return False
-    process_executor._MAX_MEMORY_LEAK_SIZE = max(current, nbytes)
+    loky: Any = importlib.import_module(module)
+    loky._MAX_MEMORY_LEAK_SIZE = max(current, nbytes)
     return True
 
 
 @cache
 def _hydra_overrides_dirname() -> Callable[..., str] | None:
-    if not release_read("hydra-core", HYDRA_READ):
-        return None
-    try:
-        from hydra._internal.config_loader_impl import get_overrides_dirname
-    except ImportError:
-        return None
-    return get_overrides_dirname
+    make: Callable[..., str] | None = _private(
+        "hydra-core", HYDRA_READ, "hydra._internal.config_loader_impl", "get_overrides_dirname"
+    )
+    return make
 
 
 def overrides_dirname_known() -> bool:
@@ -189,14 +194,10 @@ def overrides_dirname(overrides: Sequence[Any], *, kv_sep: str, item_sep: str, e
 def hydra_deprecation_warning(message: str, stacklevel: int = 1) -> None:
     """Hydra's deprecation warning (``HydraDeprecationError`` under ``HYDRA_DEPRECATION_WARNINGS_AS_ERRORS``),
     attributed ``stacklevel`` frames above the caller, as Hydra's own ``deprecation_warning`` does."""
-    if release_read("hydra-core", HYDRA_READ):
-        try:
-            from hydra._internal.deprecation_warning import deprecation_warning
-        except ImportError:
-            pass
-        else:
-            deprecation_warning(message=message, stacklevel=stacklevel + 1)
-            return
+    warn = _private("hydra-core", HYDRA_READ, "hydra._internal.deprecation_warning", "deprecation_warning")
+    if warn is not None:
+        warn(message=message, stacklevel=stacklevel + 1)
+        return
     import os
 
     from hydra.errors import HydraDeprecationError
@@ -213,14 +214,12 @@ def joblib_parallel_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """``settings`` (``hydra.launcher``'s joblib settings) as Hydra's joblib launcher hands them to
     ``joblib.Parallel``: the numbers given as strings made ints (a copy; ``settings`` is left as it is)."""
     out = dict(settings)
-    if release_read("hydra-joblib-launcher", HYDRA_JOBLIB_READ):
-        try:
-            from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
-        except ImportError:
-            pass
-        else:
-            process_joblib_cfg(out)
-            return out
+    convert = _private(
+        "hydra-joblib-launcher", HYDRA_JOBLIB_READ, "hydra_plugins.hydra_joblib_launcher._core", "process_joblib_cfg"
+    )
+    if convert is not None:
+        convert(out)
+        return out
     for key in JOBLIB_INT_SETTINGS:  # what process_joblib_cfg of 1.2.0 does
         value = out.get(key)
         if value:
@@ -231,14 +230,10 @@ def joblib_parallel_settings(settings: dict[str, Any]) -> dict[str, Any]:
 
 def flush_loggers() -> None:
     """Flush every logging handler, as Hydra's ``run_job`` does at a job's end."""
-    if release_read("hydra-core", HYDRA_READ):
-        try:
-            from hydra.core.utils import _flush_loggers
-        except ImportError:
-            pass
-        else:
-            _flush_loggers()
-            return
+    flush = _private("hydra-core", HYDRA_READ, "hydra.core.utils", "_flush_loggers")
+    if flush is not None:
+        flush()
+        return
     import logging
 
     loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
@@ -265,14 +260,8 @@ def job_return_value(job_return: Any) -> Any:
 
 def hydra_args_parser() -> Any:
     """Hydra's command-line parser (an ``argparse.ArgumentParser``)."""
-    if release_read("hydra-core", HYDRA_READ):
-        try:
-            from hydra._internal.utils import get_args_parser
-        except ImportError:
-            pass
-        else:
-            return get_args_parser()
-    return _own_args_parser()
+    hydras = _private("hydra-core", HYDRA_READ, "hydra._internal.utils", "get_args_parser")
+    return hydras() if hydras is not None else _own_args_parser()
 
 
 def _own_args_parser() -> Any:
@@ -303,11 +292,8 @@ def _own_args_parser() -> Any:
 def omegaconf_yaml_representers() -> dict[Any, Any] | None:
     """The representers of OmegaConf's YAML dumper (which strings ``OmegaConf.to_yaml`` quotes); None where this
     OmegaConf is not one read (then write YAML with ``OmegaConf.to_yaml``)."""
-    if not release_read("omegaconf", OMEGACONF_READ):
-        return None
-    try:
-        from omegaconf._utils import get_omega_conf_dumper
-    except ImportError:
+    get_omega_conf_dumper = _private("omegaconf", OMEGACONF_READ, "omegaconf._utils", "get_omega_conf_dumper")
+    if get_omega_conf_dumper is None:
         return None
     representers = getattr(get_omega_conf_dumper(), "yaml_representers", None)
     return dict(representers) if isinstance(representers, dict) else None

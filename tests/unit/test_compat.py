@@ -76,6 +76,17 @@ def test_the_installed_hydra_joblib_and_joblib_launcher_are_releases_whose_priva
         )
 
 
+def test_a_private_part_is_had_only_from_a_release_read_that_still_has_it() -> None:
+    from hydra.core import utils
+
+    assert _compat._private("hydra-core", _compat.HYDRA_READ, "hydra.core.utils", "_flush_loggers") is (
+        utils._flush_loggers
+    )
+    assert _compat._private("hydra-core", ("0.0",), "hydra.core.utils", "_flush_loggers") is None  # not read
+    assert _compat._private("hydra-core", _compat.HYDRA_READ, "hydra.core.utils", "_gone_upstream") is None
+    assert _compat._private("hydra-core", _compat.HYDRA_READ, "hydra._moved_upstream", "_flush_loggers") is None
+
+
 def test_loky_still_has_the_leak_threshold_we_raise() -> None:
     from joblib.externals.loky import process_executor
 
