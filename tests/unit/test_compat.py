@@ -313,13 +313,23 @@ def test_a_child_node_is_had_unresolved(read: bool, monkeypatch: pytest.MonkeyPa
             0,
             "thread ended\n",
         ),
-        # joblib's workers alive: Python's own exit ends them (a fast exit would wait forever in multiprocessing's
-        # exit handler)
+        # joblib's idle workers alive (Hydra's joblib launcher leaves them): ended as Python's exit would end them,
+        # then the fast exit (without ending them, multiprocessing's exit handler would wait for them forever); the
+        # object's __del__ is not run: no teardown of the modules
         (
             "from joblib import Parallel, delayed\nprint(Parallel(n_jobs=2)(delayed(abs)(i) for i in range(-2, 0)))\n"
-            "_compat.exit_fast('bye')",
+            "class Torn:\n    def __del__(self):\n        print('torn down')\n"
+            "kept = Torn()\n_compat.exit_fast('bye')",
             1,
             "[2, 1]\n",
+        ),
+        # the same, with Python's own exit: the modules torn down
+        (
+            "from joblib import Parallel, delayed\nprint(Parallel(n_jobs=2)(delayed(abs)(i) for i in range(-2, 0)))\n"
+            "class Torn:\n    def __del__(self):\n        print('torn down')\n"
+            "kept = Torn()\nraise SystemExit('bye')",
+            1,
+            "[2, 1]\ntorn down\n",
         ),
     ],
 )

@@ -39,6 +39,7 @@ from typing import Any
 from hydra.core.utils import JobReturn
 from omegaconf import DictConfig, OmegaConf
 
+from explaunch import _compat
 from explaunch.errors import ExplaunchError, FolderNotWritable
 from explaunch.launch import jobguard
 from explaunch.launch.controls import SweepControls
@@ -172,6 +173,7 @@ class SweepRunner:
                 progress.close()
                 controls.close()
             signals.closing()  # a Ctrl-C from here on never cuts the records short
+            _compat.end_joblib_workers(wait=False)  # joblib's idle workers end while the records are written
             not_run = [j for j in pending if j.status is None]
             try:
                 finish_records(jobs, outcomes.ran, self.plan.job_dir)

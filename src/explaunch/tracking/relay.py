@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -235,10 +235,30 @@ def _reply(out: TextIO, message: dict[str, Any]) -> None:
     out.flush()
 
 
-def serve(args: dict[str, Any], inp: TextIO, out: TextIO) -> int:
+def read_messages(inp: TextIO, on_first_job: Callable[[], None]) -> queue.Queue[dict[str, Any] | None]:
+    """The parent's messages, read by a thread of their own as they come (None after the last), while the relay
+    may still be importing MLflow and opening the store; ``on_first_job`` is called at the first job's message."""
+    messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
+
+    def read() -> None:
+        first = True
+        for line in inp:
+            message = json.loads(line)
+            if first and "job" in message:
+                first = False
+                on_first_job()
+            messages.put(message)
+        messages.put(None)
+
+    threading.Thread(target=read, name="explaunch-relay-input", daemon=True).start()
+    return messages
+
+
+def serve(args: dict[str, Any], inp: TextIO, out: TextIO, on_first_job: Callable[[], None] = lambda: None) -> int:
     from explaunch.tracking.sweeprun import finish_sweep, start_sweep
     from explaunch.tracking.writer import MlflowTracker
 
+    messages = read_messages(inp, on_first_job)
     sweep_dir = Path(args["sweep_dir"])
     error = None
     try:
@@ -253,8 +273,7 @@ def serve(args: dict[str, Any], inp: TextIO, out: TextIO) -> int:
         log.exception("MLflow unavailable")
         _reply(out, {"unavailable": error})
     finished = False
-    for line in inp:
-        message = json.loads(line)
+    while (message := messages.get()) is not None:
         if "job" in message:
             job_dir = Path(message["job"])
             if error is not None:
@@ -287,24 +306,53 @@ def serve(args: dict[str, Any], inp: TextIO, out: TextIO) -> int:
 
 
 RELAY_NICE = 10
+AUTOGROUP = Path("/proc/self/autogroup")
 
 
-def lower_priority(nice: int) -> None:
-    """Logging can wait for a free core; the jobs beside it should not wait for it. The relay runs in a session of
-    its own (Ctrl-C in the terminal must not stop it), and Linux (sched_autogroup, on by default) shares the CPU
-    fairly between sessions whatever their processes' nice values: its session's share is lowered too, through
-    /proc/self/autogroup (an unprivileged process may lower it)."""
-    with contextlib.suppress(OSError):
-        os.nice(nice)
-    with contextlib.suppress(OSError):
-        Path("/proc/self/autogroup").write_text(f"{nice}\n")
+class Priority:
+    """The relay's share of the CPU. Until the first job has ended, starting the sweep's jobs comes first: the relay
+    imports MLflow and opens the store at ``RELAY_NICE``. From the first job's record on it takes its fair share
+    again, so that logging keeps pace with the jobs instead of piling up behind them until the last one ends (a
+    32-job sweep on 2 busy cores: the relay opened the store only after the last job).
+
+    The relay runs in a session of its own (Ctrl-C in the terminal must not stop it), and Linux (sched_autogroup, on
+    by default) shares the CPU fairly between sessions whatever their processes' nice values: its session's share
+    (/proc/self/autogroup) is what counts there, and an unprivileged process may set it back to 0. The nice value of
+    the relay's thread counts where autogroups are off; raising its priority back needs CAP_SYS_NICE (or
+    RLIMIT_NICE), and without it stays lowered."""
+
+    def __init__(self) -> None:
+        self.tid = threading.get_native_id()  # Linux keeps a nice value per thread
+        self.nice = os.getpriority(os.PRIO_PROCESS, self.tid)
+        self.autogroup = self._autogroup()
+
+    @staticmethod
+    def _autogroup() -> int | None:
+        try:
+            return int(AUTOGROUP.read_text().split()[-1])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _set(self, nice: int, autogroup: int | None) -> None:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, self.tid, nice)
+        if autogroup is not None:
+            with contextlib.suppress(OSError):
+                AUTOGROUP.write_text(f"{autogroup}\n")
+
+    def lower(self) -> None:
+        self._set(max(self.nice, RELAY_NICE), None if self.autogroup is None else max(self.autogroup, RELAY_NICE))
+
+    def restore(self) -> None:
+        self._set(self.nice, self.autogroup)
 
 
 def main() -> int:
-    lower_priority(RELAY_NICE)
+    priority = Priority()
+    priority.lower()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    return serve(json.loads(sys.argv[1]), sys.stdin, sys.stdout)
+    return serve(json.loads(sys.argv[1]), sys.stdin, sys.stdout, on_first_job=priority.restore)
 
 
 if __name__ == "__main__":
