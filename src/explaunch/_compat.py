@@ -49,6 +49,12 @@ OmegaConf
     ``DictConfig._get_node`` (omegaconf 2.3.0): a child node as it is, unresolved (an interpolation or ``???`` stays
     one), for the schema's key check and for copying a config without its ``hydra`` node. Fallback: the child read
     through the public item access where that resolves, else left unchecked; the whole config copied.
+MLflow
+    ``mlflow.system_metrics.system_metrics_monitor.SystemMetricsMonitor`` (mlflow 3.x, read in 3.17): MLflow's system
+    metrics sampler, attached to one run by id (``tracking.system_metrics=true``). MLflow's documented way,
+    ``mlflow.start_run(run_id=..., log_system_metrics=True)``, makes the job's run the process's active fluent run,
+    so that a task that starts its own run (``mlflow.start_run()``) would fail with "Run ... is already active".
+    Fallback: that documented way (:func:`mlflow_system_metrics`).
 CPython
     ``atexit._run_exitfuncs`` (CPython 3.11-3.13): runs the exit handlers, so that a process that has written
     everything can end with ``os._exit`` after them (:func:`exit_fast`), without Python's teardown of every module
@@ -76,6 +82,7 @@ JOBLIB_READ = ("1.6",)  # joblib, for the loky it vendors
 HYDRA_READ = ("1.3",)  # hydra-core
 HYDRA_JOBLIB_READ = ("1.2",)  # hydra-joblib-launcher
 OMEGACONF_READ = ("2.3",)  # omegaconf
+MLFLOW_READ = ("3.17",)  # mlflow
 CODECARBON_CPU_ATTRS = ("_pid", "_process", "_last_cpu_times", "_last_measurement_time")
 CODECARBON_RAM_ATTRS = ("_pid", "_get_children_memories")
 
@@ -318,6 +325,32 @@ def config_node(cfg: Any, key: str) -> Any:
     if OmegaConf.is_missing(cfg, key) or OmegaConf.is_interpolation(cfg, key):
         return None
     return cfg[key]
+
+
+class _FluentSystemMetrics:
+    """MLflow's documented system metrics: the run made this process's active run with ``log_system_metrics``."""
+
+    def __init__(self, run_id: str, tracking_uri: str, interval_s: float) -> None:
+        # imported by name: explaunch.tracking is the package that imports MLflow; this only hands it its monitor
+        self.mlflow: Any = importlib.import_module("mlflow")
+        self.mlflow.set_tracking_uri(tracking_uri)
+        importlib.import_module("mlflow.system_metrics").set_system_metrics_sampling_interval(interval_s)
+        self.mlflow.start_run(run_id=run_id, log_system_metrics=True)
+
+    def finish(self) -> None:
+        self.mlflow.end_run()
+
+
+def mlflow_system_metrics(run_id: str, tracking_uri: str, interval_s: float) -> Any:
+    """MLflow's system metrics logged to ``run_id`` every ``interval_s`` from now on; ``finish()`` stops them."""
+    monitor_class = _private(
+        "mlflow", MLFLOW_READ, "mlflow.system_metrics.system_metrics_monitor", "SystemMetricsMonitor"
+    )
+    if monitor_class is None:
+        return _FluentSystemMetrics(run_id, tracking_uri, interval_s)
+    monitor = monitor_class(run_id, sampling_interval=interval_s, tracking_uri=tracking_uri)
+    monitor.start()
+    return monitor
 
 
 def run_exit_handlers() -> bool:

@@ -342,3 +342,29 @@ def test_a_fast_exit_ends_as_python_would(body: str, status: int, out: str) -> N
     assert (proc.returncode, proc.stdout) == (status, out), proc.stderr
     if status == 1:
         assert proc.stderr.endswith("bye\n")
+
+
+@pytest.mark.parametrize("read", [True, False])
+def test_mlflows_system_metrics_reach_the_jobs_run_on_both_paths(
+    read: bool, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import mlflow
+
+    if not read:
+        _not_read(monkeypatch, "MLFLOW_READ")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("system-metrics")).info.run_id
+    previous_uri = mlflow.get_tracking_uri()
+    monkeypatch.delenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", raising=False)  # the fallback sets it: undone after
+    try:
+        monitor = _compat.mlflow_system_metrics(run_id, uri, 0.2)
+        time.sleep(1.0)
+        monitor.finish()
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+    assert mlflow.active_run() is None  # the fallback's fluent run is ended with it
+    names = set(client.get_run(run_id).data.metrics)
+    assert any(name.startswith("system/") for name in names), names

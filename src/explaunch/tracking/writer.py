@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from explaunch import _compat
 from explaunch.redaction import redact
 
 _MAX_PARAMS, _MAX_METRICS, _MAX_TAGS = 100, 1000, 100  # MLflow's log_batch limits per request
@@ -278,11 +279,5 @@ def end_leaked_fluent_run() -> None:
 
 def start_system_metrics(run_id: str, tracking_uri: str, interval_s: float) -> Any:
     """MLflow's own system metrics monitor on the run, started (``tracking.system_metrics=true``); ``finish()``
-    stops it."""
-    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-    monitor = SystemMetricsMonitor(  # type: ignore[no-untyped-call]
-        run_id, sampling_interval=interval_s, tracking_uri=tracking_uri
-    )
-    monitor.start()  # type: ignore[no-untyped-call]
-    return monitor
+    stops it (see :mod:`explaunch._compat`)."""
+    return _compat.mlflow_system_metrics(run_id, tracking_uri, interval_s)
