@@ -30,7 +30,7 @@ from explaunch.sweepdir import records
 PLAN_FILE = records.PLAN_FILE
 CONTROLS_FILE = records.CONTROLS_FILE
 RESOURCES_CSV = "resources.csv"  # explaunch.measure.resources.CSV_FILE, without importing psutil
-SWEEP_MARKERS = ("multirun.yaml", PLAN_FILE, records.SWEEP_FILE, "ledger.jsonl")
+SWEEP_MARKERS = ("multirun.yaml", PLAN_FILE, records.SWEEP_FILE, "ledger.jsonl", "tracking.json")
 NOT_JOB_FOLDERS = frozenset({"attempts", "artifacts"})
 TAGS_KEY = "tags"  # +tags.stage=tested: the job's own labels (config.tags, job.json's tags)
 # statuses of a job that did not complete: "lost" is a job that left no record in a sweep no longer running
@@ -58,24 +58,30 @@ def is_sweep(path: Path) -> bool:
         return False
 
 
-def find_sweeps(root: Path, max_depth: int = 3) -> list[dict[str, Any]]:
-    """``root`` itself when it is a sweep folder, else the sweep folders below it (``multirun/<date>/<time>``),
-    newest first. ``path`` is relative to ``root`` (``.`` for root itself)."""
-    found: list[Path] = []
+def sweep_folders(root: Path, max_depth: int | None = 3) -> list[Path]:
+    """``root`` itself when it is a sweep folder, else the sweep folders below it (``multirun/<date>/<time>``), at
+    most ``max_depth`` levels down (None: any), none inside another sweep or a hidden folder."""
     if is_sweep(root):
-        found.append(root)
-    else:
-        for current, dirs, _files in os.walk(root):
-            here = Path(current)
-            depth = len(here.relative_to(root).parts)
-            if here != root and is_sweep(here):
-                found.append(here)
-                dirs.clear()  # a sweep's job folders hold no sweeps
-                continue
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth < max_depth else []
+        return [root]
+    found: list[Path] = []
+    for current, dirs, _files in os.walk(root):
+        here = Path(current)
+        depth = len(here.relative_to(root).parts)
+        if here != root and is_sweep(here):
+            found.append(here)
+            dirs.clear()  # a sweep's job folders hold no sweeps
+            continue
+        deeper = max_depth is None or depth < max_depth
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if deeper else []
+    return found
+
+
+def find_sweeps(root: Path, max_depth: int = 3) -> list[dict[str, Any]]:
+    """The sweep folders of :func:`sweep_folders`, newest first. ``path`` is relative to ``root`` (``.`` for root
+    itself)."""
     sweeps: list[dict[str, Any]] = [
         {"path": rel_path(path, root), "modified": latest_mtime(path), "live": sweep_live(path, read_plan(path))}
-        for path in found
+        for path in sweep_folders(root, max_depth)
     ]
     sweeps.sort(key=lambda s: s["modified"], reverse=True)
     return sweeps

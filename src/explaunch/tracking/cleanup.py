@@ -32,10 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from explaunch.errors import ExplaunchError, RecordError
-from explaunch.sweepdir import records
+from explaunch.sweepdir import reader, records
 
 ACTIVE_WINDOW_S = 600.0
-SWEEP_MARKERS = ("multirun.yaml", "sweep.json", "ledger.jsonl", "tracking.json")
 TRASH = ".trash"
 RESERVED_FOLDERS = frozenset({TRASH, "tags", "datasets", "traces", "models", ".trash"})
 
@@ -278,12 +277,6 @@ def scan_store(uri: str, days_old: float | None, now: float, plan: Plan) -> None
 # ---- sweeps -------------------------------------------------------------------------------------------------------
 
 
-def sweep_dirs(root: Path) -> list[Path]:
-    """Folders below ``root`` that a sweep made (Hydra's multirun.yaml, explaunch's sweep/ledger/tracking files)."""
-    found = {marker.parent for name in SWEEP_MARKERS for marker in root.rglob(name)}
-    return sorted(d for d in found if not any(parent in found for parent in d.parents))
-
-
 def has_completed_job(sweep_dir: Path) -> bool:
     for path in sweep_dir.rglob(records.JOB_FILE):
         try:
@@ -301,7 +294,7 @@ def newest_mtime(folder: Path) -> float:
 def scan_sweeps(root: Path, now: float, plan: Plan) -> None:
     if not root.is_dir():
         raise ExplaunchError(f"--multirun {root}: no such folder")
-    for sweep in sweep_dirs(root):
+    for sweep in reader.sweep_folders(root, max_depth=None):
         if has_completed_job(sweep):
             continue
         idle = now - newest_mtime(sweep)
