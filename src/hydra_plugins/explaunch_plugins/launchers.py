@@ -14,6 +14,7 @@ A job of ``sharding.num_processes`` = N > 1 runs as N tasks (``tasks_per_node``)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -155,10 +156,13 @@ class _WaitForAll:
                 "submitted %d jobs to %s (%s)", len(submitted), self._EXECUTOR, ", ".join(j.job_id for j in submitted)
             )
         cancelled = self._wait(jobs)
-        return [
+        results = [
             self._result(job, overrides, job.job_id in cancelled)
             for job, overrides in zip(jobs, job_overrides, strict=True)
         ]
+        for job in jobs:
+            _forget_pickles(job)
+        return results
 
     def _wait(self, jobs: list[Any]) -> set[str]:
         """Until every job is done or was cancelled here; returns the ids of those cancelled before they started."""
@@ -193,6 +197,19 @@ class _WaitForAll:
             return result
         except Exception as ex:  # timed out, killed, node lost: the job left no result
             return _failed(overrides, ex)
+
+
+def _forget_pickles(job: Any) -> None:
+    """Remove a finished job's pickles from ``.submitit/``: what submitit sends the job (its overrides and Hydra's
+    state, secrets included: the job needs them) and what it returned (a ``JobReturn`` holding the job's config).
+    Once the sweep has its result neither is read again; the logs, redacted, stay. A job still queued or running
+    (a sweep stopped by Ctrl-C) keeps them: SLURM may requeue it."""
+    if not job.done():
+        return
+    paths = [job.paths.submitted_pickle] + [job.task(i).paths.result_pickle for i in range(job.num_tasks)]
+    for path in paths:
+        with contextlib.suppress(OSError):
+            Path(path).unlink(missing_ok=True)
 
 
 def _failed(overrides: Sequence[str], error: BaseException) -> JobReturn:
