@@ -10,6 +10,8 @@ from tests.integration.helpers import TINY, run_main
 
 # Made at run time: a literal here would sit in git.patch (the uncommitted test file) of a dirty checkout.
 SECRET = f"sekrit-{uuid.uuid4().hex}"
+# The literal sweep's jobs keep their generated text too ("True" as Hydra's sweeper writes a bool in the overrides).
+SAVE_OUTPUTS = "experiment_type.save_outputs=True"
 
 
 @dataclass(frozen=True)
@@ -25,8 +27,9 @@ class Sweep:
 
 @pytest.fixture(scope="session")
 def literal_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
-    """``python main.py -m model=llama,mistral batch=8,16,32`` on 2 joblib workers, all recording on, against an
-    MLflow store that does not exist yet (the default one, ``<cwd>/mlflow.db``), with a secret in the environment."""
+    """``python main.py -m model=llama,mistral batch=8,16,32`` on 2 joblib workers, all recording on (the generated
+    text too), against an MLflow store that does not exist yet (the default one, ``<cwd>/mlflow.db``), with a secret
+    in the environment."""
     cwd = tmp_path_factory.mktemp("literal")
     sweep_dir = cwd / "sweep"
     proc = run_main(
@@ -34,6 +37,7 @@ def literal_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
         "model=llama,mistral",
         "batch=8,16,32",
         *TINY,
+        SAVE_OUTPUTS,
         "hydra.launcher.n_jobs=2",
         f"hydra.sweep.dir={sweep_dir}",
         cwd=cwd,

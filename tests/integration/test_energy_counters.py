@@ -1,6 +1,7 @@
-"""Energy from a RAPL-style counter in a real sweep: jobs side by side on one machine are each charged their share.
+"""Energy from a RAPL-style counter in real jobs: jobs side by side on one machine are each charged their share, and
+a job with an idle baseline records its energy less the machine's idle power.
 
-This machine has no RAPL, so the test gives the jobs a powercap tree of its own (``energy.powercap_root``: the
+This machine has no RAPL, so the tests give the jobs a powercap tree of their own (``energy.powercap_root``: the
 kernel's sysfs files are the true edge) whose package counter a thread advances as a machine drawing a constant
 power would, wrapping around as the kernel's does.
 """
@@ -98,3 +99,37 @@ def test_parallel_jobs_apportioned_cpu_energy_adds_up_to_at_most_the_machines(tm
         jobs.append(job_cpu["joules"])
     assert sum(jobs) <= machine_j, (jobs, machine_j)
     assert sum(windows) <= sum(jobs)
+
+
+def test_a_job_with_an_idle_baseline_records_its_idle_power_and_adjusted_energy(tmp_path: Path) -> None:
+    """``energy.baseline_s=1``: the job measures the host's idle power first (into its folder: a single run has no
+    sweep folder), then records ``baseline_power_w`` and ``energy_adjusted_joules``. The fake machine draws a
+    constant power, all of it idle power: what is left once the idle power is taken out is about nothing."""
+    job_dir = tmp_path / "job"
+    with FakeRapl(tmp_path / "powercap"):
+        result = run_main(
+            "experiment_type=probe",
+            "experiment_type.duration_s=1",
+            "tracking=none",
+            f"energy.powercap_root={tmp_path / 'powercap'}",
+            "energy.baseline_s=1",
+            f"hydra.run.dir={job_dir}",
+            cwd=tmp_path,
+        )
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = records.read_job_record(job_dir)
+    assert record.status == records.COMPLETED and record.callback_errors == []
+    (baseline_file,) = job_dir.glob("baseline-*.json")
+    idle = json.loads(baseline_file.read_text())
+    assert idle["power_w"]["cpu"] == pytest.approx(PACKAGE_W, rel=0.1)  # the machine's counters, whole
+    assert idle["power_w"]["ram"] == pytest.approx(DRAM_W, rel=0.1)
+    assert record.energy["baseline"] == idle
+    components = record.energy["components"]
+    shares = {name: components[name]["share"] or 0.0 for name in ("cpu", "ram")}
+    watts = record.metrics["job_baseline_power_w"]
+    assert watts == pytest.approx(sum(idle["power_w"][n] * shares[n] for n in shares))  # idle power at the job's share
+    joules, window_s = record.metrics["job_energy_joules"], record.metrics["job_energy_window_s"]
+    assert record.metrics["job_energy_adjusted_joules"] == pytest.approx(joules - watts * window_s)
+    assert record.energy["adjusted"]["joules"] == record.metrics["job_energy_adjusted_joules"]
+    assert sorted(record.energy["adjusted"]["components"]) == ["cpu", "ram"]
+    assert abs(record.metrics["job_energy_adjusted_joules"]) <= 0.1 * joules

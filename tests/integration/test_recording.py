@@ -24,7 +24,7 @@ def runs_of(store: str) -> list[mlflow.entities.Run]:
     return [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id], max_results=1000)]
 
 
-def test_each_job_is_one_mlflow_run_nested_under_one_sweep_run(literal_sweep: Sweep) -> None:
+def test_each_job_is_one_mlflow_run_nested_under_one_sweep_run(literal_sweep: Sweep, tmp_path: Path) -> None:
     client = mlflow.MlflowClient(literal_sweep.store)
     runs = runs_of(literal_sweep.store)
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
@@ -52,6 +52,11 @@ def test_each_job_is_one_mlflow_run_nested_under_one_sweep_run(literal_sweep: Sw
             assert run.data.metrics[name] == pytest.approx(record.metrics[name]), name
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"job.json", ".hydra", "resources.csv", "emissions.csv", "main.log", "iterations.csv"} <= artifacts
+        assert record.info["outputs_file"] == "outputs.jsonl" and "outputs.jsonl" in artifacts  # save_outputs=true
+        (tmp_path / job_dir.name).mkdir()
+        logged = Path(client.download_artifacts(run.info.run_id, "outputs.jsonl", str(tmp_path / job_dir.name)))
+        assert logged.read_bytes() == (job_dir / "outputs.jsonl").read_bytes()
+        assert len(logged.read_text().splitlines()) == 48  # one line per prompt
         assert (job_dir / "resources.csv").read_text().count("\n") >= 2
 
 
@@ -71,8 +76,10 @@ def test_job_folder_holds_snapshot_energy_and_resources(literal_sweep: Sweep) ->
         # the whole job contains the measured region: both recorded, distinctly named
         assert record.metrics["job_energy_joules"] > record.metrics["energy_joules"] > 0
         assert record.metrics["job_energy_window_s"] > record.metrics["energy_window_s"]
-        window = record.info["energy"]  # TINY's windows last a fraction of a second
-        assert window["quality"] == "low" and window["quality_reasons"][0].startswith("window ")
+        window = record.info["energy"]  # TINY's windows last a fraction of a second, the prefill window's too
+        assert window["quality"] == "low" and window["quality_reasons"][0].startswith("generate window: window ")
+        assert any(r.startswith("prefill window: window ") for r in window["quality_reasons"])
+        assert window["quality_by_window"]["generate"]["quality"] == window["prefill"]["quality"] == "low"
         assert record.resources["samples"] >= 2 and record.resources["peak"]["rss_mb"] > 100
         assert (job_dir / "emissions.csv").is_file()
     envs = {r.env_hash for _, r in records.iter_job_records(literal_sweep.dir)}

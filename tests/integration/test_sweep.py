@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from explaunch.sweepdir import records
-from tests.integration.conftest import Sweep
+from tests.integration.conftest import SAVE_OUTPUTS, Sweep
 from tests.integration.helpers import TINY, run_main
 
 pytestmark = pytest.mark.slow
@@ -16,6 +16,7 @@ pytestmark = pytest.mark.slow
 
 def test_literal_sweep_leaves_six_completed_job_folders(literal_sweep: Sweep) -> None:
     assert "Joblib.Parallel(n_jobs=2" in literal_sweep.output  # joblib is the default launcher for -m
+    assert "A worker stopped" not in literal_sweep.output  # joblib's warning when its workers end (issue 18)
     found = list(records.iter_job_records(literal_sweep.dir))
     assert [r.job_num for _, r in found] == [0, 1, 2, 3, 4, 5]
     assert [d.name for d, _ in found] == ["0", "1", "2", "3", "4", "5"]
@@ -23,7 +24,7 @@ def test_literal_sweep_leaves_six_completed_job_folders(literal_sweep: Sweep) ->
     assert {tuple(r.overrides[:2]) for _, r in found} == {
         (f"model={m}", f"batch={b}") for m in ("llama", "mistral") for b in (8, 16, 32)
     }
-    assert all(r.overrides[2:] == list(TINY) for _, r in found)
+    assert all(r.overrides[2:] == [*TINY, SAVE_OUTPUTS] for _, r in found)
     for job_dir, _ in found:
         assert (job_dir / ".hydra" / "config.yaml").is_file()
 
@@ -61,6 +62,8 @@ def test_sweep_record_has_one_row_per_job(literal_sweep: Sweep) -> None:
 def test_single_job_goes_under_outputs(tmp_path: Path) -> None:
     proc = run_main("model=mistral", "batch=4", "seed=3", "batching.max_new_tokens=16", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert "run: completed" in output and "job None" not in output, output[-3000:]  # a single run has no number
     jobs = list((tmp_path / "outputs").glob("*/*/job.json"))
     assert len(jobs) == 1
     record = records.read_job_record(jobs[0])

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -40,6 +41,9 @@ def test_every_component_of_a_busy_region_says_its_source_and_scope() -> None:
     if "cpu" in reading.unavailable:  # no RAPL here: the model, labelled as one
         assert reading.components["cpu"]["source"] == "modelled"
         assert reading.components["cpu"]["scope"] == "process"
+    if "ram" in reading.unavailable:  # this process's few hundred MB get codecarbon's floor: the machine's constant
+        assert (reading.components["ram"]["source"], reading.components["ram"]["scope"]) == ("modelled", "machine")
+        assert "per-machine constant model" in reading.components["ram"]["note"]
     assert reading.quality == "low" and any("window" in r for r in reading.quality_reasons)
     metrics = reading.metrics("energy")
     assert metrics["energy_joules"] == pytest.approx(reading.energy_joules)
@@ -72,6 +76,71 @@ def test_quality_is_low_for_short_windows_and_few_samples_only() -> None:
     assert reading.energy_joules == pytest.approx(50.0 + 36.0 + 36.0)
     assert reading.emissions_kg == pytest.approx(0.05 * reading.energy_kwh)  # codecarbon's intensity x our energy
     assert reading.quality == "ok" and reading.unavailable == {"cpu": "no RAPL"}
+
+
+def test_codecarbon_s_ram_floor_is_labelled_machine_and_only_a_figure_above_it_process() -> None:
+    """codecarbon's RAM model gives a job of a few hundred MB the same ~10 W as one of 16 GB: that floor is a
+    constant of the machine's model, so it must not claim to be the process's own energy."""
+    from explaunch.measure.energy import combine
+
+    def ram(ram_w: float, scope: str = "process") -> dict[str, Any]:
+        figures = {
+            "version": "3.3.2",
+            "cpu_mode": "cpu_load",
+            "scope": scope,
+            "country": "FRA",
+            "interval_s": 0.5,
+            "duration_s": 12.0,
+            "energy_kwh": 2e-5,
+            "cpu_kwh": 1e-5,
+            "ram_kwh": ram_w * 12.0 / JOULES_PER_KWH,
+            "ram_w": ram_w,
+            "ram_floor_w": 10.0,
+            "emissions_kg": 1e-6,
+        }
+        reading = combine(12.0, {}, {}, figures)
+        assert reading.components["cpu"]["scope"] == scope  # the CPU model follows the job's CPU time
+        return reading.components["ram"]
+
+    floor = ram(10.0)
+    assert (floor["source"], floor["scope"]) == ("modelled", "machine") and floor["joules"] == pytest.approx(120.0)
+    assert "per-machine constant model" in floor["note"] and "10 W" in floor["note"]
+    above = ram(20.0)  # a job of 17-32 GB: 4 DIMMs' worth, from its own memory
+    assert above["scope"] == "process" and "note" not in above
+    whole = ram(10.0, scope="machine")  # codecarbon's machine mode: the machine's memory, already machine
+    assert whole["scope"] == "machine" and "note" not in whole
+
+
+def test_the_ram_floor_is_codecarbon_s_own() -> None:
+    """Our copy of codecarbon's floor, held against its model (x86 and ARM) for a job of 100 MB and of 16 GB."""
+    from codecarbon.external.ram import RAM
+
+    from explaunch.measure.energy import CODECARBON_RAM_FLOOR_W
+
+    model = RAM(tracking_mode="process")
+    for arch, floor_w in CODECARBON_RAM_FLOOR_W.items():
+        model.is_arm_cpu = arch == "arm"
+        assert model._calculate_ram_power(0.1) == model._calculate_ram_power(16.0) == floor_w
+        assert model._calculate_ram_power(64.0) > floor_w
+
+
+def test_a_gpu_window_synchronizes_with_the_device_right_before_each_edge() -> None:
+    """``synchronize`` stands in for ``torch.cuda.synchronize`` (no GPU here) and, like it, returns once the work
+    queued on the device is done, here after ``drain_s``. Work queued before the window must drain before its first
+    edge (outside it), work queued inside before its last edge (inside it): the window lasts one drain, not none
+    (the stop's synchronize skipped or late) and not two (the start's inside the window)."""
+    drain_s = 1.0
+    synchronized: list[str] = []
+
+    def synchronize() -> None:
+        time.sleep(drain_s)
+        synchronized.append("done")
+
+    with EnergyTracker(measure_power_secs=0.5, synchronize=synchronize) as tracker:
+        assert synchronized == ["done"]  # at the start edge, before the body runs
+    assert synchronized == ["done", "done"]  # and at the stop edge
+    assert tracker.reading is not None, tracker.error
+    assert drain_s <= tracker.reading.window_s < 2 * drain_s
 
 
 def test_the_sidecar_measures_this_process_not_itself(tmp_path: Path) -> None:

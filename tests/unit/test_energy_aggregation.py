@@ -40,6 +40,29 @@ def test_ranks_on_distinct_gpus_add_up_and_a_shared_gpu_counts_once() -> None:
     assert shared["joules"] == pytest.approx(101.0 + 11.0 + 10.0)
 
 
+@pytest.mark.extras
+def test_a_multi_process_job_s_quality_is_that_of_the_generate_windows_its_figures_come_from() -> None:
+    """Each rank's ``info.energy`` is low where its prefill window was; the job reports no prefill figure, so its
+    quality is that of the ranks' generate windows."""
+    from explaunch.experiments.sharded import sum_rank_energy
+
+    def by_window(generate: list[str], prefill: list[str]) -> dict[str, Any]:
+        windows = {"generate": generate, "prefill": prefill}
+        return {
+            "quality_reasons": [f"{name} window: {r}" for name, reasons in windows.items() for r in reasons],
+            "quality_by_window": {
+                name: {"quality": "low" if reasons else "ok", "quality_reasons": reasons}
+                for name, reasons in windows.items()
+            },
+        }
+
+    short = "window 2.00 s < 5 s"
+    ok = sum_rank_energy([rank({"GPU-a": 1.0}, 5.0, 40.0) | by_window([], [short]) for _ in range(2)])
+    assert (ok["quality"], ok["quality_reasons"]) == ("ok", [])
+    low = sum_rank_energy([rank({"GPU-a": 1.0}, 5.0, 40.0) | by_window([short], [short]) for _ in range(2)])
+    assert (low["quality"], low["quality_reasons"]) == ("low", [short])
+
+
 def test_adjusted_energy_takes_the_idle_power_at_the_job_s_scope() -> None:
     idle = {"power_w": {"cpu": 20.0, "gpu": 60.0}, "devices_w": {"GPU-a": 60.0, "GPU-b": 55.0}}
     reading = rank({"GPU-a": 1000.0}, 100.0, 400.0) | {"window_s": 10.0}

@@ -11,8 +11,11 @@ from explaunch.config import validate
 from explaunch.errors import ConfigError
 from explaunch.experiments import llm_inference, llm_loading, llm_window
 from explaunch.experiments.base import ExperimentResult
+from explaunch.experiments.llm_figures import energy_metrics
 from explaunch.job.seeding import seed_everything
 from explaunch.measure.compute import generate_flops
+from explaunch.measure.energy import EnergyTracker, combine
+from explaunch.sweepdir.records import COMPLETED, JobRecord, energy_quality
 from tests.conftest import compose_config
 
 pytestmark = pytest.mark.extras  # llm_inference needs torch and transformers
@@ -96,7 +99,8 @@ def test_energy_window_prefill_decode_and_saved_outputs(tmp_path: Path) -> None:
     )
     m, energy = result.metrics, result.info["energy"]
     assert energy["window_s"] >= 1.0 and m["energy_window_s"] == energy["window_s"]
-    assert energy["quality"] == "low" and energy["quality_reasons"][0].startswith("window ")  # < 5 s
+    assert energy["quality"] == "low" and energy["quality_reasons"][0].startswith("generate window: window ")  # < 5 s
+    assert energy["quality_by_window"]["prefill"] == {k: energy["prefill"][k] for k in ("quality", "quality_reasons")}
     assert {"cpu", "ram"} <= set(energy["components"])
     joules = m["energy_joules"]
     assert m["energy_per_output_token_j"] == pytest.approx(joules / m["window_output_tokens"])
@@ -110,6 +114,60 @@ def test_energy_window_prefill_decode_and_saved_outputs(tmp_path: Path) -> None:
     assert len(lines) == 12
     first = json.loads(lines[0])
     assert len(first["output_token_ids"]) == 6 and isinstance(first["output"], str) and first["prompt"]
+
+
+def measured_window(window_s: float, samples_interval_s: float, tokens: int) -> llm_window.Window:
+    """A window as run_window leaves it: its calls, and a tracker holding the reading the sidecar would give for a
+    window with no counter here (codecarbon's models only, ``samples_interval_s`` apart)."""
+    figures = {
+        "version": "3.3.2",
+        "cpu_mode": "cpu_load",
+        "country": "USA",
+        "interval_s": samples_interval_s,
+        "duration_s": window_s,
+        "energy_kwh": 2e-5 * window_s,
+        "cpu_kwh": 1e-5 * window_s,
+        "ram_kwh": 1e-5 * window_s,
+        "emissions_kg": 1e-6,
+    }
+    tracker = EnergyTracker()
+    tracker.reading = combine(window_s, {}, {"cpu": "no RAPL", "ram": "no RAPL"}, figures)
+    timing = llm_window.BatchTiming(0.5, 0.1, input_tokens=40, output_tokens=tokens, prompt_len=10, new_tokens=6)
+    calls = round(window_s / 0.5)
+    return llm_window.Window([timing] * calls, [0] * calls, [], tracker, window_s, queries=4 * calls)
+
+
+def test_figures_from_a_low_quality_prefill_window_make_the_headline_quality_low() -> None:
+    """As a real job on this machine: a 10 s generate window is ok, a prefill window of 6 modelled samples is not,
+    and the prefill and decode figures come from it: the record's headline quality says so, naming the window."""
+    window = measured_window(10.0, 0.5, tokens=24)  # 21 samples
+    prefill = measured_window(5.0, 1.0, tokens=4)  # 6 samples
+    assert window.energy is not None and window.energy.reading is not None and window.energy.reading.quality == "ok"
+    metrics = {"window_output_tokens": 480.0, "window_queries": 80.0}
+    energy = energy_metrics(window, prefill, None, metrics)
+    assert "decode_energy_per_token_j" in metrics  # a figure computed from the prefill window's reading
+    assert energy["quality"] == "low"
+    assert energy["quality_reasons"] == [
+        "prefill window: cpu: 6 modelled samples < 10",
+        "prefill window: ram: 6 modelled samples < 10",
+    ]
+    assert energy["quality_by_window"]["generate"] == {"quality": "ok", "quality_reasons": []}
+    assert energy["prefill"]["quality"] == "low"  # each window keeps its own
+    record = JobRecord(
+        status=COMPLETED,
+        overrides=[],
+        config={},
+        config_hash="x",
+        start_time="2025-03-01T00:00:00+00:00",
+        end_time="2025-03-01T00:00:30+00:00",
+        duration_s=30.0,
+        job_num=0,
+        metrics=metrics,
+        info={"energy": energy},
+    )
+    assert energy_quality(record) == ("low", energy["quality_reasons"])  # what explaunch report shows
+    alone = energy_metrics(window, None, None, dict(metrics))  # no prefill figures reported: the window's own
+    assert (alone["quality"], alone["quality_reasons"]) == ("ok", [])
 
 
 def test_flop_counter_and_analytical_count_agree_exactly(tmp_path: Path) -> None:

@@ -108,8 +108,11 @@ def run(config: ExplaunchConfig, job_dir: Path) -> ExperimentResult:
             optimizer.step()
         return float(loss.item())
 
-    # With energy on, the training repeats (from the same weights, so to the same model) until the window lasted
-    # energy.min_window_s and energy.min_iterations runs: one run of a fraction of a second is no energy figure.
+    # One unmeasured run first: torch's first backward and optimizer step set themselves up (about 1 s here), which
+    # no run after pays. With energy on, the training then repeats (from the same weights, so to the same model)
+    # until the window lasted energy.min_window_s and energy.min_iterations runs: one run of a fraction of a second
+    # is no energy figure.
+    train_once()
     energy = EnergyTracker.from_config(config.energy, None) if config.energy.enabled else None
     run_times: list[float] = []
     with energy if energy is not None else contextlib.nullcontext():

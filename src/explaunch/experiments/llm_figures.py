@@ -15,7 +15,7 @@ import torch
 
 from explaunch.experiments.llm_window import Window
 from explaunch.measure.compute import summarize
-from explaunch.measure.energy import JOULES_PER_KWH
+from explaunch.measure.energy import JOULES_PER_KWH, headline_quality
 from explaunch.sweepdir.records import write_text_atomic
 
 
@@ -64,7 +64,9 @@ def energy_metrics(
     window: Window, prefill: Window | None, flops_per_batch: list[float] | None, metrics: dict[str, float]
 ) -> dict[str, Any]:
     """The window's energy and what people compare it by (per output token, per query, per FLOP), prefill and
-    decode apart; adds them to ``metrics``, returns the record's ``info.energy``."""
+    decode apart; adds them to ``metrics``, returns the record's ``info.energy``. Its ``quality`` is the worst of
+    the windows whose figures it reports (the prefill window's too, where decode figures come from it), each reason
+    naming its window; ``quality_by_window`` and ``prefill`` keep each window's own."""
     assert window.energy is not None
     if window.energy.reading is None:
         return {"error": window.energy.error}
@@ -84,6 +86,7 @@ def energy_metrics(
         "region": "timed generate calls (after warmup)",
         "iterations": len(window.timings),
     }
+    reported = {"generate": reading}
     if prefill is not None and prefill.energy is not None and prefill.energy.reading is not None:
         prefill_reading = prefill.energy.reading
         per_query = prefill_reading.energy_joules / prefill.queries
@@ -107,9 +110,10 @@ def energy_metrics(
             "decode energy = the generate window's energy - prefill energy per query (from the prefill window) x "
             "the window's queries; per token: over the tokens after each query's first"
         )
+        reported["prefill"] = prefill_reading
     elif prefill is not None and prefill.energy is not None:
         info["prefill"] = {"error": prefill.energy.error}
-    return info
+    return info | headline_quality(reported)
 
 
 def write_outputs(path: Path, tokenizer: Any, batches: list[dict[str, torch.Tensor]], generated: list[Any]) -> None:

@@ -370,7 +370,9 @@ def sum_rank_energy(readings: list[dict[str, Any]]) -> dict[str, Any]:
                 merged["share"] = merged["joules"] / merged["machine_joules"] if merged["machine_joules"] else None
             merged["aggregation"] = "summed over the processes"
         components[name] = merged
-    reasons = sorted({reason for r in readings for reason in r.get("quality_reasons", [])})
+    # the generate window's own quality: the job's figures come from it alone (the prefill window's are not summed)
+    own = [r.get("quality_by_window", {}).get("generate", r) for r in readings]
+    reasons = sorted({reason for r in own for reason in r.get("quality_reasons", [])})
     return {
         "joules": sum(c["joules"] for c in components.values()),
         "window_s": max(r["window_s"] for r in readings),

@@ -3,9 +3,10 @@
 For every component (cpu, gpu, ram) the reading says its ``source``: ``counter`` (an energy counter read at the
 window's edges and between them: RAPL ``energy_uj``, NVML total energy), ``sampled`` (power samples integrated) or
 ``modelled`` (codecarbon: TDP x load, RAM size x a constant), and its ``scope``: ``devices`` (the job's own GPUs),
-``process`` (the job's process tree), ``machine`` (a whole package or GPU), ``apportioned`` (a machine counter split
-by the job's share of the machine's busy CPU time, interval by interval, so that jobs side by side add up to no more
-than the machine). Counters are read in the energy meter sidecar (:mod:`explaunch.measure.sidecar`, started by
+``process`` (the job's process tree), ``machine`` (a whole package or GPU, or codecarbon's RAM floor: a constant of
+the machine's model, whatever the job holds), ``apportioned`` (a machine counter split by the job's share of the
+machine's busy CPU time, interval by interval, so that jobs side by side add up to no more than the machine).
+Counters are read in the energy meter sidecar (:mod:`explaunch.measure.sidecar`, started by
 :mod:`explaunch.measure.meter`) by :mod:`explaunch.measure.counters`; codecarbon runs there too, for the modelled
 components and the grid's carbon intensity.
 """
@@ -13,7 +14,7 @@ components and the grid's carbon intensity.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -30,6 +31,9 @@ _MEASURED_CPU_MODES = frozenset({"intel_rapl", "intel_power_gadget", "windows_em
 QUALITY_MIN_WINDOW_S = 5.0
 QUALITY_MIN_SAMPLES = 10
 COMPONENTS = ("cpu", "gpu", "ram")
+# codecarbon's RAM model (codecarbon/external/ram.py, 3.x) never gives less than two DIMMs' worth: 2 x 5 W on x86,
+# 3 W on ARM, whatever memory it is given. tests/unit/test_energy.py holds these against codecarbon's own model.
+CODECARBON_RAM_FLOOR_W = {"x86": 10.0, "arm": 3.0}
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,45 @@ def window_quality(window_s: float, components: dict[str, dict[str, Any]]) -> li
     return reasons
 
 
+def headline_quality(windows: Mapping[str, EnergyReading]) -> dict[str, Any]:
+    """The quality of figures computed from several windows (``name -> reading``): ``low`` when any window is, each
+    reason naming its window; ``quality_by_window`` keeps every window's own. A figure is no better than the worst
+    reading it was computed from (decode energy = the generate window's less the prefill window's share)."""
+    reasons = [f"{name} window: {reason}" for name, reading in windows.items() for reason in reading.quality_reasons]
+    return {
+        "quality": "low" if reasons else "ok",
+        "quality_reasons": reasons,
+        "quality_by_window": {
+            name: {"quality": reading.quality, "quality_reasons": list(reading.quality_reasons)}
+            for name, reading in windows.items()
+        },
+    }
+
+
+def codecarbon_ram(codecarbon: dict[str, Any], common: dict[str, Any]) -> dict[str, Any]:
+    """codecarbon's RAM figure, labelled. Its model is watts per DIMM from a memory size, never below two DIMMs
+    (about 10 W). In ``process`` mode the size is the job's resident memory, but a job under ~16 GB gets the floor
+    whatever it does: a constant of the machine's model, charged in full to each job running side by side. Only a
+    figure above the floor follows the job's memory; the floor is labelled ``machine``, with a note."""
+    scope = codecarbon.get("scope", "process")
+    floor_w = float(codecarbon.get("ram_floor_w", 0.0))  # none given: no floor known, the figure as codecarbon says
+    at_floor = floor_w > 0 and float(codecarbon.get("ram_w", 0.0)) <= floor_w + 1e-6
+    component = {
+        "joules": codecarbon["ram_kwh"] * JOULES_PER_KWH,
+        "source": "modelled",
+        "scope": "machine" if at_floor else scope,
+        "method": f"codecarbon {codecarbon['version']}: W per DIMM from the memory size "
+        "(at least 2 DIMMs, ~10 W): a constant, not a meter",
+        **common,
+    }
+    if at_floor and scope == "process":
+        component["note"] = (
+            f"codecarbon's floor of {floor_w:g} W (its 2-DIMM minimum): a per-machine constant model, not this "
+            "job's memory; each job running beside others is charged all of it"
+        )
+    return component
+
+
 def combine(
     window_s: float,
     counted: dict[str, dict[str, Any]],
@@ -131,14 +174,7 @@ def combine(
                 **common,
             }
         if "ram" not in components:
-            components["ram"] = {
-                "joules": codecarbon["ram_kwh"] * JOULES_PER_KWH,
-                "source": "modelled",
-                "scope": codecarbon.get("scope", "process"),
-                "method": f"codecarbon {codecarbon['version']}: W per DIMM from the memory size "
-                "(at least 2 DIMMs, ~10 W): a constant, not a meter",
-                **common,
-            }
+            components["ram"] = codecarbon_ram(codecarbon, common)
     total_kwh = sum(c["joules"] for c in components.values()) / JOULES_PER_KWH
     if codecarbon is not None and codecarbon["energy_kwh"] > 0:
         factor = codecarbon["emissions_kg"] / codecarbon["energy_kwh"]
@@ -304,5 +340,14 @@ def codecarbon_figures(tracker: Any, interval_s: float, scope: str = "process") 
         "energy_kwh": float(data.energy_consumed),
         "cpu_kwh": float(data.cpu_energy),
         "ram_kwh": float(data.ram_energy),
+        "ram_w": float(data.ram_power),  # the window's mean
+        "ram_floor_w": CODECARBON_RAM_FLOOR_W["arm" if _is_arm() else "x86"],
         "emissions_kg": float(data.emissions),
     }
+
+
+def _is_arm() -> bool:
+    """As codecarbon tells ARM from x86 for its RAM model."""
+    import platform
+
+    return any(arm in platform.machine().lower() for arm in ("arm", "aarch"))
