@@ -146,7 +146,7 @@ def test_each_job_is_one_mlflow_run_nested_under_one_sweep_run(basic_sweep: AppS
         assert run.data.params["lr"] == "0.1"
         assert run.data.params["explaunch_accept"] == str(record.config["explaunch_accept"])
         assert run.data.params["db_password"] == "<redacted>"
-        for name in (*RETURNED, "job_energy_joules", "resources_peak_rss_mb"):
+        for name in (*RETURNED, "job_energy_joules", "resources_peak_rss_mib"):
             assert run.data.metrics[name] == pytest.approx(record.metrics[name]), name
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"job.json", ".hydra", "resources.csv", "emissions.csv", "app.log"} <= artifacts

@@ -48,7 +48,7 @@ def test_each_job_is_one_mlflow_run_nested_under_one_sweep_run(literal_sweep: Sw
         assert run.data.params["model.name"] == record.config["model"]["name"]
         assert run.data.params["batching.batch_size"] == str(record.config["batching"]["batch_size"])
         assert len(run.data.params) >= 40
-        for name in (*HEADLINE, "tokens_per_joule", "job_energy_joules", "resources_peak_rss_mb"):
+        for name in (*HEADLINE, "tokens_per_joule", "job_energy_joules", "resources_peak_rss_mib"):
             assert run.data.metrics[name] == pytest.approx(record.metrics[name]), name
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"job.json", ".hydra", "resources.csv", "emissions.csv", "main.log", "iterations.csv"} <= artifacts
@@ -80,7 +80,7 @@ def test_job_folder_holds_snapshot_energy_and_resources(literal_sweep: Sweep) ->
         assert window["quality"] == "low" and window["quality_reasons"][0].startswith("generate window: window ")
         assert any(r.startswith("prefill window: window ") for r in window["quality_reasons"])
         assert window["quality_by_window"]["generate"]["quality"] == window["prefill"]["quality"] == "low"
-        assert record.resources["samples"] >= 2 and record.resources["peak"]["rss_mb"] > 100
+        assert record.resources["samples"] >= 2 and record.resources["peak"]["rss_mib"] > 100
         assert (job_dir / "emissions.csv").is_file()
     envs = {r.env_hash for _, r in records.iter_job_records(literal_sweep.dir)}
     assert len(envs) == 1  # same code, packages and machine for every job

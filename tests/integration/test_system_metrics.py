@@ -28,4 +28,4 @@ def test_mlflows_system_metrics_are_logged_to_each_jobs_own_run(tmp_path: Path, 
     for run in jobs:
         assert run.info.status == "FINISHED"
         assert any(name.startswith("system/cpu") for name in run.data.metrics), sorted(run.data.metrics)
-        assert "resources_peak_rss_mb" in run.data.metrics or any("rss" in n for n in run.data.metrics)
+        assert "resources_peak_rss_mib" in run.data.metrics or any("rss" in n for n in run.data.metrics)

@@ -40,14 +40,14 @@ def job(num: int, seed: int, batch: int, *, error: JobError | None = None, tag: 
         end_time="2026-01-01T00:00:04+00:00",
         duration_s=4.0,
         job_num=num,
-        metrics={} if error else {"slept_s": float(batch + seed), "resources_peak_rss_mb": 100.0},
+        metrics={} if error else {"slept_s": float(batch + seed), "resources_peak_rss_mib": 100.0},
         error=error,
         resources={"alerts": ["system_memory_percent 93.0 above the alert threshold 90 at 1.0 s"]} if num == 1 else {},
     )
 
 
-def write_resources(job_dir: Path, rows: list[tuple[float, float, float]]) -> None:
-    lines = ["elapsed_s,cpu_percent,rss_mb,system_cpu_percent,system_memory_percent,disk_free_gb"]
+def write_resources(job_dir: Path, rows: list[tuple[float, float, float]], rss: str = "rss_mib") -> None:
+    lines = [f"elapsed_s,cpu_percent,{rss},system_cpu_percent,system_memory_percent,disk_free_gb"]
     lines += [f"{e},{cpu},120.5,50.0,{memory},40.0" for e, cpu, memory in rows]
     (job_dir / "resources.csv").write_text("\n".join(lines) + "\n")
 
@@ -300,8 +300,20 @@ def test_resource_series_of_running_and_recent_jobs(served: tuple[RunningDashboa
     resources = api(served[0], LIVE)["resources"]
     running = next(j for j in resources["jobs"] if j["num"] == 4)
     assert running["cpu_percent"] == [90.0, 95.0] and len(running["t"]) == 2
+    assert running["rss_mib"] == [120.5, 120.5]
     assert running["t"][1] - running["t"][0] == pytest.approx(1.0)
     assert resources["machine"]["system_memory_percent"]["v"] == [20.0, 60.0]
+
+
+def test_an_older_sweeps_rss_mb_column_is_drawn_as_the_jobs_rss_in_mib(tmp_path: Path) -> None:
+    """resources.csv written before the columns said MiB (``rss_mb``, which always held MiB) still gives the series."""
+    sweep_dir = make_live_sweep(tmp_path / "sweep")
+    write_resources(sweep_dir / "4", [(0.0, 90.0, 20.0), (1.0, 95.0, 60.0)], rss="rss_mb")  # over today's
+
+    resources = state.sweep_state(sweepdir.SweepReader(tmp_path), sweep_dir)["resources"]
+
+    running = next(j for j in resources["jobs"] if j["num"] == 4)
+    assert running["rss_mib"] == [120.5, 120.5] and "rss_mb" not in running
 
 
 def test_error_log_links_the_traceback_inside_the_served_folder(served: tuple[RunningDashboard, Path]) -> None:

@@ -77,6 +77,6 @@ def test_sampler_records_gpu_columns_and_raises_a_gpu_memory_alert(nvml: FakeNvm
     time.sleep(0.2)
     summary = sampler.stop()
     header = (tmp_path / "r.csv").read_text().splitlines()[0].split(",")
-    assert {"gpu0_util_percent", "gpu1_memory_mb", "gpu0_power_w", "gpu1_temperature_c"} <= set(header)
+    assert {"gpu0_util_percent", "gpu1_memory_mib", "gpu0_power_w", "gpu1_temperature_c"} <= set(header)
     assert summary.peak["gpu0_power_w"] == 350.0
     assert sorted(a.split()[0] for a in summary.alerts) == ["gpu0_memory_percent", "gpu1_memory_percent"]

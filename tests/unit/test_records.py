@@ -91,6 +91,35 @@ def test_a_record_written_before_the_metric_renames_is_read_under_the_new_names(
     assert "throughput_tokens_per_s" in (tmp_path / records.JOB_FILE).read_text(encoding="utf-8")
 
 
+def test_a_record_whose_resource_columns_said_mb_is_read_under_their_mib_names(tmp_path: Path) -> None:
+    """The sampler's ``_mb`` columns always held MiB (1024 * 1024 bytes): the job's resource metrics and its
+    ``resources`` peak and mean are read as ``_mib``, values unchanged; ``disk_free_gb`` (1e9 bytes) keeps its name."""
+    old_metrics = {
+        "resources_peak_rss_mb": 512.0,
+        "resources_mean_rss_mb": 400.0,
+        "resources_peak_gpu3_memory_mb": 2048.0,
+        "resources_peak_disk_write_mb": 1.5,
+        "resources_mean_net_recv_mb": 0.25,
+        "resources_peak_disk_free_gb": 40.0,
+    }
+    old_resources = {"samples": 3, "peak": {"rss_mb": 512.0, "disk_free_gb": 40.0}, "mean": {"rss_mb": 400.0}}
+    write_raw_job_json(tmp_path, {**make_record(metrics=old_metrics).to_dict(), "resources": old_resources})
+
+    record = records.read_job_record(tmp_path)
+
+    assert record.metrics == {
+        "resources_peak_rss_mib": 512.0,
+        "resources_mean_rss_mib": 400.0,
+        "resources_peak_gpu3_memory_mib": 2048.0,
+        "resources_peak_disk_write_mib": 1.5,
+        "resources_mean_net_recv_mib": 0.25,
+        "resources_peak_disk_free_gb": 40.0,
+    }
+    assert record.resources["peak"] == {"rss_mib": 512.0, "disk_free_gb": 40.0}
+    assert record.resources["mean"] == {"rss_mib": 400.0} and record.resources["samples"] == 3
+    assert "resources_peak_rss_mb" in (tmp_path / records.JOB_FILE).read_text(encoding="utf-8")
+
+
 def test_a_metric_under_both_names_keeps_the_new_names_value() -> None:
     assert records.current_metric_names({"throughput_e2e_tokens_per_s": 2.0, "throughput_tokens_per_s": 1.0}) == {
         "throughput_e2e_tokens_per_s": 2.0

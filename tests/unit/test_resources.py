@@ -14,19 +14,19 @@ def rows(path: Path) -> list[dict[str, str]]:
 
 def test_sampler_writes_a_time_series_and_summarises_it(tmp_path: Path) -> None:
     sampler = ResourceSampler(tmp_path / "resources.csv", interval_s=0.1).start()
-    hog = bytearray(100 * 1024 * 1024)  # 100 MB, touched so that it is resident
+    hog = bytearray(100 * 1024 * 1024)  # 100 MiB, touched so that it is resident
     for i in range(0, len(hog), 4096):
         hog[i] = 1
     time.sleep(0.5)
     summary = sampler.stop()
     series = rows(tmp_path / "resources.csv")
     assert len(series) == summary.samples >= 4
-    assert {"elapsed_s", "cpu_percent", "rss_mb", "system_memory_percent", "disk_free_gb"} <= set(series[0])
+    assert {"elapsed_s", "cpu_percent", "rss_mib", "system_memory_percent", "disk_free_gb"} <= set(series[0])
     elapsed = [float(r["elapsed_s"]) for r in series]
     assert elapsed == sorted(elapsed)
-    assert summary.peak["rss_mb"] >= 100
-    assert summary.mean["rss_mb"] <= summary.peak["rss_mb"]
-    assert summary.metrics()["resources_peak_rss_mb"] == summary.peak["rss_mb"]
+    assert summary.peak["rss_mib"] >= 100
+    assert summary.mean["rss_mib"] <= summary.peak["rss_mib"]
+    assert summary.metrics()["resources_peak_rss_mib"] == summary.peak["rss_mib"]
     assert summary.sample_errors == 0
     del hog
 

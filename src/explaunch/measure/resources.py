@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
-MB = 1024 * 1024
+MIB = 1024 * 1024  # bytes: memory, IO and network columns are in MiB and end in _mib (disk_free_gb is 1e9 bytes)
 CSV_FILE = "resources.csv"
 
 
@@ -76,7 +76,7 @@ class _Gpus:
             nvml = self.nvml
             memory = nvml.nvmlDeviceGetMemoryInfo(handle)
             row[f"gpu{index}_util_percent"] = float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
-            row[f"gpu{index}_memory_mb"] = memory.used / MB
+            row[f"gpu{index}_memory_mib"] = memory.used / MIB
             row[f"gpu{index}_memory_percent"] = 100.0 * memory.used / memory.total
             row[f"gpu{index}_power_w"] = nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0
             row[f"gpu{index}_temperature_c"] = float(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
@@ -172,18 +172,18 @@ class ResourceSampler:
         row = {
             "elapsed_s": time.monotonic() - self._t0,
             "cpu_percent": cpu,
-            "rss_mb": rss / MB,
+            "rss_mib": rss / MIB,
             "system_cpu_percent": ps.cpu_percent(None),
             "system_memory_percent": float(memory.percent),
             "disk_free_gb": ps.disk_usage(str(self.csv_path.parent)).free / 1e9,
         }
         io, net = self._safe(ps.disk_io_counters), self._safe(ps.net_io_counters)
         if io is not None and self._io0 is not None:
-            row["disk_read_mb"] = (io.read_bytes - self._io0.read_bytes) / MB
-            row["disk_write_mb"] = (io.write_bytes - self._io0.write_bytes) / MB
+            row["disk_read_mib"] = (io.read_bytes - self._io0.read_bytes) / MIB
+            row["disk_write_mib"] = (io.write_bytes - self._io0.write_bytes) / MIB
         if net is not None and self._net0 is not None:
-            row["net_sent_mb"] = (net.bytes_sent - self._net0.bytes_sent) / MB
-            row["net_recv_mb"] = (net.bytes_recv - self._net0.bytes_recv) / MB
+            row["net_sent_mib"] = (net.bytes_sent - self._net0.bytes_sent) / MIB
+            row["net_recv_mib"] = (net.bytes_recv - self._net0.bytes_recv) / MIB
         if self._gpus is not None:
             row.update(self._gpus.sample())
         return row

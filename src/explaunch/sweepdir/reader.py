@@ -350,7 +350,8 @@ def parse_time(text: str) -> float | None:
 
 def read_series(path: Path) -> dict[str, list[float]] | None:
     """``resources.csv`` as columns, with ``t`` the epoch time of each sample: the file's mtime is its last row's
-    (the sampler appends a row and closes the file), so ``t = mtime - (last elapsed_s - elapsed_s)``."""
+    (the sampler appends a row and closes the file), so ``t = mtime - (last elapsed_s - elapsed_s)``. Columns are
+    under today's names: an older sweep's ``rss_mb`` is read as ``rss_mib`` (:func:`records.current_column_name`)."""
     try:
         mtime = path.stat().st_mtime
         with path.open(encoding="utf-8", newline="") as handle:
@@ -360,7 +361,11 @@ def read_series(path: Path) -> dict[str, list[float]] | None:
     columns: dict[str, list[float]] = {}
     for row in rows:
         try:
-            values = {k: float(v) for k, v in row.items() if k is not None and v not in (None, "")}
+            values = {
+                records.current_column_name(k): float(v)
+                for k, v in row.items()
+                if k is not None and v not in (None, "")
+            }
         except (TypeError, ValueError):
             continue  # a row cut by the reader racing the writer
         if "elapsed_s" not in values:

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -60,7 +61,7 @@ _KWH = 3.6e6  # joules (explaunch.measure.energy.JOULES_PER_KWH, without importi
 # Metrics renamed since records of schema version 1 were first written: old name -> (new name, factor to the new
 # unit). Records on disk keep the names they were written with; ``JobRecord.from_dict`` gives every reader the new
 # ones, so that a report, the dashboard and ``explaunch reproduce`` line an old job up with a new one. This is the
-# one place that knows the old names.
+# one place that knows the old names (the resource sampler's, one per GPU, by rule: :func:`current_column_name`).
 RENAMED_METRICS: dict[str, tuple[str, float]] = {
     "throughput_tokens_per_s": ("throughput_e2e_tokens_per_s", 1.0),
     "memory_peak_rss_mb": ("memory_peak_rss_mib", 1.0),  # it always held MiB
@@ -77,17 +78,50 @@ RENAMED_METRICS: dict[str, tuple[str, float]] = {
 }
 
 
+# The resource sampler's columns that held MiB under an ``_mb`` name (``resources.csv``, and the keys of a record's
+# ``resources`` peak and mean); read as ``..._mib``. ``disk_free_gb`` is GB (1e9 bytes) and keeps its name.
+_OLD_MIB_COLUMN = re.compile(r"(rss|disk_read|disk_write|net_sent|net_recv|gpu\d+_memory)_mb")
+# The job's metrics made from those columns (``explaunch.measure.resources.ResourceSummary.metrics``).
+_RESOURCE_METRIC = re.compile(r"(resources_(?:peak|mean)_)(.+)")
+
+
+def current_column_name(column: str) -> str:
+    """A ``resources.csv`` column under today's name: an old ``rss_mb`` is ``rss_mib`` (it always held MiB)."""
+    return f"{column[: -len('_mb')]}_mib" if _OLD_MIB_COLUMN.fullmatch(column) else column
+
+
+def renamed_metric(name: str) -> tuple[str, float] | None:
+    """(new name, factor to the new unit) of an old metric name; None for a current one. The resource metrics follow
+    the sampler's columns, one per GPU, so they are renamed by :func:`current_column_name` rather than listed."""
+    if name in RENAMED_METRICS:
+        return RENAMED_METRICS[name]
+    resource = _RESOURCE_METRIC.fullmatch(name)
+    if resource is not None and _OLD_MIB_COLUMN.fullmatch(resource.group(2)):
+        return resource.group(1) + current_column_name(resource.group(2)), 1.0  # resources_peak_rss_mb: MiB
+    return None
+
+
 def current_metric_names(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """``metrics`` with the old names of :data:`RENAMED_METRICS` replaced (values in the new unit), in their order;
-    a metric recorded under both names keeps the new name's value."""
+    """``metrics`` with the old names of :data:`RENAMED_METRICS` (and the resource metrics of
+    :func:`current_column_name`) replaced (values in the new unit), in their order; a metric recorded under both
+    names keeps the new name's value."""
     out: dict[str, Any] = {}
     for name, value in metrics.items():
-        renamed = RENAMED_METRICS.get(name)
+        renamed = renamed_metric(name)
         if renamed is None:
             out[name] = value
         elif renamed[0] not in metrics:
             new, factor = renamed
             out[new] = value * factor if factor != 1.0 and isinstance(value, int | float) else value
+    return out
+
+
+def current_resource_names(resources: Mapping[str, Any]) -> dict[str, Any]:
+    """A record's ``resources`` with the columns of its ``peak`` and ``mean`` under today's names."""
+    out = dict(resources)
+    for key in ("peak", "mean"):
+        if isinstance(out.get(key), Mapping):
+            out[key] = {current_column_name(column): value for column, value in out[key].items()}
     return out
 
 
@@ -135,6 +169,8 @@ class JobRecord:
         values = dict(data)
         if isinstance(values.get("metrics"), Mapping):
             values["metrics"] = current_metric_names(values["metrics"])
+        if isinstance(values.get("resources"), Mapping):
+            values["resources"] = current_resource_names(values["resources"])
         try:
             if values.get("error") is not None:
                 values["error"] = JobError(**values["error"])

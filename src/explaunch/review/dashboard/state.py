@@ -35,7 +35,7 @@ TABLE_METRICS = 8  # the headline metrics of an LLM job (records.HEADLINE_METRIC
 RECENT_FINISHED = 6  # finished jobs whose resource series are shown beside the running ones
 MAX_POINTS = 200  # per series, after downsampling
 MACHINE_COLUMNS = ("system_cpu_percent", "system_memory_percent")
-JOB_COLUMNS = ("cpu_percent", "rss_mb")
+JOB_COLUMNS = ("cpu_percent", "rss_mib")  # an older sweep's rss_mb is read as rss_mib
 GPU_SUFFIXES = ("_util_percent", "_memory_percent")
 
 

@@ -202,8 +202,8 @@ function renderResources(resources) {
   drawChart(byId("chart-cpu"), timeSeries(resources.jobs, "cpu_percent"), {
     title: "job CPU % (100 = one core)", xLabel, empty: "no resources.csv yet",
   });
-  drawChart(byId("chart-rss"), timeSeries(resources.jobs, "rss_mb"), {
-    title: "job memory (RSS, MB)", xLabel, empty: "no resources.csv yet",
+  drawChart(byId("chart-rss"), timeSeries(resources.jobs, "rss_mib"), {
+    title: "job memory (RSS, MiB)", xLabel, empty: "no resources.csv yet",
   });
   const machine = resources.machine;
   const machineSeries = (names) => names.filter((n) => machine[n]).map((n) => ({
