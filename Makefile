@@ -17,8 +17,8 @@ help:  ## list the targets
 setup: $(STAMP)  ## create .venv and install explaunch, its pinned dependencies and system packages
 
 $(STAMP): pyproject.toml requirements/constraints.txt
-	scripts/setup-system.sh
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "explaunch needs Python 3.11, found " + sys.version.split()[0])'
+	scripts/setup-system.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c requirements/constraints.txt -e '.[dev]'

@@ -2,16 +2,19 @@
 
 import sys
 
+# Python parses the whole file before it runs this check: the file stays valid Python 2.7 and 3.0+ (no f-strings, no
+# annotations; mypy reads `# type:` comments), so that `python main.py` on an old cluster's Python 2 says what to
+# install in one line instead of a SyntaxError.
 if sys.version_info < (3, 11):  # noqa: UP036 -- before any import that would fail with a traceback
     sys.exit(
-        f"error: explaunch needs Python 3.11 to 3.13, this is {sys.version.split()[0]}: "
+        "error: explaunch needs Python 3.11 to 3.13, this is " + sys.version.split()[0] + ": "
         "run it with python3.11 or newer (make setup makes .venv with python3.11)"
     )
 
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig  # noqa: F401 -- in the type comment of main() below
 
 from explaunch.config import register_configs
 from explaunch.job import task
@@ -20,7 +23,7 @@ register_configs(Path(__file__).parent)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> dict[str, object]:
+def main(cfg):  # type: (DictConfig) -> dict[str, object]
     return task.run(cfg)
 
 
@@ -33,7 +36,7 @@ if __name__ == "__main__":
     check_command_line(Path(__file__).parent / "conf", "config")
     from explaunch._compat import exit_fast
 
-    status: object = 0
+    status = 0  # type: object
     try:
         main()
     except SystemExit as ex:

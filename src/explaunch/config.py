@@ -300,11 +300,13 @@ def register_configs(code_dir: Path | None = None) -> None:
     register_launchers()
 
 
-def validate(cfg: DictConfig) -> ExplaunchConfig:
+def validate(cfg: DictConfig, *, check_extras: bool = True) -> ExplaunchConfig:
     """Turn a composed job config into the typed :class:`ExplaunchConfig`, or raise the first :class:`ConfigError`.
 
     Any ``hydra`` node is ignored. Types were already checked by OmegaConf at composition; here come the
-    ranges, choices and cross-field rules.
+    ranges, choices and cross-field rules, and whether the extra its experiment type needs is installed. A config
+    that is no job's (the base whose values a sweep overrides) is checked with ``check_extras=False``: its
+    experiment type (conf/config.yaml's default) may be one that no job of the sweep runs.
     """
     task_cfg = without_hydra(cfg) if "hydra" in cfg else cfg
     try:
@@ -317,9 +319,10 @@ def validate(cfg: DictConfig) -> ExplaunchConfig:
     if not isinstance(obj, ExplaunchConfig):
         raise ConfigError("config", type(obj).__name__, "the primary config must use explaunch_schema")
     check_fields(obj, "")
-    from explaunch import extras  # an experiment type whose extra is not installed: one line, before any job
+    if check_extras:
+        from explaunch import extras  # an experiment type whose extra is not installed: one line, before any job
 
-    extras.check(obj.experiment_type.name, obj.sharding.strategy)
+        extras.check(obj.experiment_type.name, obj.sharding.strategy)
     return obj
 
 

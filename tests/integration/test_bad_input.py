@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,17 @@ def test_bad_value_anywhere_in_a_sweep_stops_it_before_any_job(tmp_path: Path, o
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [f"error: {message}"]
     assert list(tmp_path.iterdir()) == []  # no multirun/ folder
+
+
+def test_a_gpu_id_that_is_not_visible_anywhere_in_a_sweep_stops_it_before_any_job(tmp_path: Path) -> None:
+    """Each job's own GPUs are checked, not only a value given once: here no NVIDIA GPU is visible, on a GPU machine
+    the 64th is not."""
+    sweep = tmp_path / "sweep"
+    proc = run_main(
+        "-m", "experiment_type=probe", "hardware.gpu_ids=[0],[63]", "tracking=none", f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    (line,) = proc.stderr.splitlines()
+    assert re.match(r"error: hardware\.gpu_ids=\[(0|63)\]: ", line), line
+    assert list(tmp_path.iterdir()) == []  # no sweep folder, no job folder

@@ -1,9 +1,9 @@
-"""The wheel, installed (not editable) without extras into a fresh venv on Python 3.11, 3.12 and 3.13, as a user of
-another Hydra project would: no torch comes with it, Hydra finds our sweeper and launchers, the package data is
-inside, ``explaunch --version`` says the package's version, a two-job sweep runs from it, and an experiment type
-whose extra is missing stops with one line naming the extra, and the example plain Hydra app
-(examples/any_hydra_app) gets its records and MLflow runs from it. On 3.12 and 3.13 the core's unit tests (those not
-marked ``extras``) then run against that install.
+"""The sdist (with the package data) and the wheel built from it, installed (not editable) without extras into a
+fresh venv on Python 3.11, 3.12 and 3.13, as a user of another Hydra project would: no torch comes with it, Hydra
+finds our sweeper and every launcher we ship, the package data is inside, ``explaunch --version`` says the
+package's version, a two-job sweep runs from it, an experiment type whose extra is missing stops with one line
+naming the extra, and the example plain Hydra app (examples/any_hydra_app) gets its records and MLflow runs from
+it. On 3.12 and 3.13 the core's unit tests (those not marked ``extras``) then run against that install.
 
 Each venv installs the wheel with ``requirements/constraints.txt`` as constraints: the versions the lock names are
 the lower bounds ``pyproject.toml`` declares, so this is the lower bounds tested on every interpreter. An interpreter
@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,22 @@ pytestmark = pytest.mark.slow
 PYTHONS = ("3.11", "3.12", "3.13")
 HEAVY = ("torch", "transformers", "ultralytics", "torchvision", "accelerate")
 PIP_TIMEOUT_S = 900
+# what the package ships, by name: its Hydra plugins (src/hydra_plugins/explaunch_plugins) and its data files
+SWEEPER = "hydra_plugins.explaunch_plugins.sweeper.ExplaunchSweeper"
+LAUNCHERS = (
+    "hydra_plugins.explaunch_plugins.local_launcher.ExplaunchLocalLauncher",  # hydra/launcher=explaunch_local
+    "hydra_plugins.explaunch_plugins.launchers.ExplaunchLocalLauncher",  # hydra/launcher=submitit_local
+    "hydra_plugins.explaunch_plugins.launchers.ExplaunchSlurmLauncher",  # hydra/launcher=submitit_slurm
+)
+DATA_FILES = (  # under src/explaunch
+    "data/prompts.jsonl",
+    "data/tokenizer/tokenizer.json",
+    "data/tokenizer/tokenizer_config.json",
+    "review/dashboard/static/index.html",
+    "review/dashboard/static/app.js",
+    "review/dashboard/static/style.css",
+    "py.typed",
+)
 
 
 def find_python(version: str) -> str | None:
@@ -40,16 +57,44 @@ def find_python(version: str) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dist = tmp_path_factory.mktemp("dist")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(ROOT)],
-        check=True,
+def sdist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sdist, from the build backend's own PEP 517 hook (setuptools.build_meta, pyproject's build-backend) with
+    the setuptools of this venv: nothing is downloaded (`python -m build` is not installed)."""
+    dist = tmp_path_factory.mktemp("sdist")
+    hook = "import sys, setuptools.build_meta as backend; backend.build_sdist(sys.argv[1])"
+    built = subprocess.run(
+        [sys.executable, "-c", hook, str(dist)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    (archive,) = dist.glob("explaunch-*.tar.gz")
+    return archive
+
+
+@pytest.fixture(scope="module")
+def wheel(sdist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel, built from the unpacked sdist as `python -m build` builds it: the sdist alone must make it (pip's
+    build environment comes from the local index the venvs install from)."""
+    unpacked, dist = tmp_path_factory.mktemp("unpacked"), tmp_path_factory.mktemp("dist")
+    with tarfile.open(sdist) as archive:
+        archive.extractall(unpacked, filter="data")
+    (source,) = unpacked.iterdir()
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(source)],
         capture_output=True,
+        text=True,
         timeout=300,
     )
-    (built,) = dist.glob("explaunch-*.whl")
-    return built
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel_file,) = dist.glob("explaunch-*.whl")
+    return wheel_file
+
+
+def test_the_sdist_holds_the_plugins_and_the_package_data(sdist: Path) -> None:
+    with tarfile.open(sdist) as archive:
+        names = {name.partition("/")[2] for name in archive.getnames()}  # without the explaunch-X.Y.Z/ folder
+    plugins = {f"src/{name.rpartition('.')[0].replace('.', '/')}.py" for name in (SWEEPER, *LAUNCHERS)}
+    wanted = {"pyproject.toml", "README.md", *plugins, *(f"src/explaunch/{name}" for name in DATA_FILES)}
+    assert sorted(wanted - names) == []
 
 
 def run(
@@ -88,14 +133,11 @@ from hydra.plugins.sweeper import Sweeper
 data = importlib.resources.files("explaunch")
 print(json.dumps({{
     "heavy": [m for m in {HEAVY!r} if importlib.util.find_spec(m)],
-    "sweepers": [p.__name__ for p in Plugins.instance().discover(Sweeper)],
-    "launchers": [p.__module__ for p in Plugins.instance().discover(Launcher)],
+    "sweepers": [f"{{p.__module__}}.{{p.__name__}}" for p in Plugins.instance().discover(Sweeper)],
+    "launchers": [f"{{p.__module__}}.{{p.__name__}}" for p in Plugins.instance().discover(Launcher)],
     "version": importlib.metadata.version("explaunch"),
     "editable": not str(data).startswith({str(venv)!r}),
-    "data": sorted(p.name for p in data.iterdir() if p.name in ("py.typed", "data", "review")),
-    "prompts": sorted(p.name for p in (data / "data").iterdir() if p.name.endswith(".jsonl")),
-    "tokenizer": sorted(p.name for p in (data / "data" / "tokenizer").iterdir()),
-    "static": sorted(p.name for p in (data / "review" / "dashboard" / "static").iterdir()),
+    "data": [f for f in {DATA_FILES!r} if data.joinpath(*f.split("/")).is_file()],
 }}))
 """,
         cwd=tmp_path,
@@ -103,11 +145,10 @@ print(json.dumps({{
     assert probe.returncode == 0, probe.stderr[-3000:]
     found = json.loads(probe.stdout)
     assert found["heavy"] == [], f"the core install pulled {found['heavy']}"
-    assert "ExplaunchSweeper" in found["sweepers"]
-    assert any("explaunch_plugins" in m for m in found["launchers"]), found["launchers"]
+    assert SWEEPER in found["sweepers"], found["sweepers"]
+    assert sorted(set(LAUNCHERS) - set(found["launchers"])) == [], found["launchers"]
     assert not found["editable"]
-    assert found["data"] == ["data", "py.typed", "review"]
-    assert found["prompts"] and found["tokenizer"] and found["static"], found
+    assert found["data"] == list(DATA_FILES)
 
     version_line = run(str(bin_dir / "explaunch"), "--version", cwd=tmp_path)
     assert version_line.returncode == 0 and found["version"] in version_line.stdout, version_line
@@ -164,12 +205,17 @@ print(json.dumps({{
     assert tests.returncode == 0, tests.stdout[-5000:]
 
 
-def test_main_py_on_an_interpreter_older_than_3_11_says_what_to_install_in_one_line(tmp_path: Path) -> None:
-    python = find_python("3.10")
+@pytest.mark.parametrize("version", ["2.7", "3.10"])
+def test_main_py_on_an_interpreter_older_than_3_11_says_what_to_install_in_one_line(
+    version: str, tmp_path: Path
+) -> None:
+    """Python 2.7 (still ``python`` on old clusters) parses main.py before it runs the check: the file must parse
+    there too, or the user gets a SyntaxError's traceback instead of the line."""
+    python = find_python(version)
     if python is None:
-        pytest.skip("no python3.10 on this machine to try it with")
+        pytest.skip(f"no python{version} on this machine to try it with")
     ran = run(python, str(MAIN), "-m", "experiment_type=probe", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     assert ran.returncode == 1
     assert ran.stderr.strip().splitlines() == [ran.stderr.strip()], ran.stderr  # one line, no traceback
-    assert "needs Python 3.11 to 3.13" in ran.stderr and "3.10" in ran.stderr
+    assert ran.stderr.startswith(f"error: explaunch needs Python 3.11 to 3.13, this is {version}."), ran.stderr
     assert not (tmp_path / "sweep").exists()

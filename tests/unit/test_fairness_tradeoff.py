@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from explaunch.config import validate
-from explaunch.experiments import fairness_tradeoff
 from explaunch.experiments.base import ExperimentResult
 from tests.conftest import compose_config
 
@@ -15,6 +14,8 @@ pytestmark = pytest.mark.extras  # fairness_tradeoff needs torch
 
 
 def run_job(tmp_path: Path, *overrides: str) -> ExperimentResult:
+    from explaunch.experiments import fairness_tradeoff  # here: a core install (no torch) still collects this file
+
     config = validate(compose_config("experiment_type=fairness_tradeoff", "experiment_type.epochs=20", *overrides))
     return fairness_tradeoff.run(config, tmp_path)
 

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import subprocess
 from collections.abc import Iterator
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 
 import pytest
@@ -80,13 +82,62 @@ def test_bad_energy_settings_are_refused_before_any_job(override: str, message: 
 
 @pytest.mark.extras
 def test_a_gpu_id_that_is_not_visible_is_refused_where_the_jobs_run_here() -> None:
-    """No NVIDIA GPU on CI: any GPU id is one that is not visible. On a GPU machine, an id past the last one is."""
+    """No NVIDIA GPU on CI: any GPU id is one that is not visible. On a GPU machine, an id past the last one is.
+    In a sweep each job's GPUs are checked: by explaunch's sweeper in its plan (tests/integration/test_bad_input.py),
+    here with another sweeper."""
     with pytest.raises(ConfigError, match=r"^hardware\.gpu_ids=\[63\]: "):
         check("hardware.gpu_ids=[63]")
     with pytest.raises(ConfigError, match=r"^hardware\.gpu_ids=\[63\]: "):
-        check("hardware.gpu_ids=[63]", "seed=0,1", multirun=True)
+        check("hydra/sweeper=basic", "hardware.gpu_ids=[63]", "seed=0,1", multirun=True)
     check("hardware=cpu", "hardware.gpu_ids=[63]")  # a CPU job is given no GPU: nothing to check
-    check("hardware.gpu_ids=[63]", "seed=0,1", "hydra/launcher=submitit_slurm", multirun=True)  # seen on the nodes
+    slurm = ("hydra/sweeper=basic", "hydra/launcher=submitit_slurm")  # seen on the nodes, not here
+    check(*slurm, "hardware.gpu_ids=[63]", "seed=0,1", multirun=True)
+
+
+def test_a_gpu_id_that_is_not_visible_among_swept_values_is_refused_with_any_sweeper() -> None:
+    """Each job's own GPUs, not the default's (hardware=auto: none named). explaunch's sweeper checks them in its
+    plan (tests/integration/test_bad_input.py); with another sweeper the pre-flight composes every job."""
+    with pytest.raises(ConfigError, match=r"^hardware\.gpu_ids=\[(0|63)\]: "):
+        check("hydra/sweeper=basic", "experiment_type=probe", "hardware.gpu_ids=[0],[63]", multirun=True)
+    check("hydra/sweeper=basic", "experiment_type=probe", "hardware=cpu", "hardware.gpu_ids=[0],[63]", multirun=True)
+
+
+LLM_PACKAGES = ("torch", "transformers", "tokenizers")
+
+
+@pytest.fixture
+def without_the_llm_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A core-only install, as the module lookup sees it: torch, transformers and tokenizers are not found."""
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, package: str | None = None) -> ModuleSpec | None:
+        return None if name.partition(".")[0] in LLM_PACKAGES else real(name, package)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+
+
+@pytest.mark.usefixtures("without_the_llm_extra")
+def test_without_the_llm_extra_a_sweep_over_types_that_need_none_passes() -> None:
+    """The default experiment type (llm_inference) is overridden by the sweep: no job needs the extra."""
+    check("experiment_type=probe,script", multirun=True)
+    check("experiment_type=probe,script", "seed=0,1", "hydra.sweeper.max_retries=0,1", multirun=True)
+    check("+experiment=legacy_words,probe_rehearsal", multirun=True)
+    check("hydra/sweeper=basic", "experiment_type=probe", "seed=0,1", multirun=True)
+
+
+@pytest.mark.usefixtures("without_the_llm_extra")
+def test_without_the_llm_extra_a_job_that_needs_it_is_refused_in_one_line() -> None:
+    """Where the pre-flight composes the jobs (a single run, another sweeper); explaunch's sweeper refuses in its plan
+    (tests/integration/test_without_extras.py)."""
+    needs = (
+        "needs torch, transformers, tokenizers, not installed here: pip install 'explaunch[llm]' (or explaunch[all])"
+    )
+    with pytest.raises(ConfigError) as info:
+        check("experiment_type=llm_inference")
+    assert str(info.value) == f"experiment_type=llm_inference: {needs}"
+    with pytest.raises(ConfigError) as info:
+        check("hydra/sweeper=basic", "experiment_type=probe,llm_inference", multirun=True)
+    assert str(info.value) == f"experiment_type=llm_inference: {needs}"
 
 
 @pytest.mark.parametrize(

@@ -82,6 +82,10 @@ class SweepPlan:
             cfg = compose(list(overrides))
             key = self.job_key(cfg)
             jobs.append(Job(index, list(overrides), key, cfg, overrides=list(overrides)))
+        if self.ours:  # the GPUs each job is given (the pre-flight checked those of an unswept command line only)
+            from explaunch.launch.preflight import check_jobs_gpus
+
+            check_jobs_gpus([job.cfg for job in jobs], OmegaConf.select(self.config, "hydra.launcher._target_"))
         taken = {entry.job_num for entry in self.ledger.latest.values()}
         for job in jobs:
             entry = self.ledger.latest.get(job.key)

@@ -1,9 +1,11 @@
 """Check the command line before Hydra starts anything: bad input ends here with one line and exit code 2.
 
 Hydra's own reports of a composition error span several lines (search path, hints) and a value out of range would
-only surface inside a job. Here every override is composed the way Hydra will compose it and the result validated:
-each value of each swept key once (a sum over keys, not the product of the grid), plain values without a new
-composition (see explaunch.launch.composition). The sweeper then composes and validates every job of the grid.
+only surface inside a job. Here the command line is composed the way Hydra will compose it and the result validated.
+What depends on the whole job (the extra its experiment type needs, the GPUs it is given) is checked on each job's
+own config, never on the base config whose defaults a sweep overrides: explaunch's sweeper composes and validates
+every job of the grid in its plan (explaunch.launch.plan), before it writes anything; with another sweeper every job
+of the grid is composed here (plain values without a new composition, see explaunch.launch.composition).
 The settings of our sweeper and of the launchers we ship presets for (``hydra.sweeper.*``, ``hydra.launcher.*``)
 are checked against their dataclasses' ``spec`` rules the same way, and the output folder must be creatable.
 Only explaunch's own app (:func:`explaunch.config.is_explaunch_config`) is held to explaunch's schema.
@@ -11,9 +13,10 @@ Only explaunch's own app (:func:`explaunch.config.is_explaunch_config`) is held 
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -23,7 +26,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from explaunch.config import ExplaunchConfig, is_explaunch_config, schema_keys, validate, validate_node
+from explaunch.config import is_explaunch_config, schema_keys, validate, validate_node
 from explaunch.errors import EXIT_USAGE, ConfigError
 from explaunch.launch.composition import JobComposer
 
@@ -91,25 +94,32 @@ def check_overrides(config_dir: Path, config_name: str, overrides: Sequence[str]
                 swept.setdefault(o.get_key_element(), o)
         launcher = OmegaConf.select(base, "hydra.launcher._target_", default=None) if multirun else None
         ours = is_explaunch_config(base)
-        if ours:
-            check_gpus_visible(validate(base), launcher)
-        # explaunch's sweeper composes and validates every job of the grid before it writes anything (its plan):
-        # composing each value here too would double the start-up of a large sweep (64 seeds: 0.7 s)
-        planned = str(OmegaConf.select(base, "hydra.sweeper._target_", default="")).endswith(".ExplaunchSweeper")
-        compose_job = JobComposer(
-            lambda overrides: compose(config_name, overrides=[*fixed, *overrides]),
-            GlobalHydra.instance().config_loader(),
-        )
+        if ours:  # with a key swept, the base is no job's config: its jobs' extras and GPUs are checked each below
+            validate(base, check_extras=not swept)
+            if not swept:
+                check_jobs_gpus([base], launcher)
+        axes: list[list[str]] = []  # the grid of the jobs' own overrides
         for key, override in swept.items():
             if not override.is_discrete_sweep():
                 raise ConfigError(key, override.get_value_element_as_str(), "only lists, range() and glob() sweeps")
-            for value in override.sweep_string_iterator():
-                if key.startswith(("hydra.sweeper.", "hydra.launcher.")):  # the job's config holds no hydra node
-                    check_settings(
-                        _compose(config_name, [*fixed, f"{key}={value}"], [f"{key}={value}"], return_hydra_config=True)
-                    )
-                elif ours and not planned:
-                    validate(compose_job([f"{key}={value}"]))
+            values = [f"{key}={value}" for value in override.sweep_string_iterator()]
+            if key.startswith(("hydra.sweeper.", "hydra.launcher.")):  # the job's config holds no hydra node
+                for value in values:
+                    check_settings(_compose(config_name, [*fixed, value], [value], return_hydra_config=True))
+            else:
+                axes.append(values)
+        # explaunch's sweeper composes and validates every job of the grid before it writes anything (its plan):
+        # composing each job here too would double the start-up of a large sweep (64 seeds: 0.7 s)
+        planned = str(OmegaConf.select(base, "hydra.sweeper._target_", default="")).endswith(".ExplaunchSweeper")
+        if ours and swept and not planned:
+            compose_job = JobComposer(
+                lambda overrides: compose(config_name, overrides=[*fixed, *overrides]),
+                GlobalHydra.instance().config_loader(),
+            )
+            jobs = [compose_job(list(point)) for point in itertools.product(*axes)]
+            for job in jobs:
+                validate(job)
+            check_jobs_gpus(jobs, launcher)
 
 
 def check_settings(cfg: DictConfig) -> None:
@@ -164,13 +174,23 @@ def _read_only_mount(path: Path) -> bool:
         return False
 
 
-def check_gpus_visible(config: ExplaunchConfig, launcher: str | None) -> None:
+def check_jobs_gpus(configs: Iterable[DictConfig], launcher: str | None) -> None:
+    """Each job's ``hardware`` (from its own composed, validated config) against the GPUs visible here
+    (:func:`check_gpus_visible`): each distinct choice once, as NVML is opened for each."""
+    seen: set[tuple[str, tuple[int, ...]]] = set()
+    for cfg in configs:
+        hardware = (str(cfg.hardware.device), tuple(int(i) for i in cfg.hardware.gpu_ids))
+        if hardware not in seen:
+            seen.add(hardware)
+            check_gpus_visible(*hardware, launcher)
+
+
+def check_gpus_visible(device: str, gpu_ids: Sequence[int], launcher: str | None) -> None:
     """``hardware.gpu_ids`` must name GPUs visible here when the jobs run here. Jobs sent to SLURM run on nodes this
     login node may not see, and are checked there (the job's own validation and device resolution)."""
-    hardware = config.hardware
-    if hardware.device == "cpu" or (launcher is not None and "slurm" in launcher.lower()):
+    if device == "cpu" or (launcher is not None and "slurm" in launcher.lower()):
         return
-    wanted = list(hardware.gpu_ids)
+    wanted = list(gpu_ids)
     if not wanted:  # "every visible GPU": a job that finds none says so itself (hardware.device=cuda)
         return
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -181,7 +201,7 @@ def check_gpus_visible(config: ExplaunchConfig, launcher: str | None) -> None:
     except Exception as ex:  # no library, no driver, no device
         raise ConfigError(
             "hardware.gpu_ids",
-            list(hardware.gpu_ids),
+            wanted,
             f"no GPU is visible here (NVML: {type(ex).__name__}); use hardware=cpu, or run where the GPUs are",
         ) from None
     try:
@@ -189,7 +209,7 @@ def check_gpus_visible(config: ExplaunchConfig, launcher: str | None) -> None:
 
         select_gpus(pynvml, visible, wanted)
     except ValueError as ex:
-        raise ConfigError("hardware.gpu_ids", list(hardware.gpu_ids), str(ex)) from None
+        raise ConfigError("hardware.gpu_ids", wanted, str(ex)) from None
     finally:
         pynvml.nvmlShutdown()
 
