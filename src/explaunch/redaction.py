@@ -1,8 +1,8 @@
 """What counts as a secret, and the one way it is removed before anything leaves the process.
 
 Everything the project writes or serves (``.hydra/*.yaml``, ``multirun.yaml``, ``job.json``, ``plan.json``, the
-ledger, MLflow params, tags and artifacts, the dashboard, reproduce archives) goes through these functions; nothing
-else decides what a secret is.
+ledger, ``git.patch``, MLflow params, tags and artifacts, the dashboard, reproduce archives) goes through these
+functions; nothing else decides what a secret is.
 
 - A config key (or tag, or override) is secret when a secret *word* is a whole word of its last part: ``api_token``,
   ``tracking.password``, ``db_passwd``, ``private_key``; not ``max_new_tokens`` or ``num_key_value_heads``, which are
@@ -229,6 +229,46 @@ CREDENTIAL_FILES = re.compile(
 def looks_like_credentials(relative_path: str) -> bool:
     """A file never copied into a record, whatever the settings: ``.env*``, keys, certificates, ``id_*``..."""
     return bool(CREDENTIAL_FILES.search(relative_path))
+
+
+# ---- git.patch: the uncommitted changes of the code, config files among them --------------------------------------
+# One line of a config file, its key judged by is_secret as a config key is: YAML ``key: value`` (``- key: value``),
+# ``key = value``, JSON ``"key": "value",``, env-style ``export KEY=value``.
+_CONFIG_LINE = re.compile(
+    r"""^(?P<head>\s*(?:-\s+|export\s+)?(?P<quote>["']?)(?P<key>[A-Za-z_][\w.\-]*)(?P=quote)\s*[:=]\s*)"""
+    r"""(?P<value>.*?)(?P<tail>\s*,?\s*)$"""
+)
+
+
+def redact_config_line(line: str) -> str:
+    """One line of a config file with the value of a secret-named key redacted (its quotes and a JSON comma kept);
+    ``${oc.env:NAME}`` and a value that opens a nested block (judged line by line) are kept."""
+    match = _CONFIG_LINE.match(line)
+    if match is None or not is_secret(match["key"]):
+        return line
+    value = match["value"]
+    if value in ("", "{", "[") or is_env_reference(value):
+        return line
+    quote = value[0] if len(value) >= 2 and value[0] in "\"'" and value[-1] == value[0] else ""
+    return f"{match['head']}{quote}{REDACTED}{quote}{match['tail']}"
+
+
+def redact_patch(patch: str) -> str:
+    """``git diff`` output fit to record: in each hunk's lines (added, removed and context alike) the value of a
+    secret-named key is redacted as in a config file and credentials in URLs are stripped; everywhere, every secret
+    text this process knows (:func:`install_log_redaction`) is replaced. A ``key=value`` inside a line is left to
+    that last step: in code, ``token=token`` passes a variable. A redacted line no longer matches the file it came
+    from, so such a patch may not apply."""
+    lines, in_hunk = patch.split("\n"), False  # not splitlines(): a form feed in a line does not end it in git
+    for i, line in enumerate(lines):
+        if line.startswith("@@"):
+            in_hunk = True
+        elif not line.startswith(("+", "-", " ", "\\")):  # a file's header, a binary patch: no hunk lines
+            in_hunk = False
+        elif in_hunk and not line.startswith("\\"):
+            body = line[1:].removesuffix("\r")
+            lines[i] = line[0] + strip_url_credentials(redact_config_line(body)) + line[1 + len(body) :]
+    return scrub("\n".join(lines), _known_values.copy())
 
 
 # ---- log lines: Hydra's launchers log every job's overrides ("Launching job #0 locally: ... api_token=...") ------

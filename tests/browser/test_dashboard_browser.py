@@ -4,12 +4,14 @@ chromium-driver by selenium, watching a real sweep as it runs."""
 from __future__ import annotations
 
 import os
+import pty
 import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -101,7 +103,7 @@ def crafted_sweep(sweep_dir: Path) -> None:
         os.utime(sweep_dir / name, (old, old))
 
 
-def wait_for_line(path: Path, pattern: str, proc: subprocess.Popen[str], timeout: float = 120) -> str:
+def wait_for_line(path: Path, pattern: str, proc: subprocess.Popen[Any], timeout: float = 120) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = re.search(pattern, path.read_text() if path.exists() else "")
@@ -110,6 +112,30 @@ def wait_for_line(path: Path, pattern: str, proc: subprocess.Popen[str], timeout
         assert proc.poll() is None, f"exited {proc.returncode}: {path.read_text()[-3000:]}"
         time.sleep(0.2)
     raise AssertionError(f"no {pattern!r} in {path}: {path.read_text()[-3000:]}")
+
+
+def on_a_terminal(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``command`` with a terminal (a pty) for its output, as a user runs a sweep: the sweep prints its dashboard's
+    token only to a terminal. What it prints is copied to ``log``."""
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary)
+    os.close(secondary)
+
+    def copy() -> None:
+        with log.open("ab") as out:
+            while True:
+                try:
+                    data = os.read(primary, 65536)
+                except OSError:  # EIO: every process holding the terminal has ended
+                    break
+                if not data:
+                    break
+                out.write(data)
+                out.flush()
+        os.close(primary)
+
+    threading.Thread(target=copy, name="sweep-terminal", daemon=True).start()
+    return proc
 
 
 def free_port() -> int:
@@ -151,16 +177,9 @@ def test_a_running_sweep_is_followed_live_in_the_browser(browser: Any, tmp_path:
     crafted_sweep(multirun / "crafted")
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "HYDRA_FULL_ERROR": "0"}
     sweep_log = tmp_path / "sweep.log"
-    with sweep_log.open("w") as log:
-        sweep = subprocess.Popen(
-            [sys.executable, str(MAIN), "-m", *SWEEP, f"hydra.sweep.dir={multirun / 'live'}"],
-            cwd=tmp_path,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
+    sweep = on_a_terminal(
+        [sys.executable, str(MAIN), "-m", *SWEEP, f"hydra.sweep.dir={multirun / 'live'}"], tmp_path, env, sweep_log
+    )
     dashboard_log = tmp_path / "dashboard.log"
     dashboard = None
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -79,15 +80,18 @@ def completed_lines(sweep: Path) -> Counter[int]:
 def test_a_detached_sweep_returns_at_once_and_its_controller_finishes_it(tmp_path: Path) -> None:
     """4 jobs of 3 s: the command returns in well under their time, naming the folder and the commands; attach
     follows the sweep to its end; status shows every job completed and the controller finished; the secret given
-    on the command line is in none of the files the detach wrote."""
+    on the command line is in none of the files the detach wrote. Its dashboard, asked for, is not served by the
+    controller, whose output goes to controller.log (its token would be written there): the detach says how to
+    serve it, and no dashboard token is in any file of the sweep."""
     sweep = tmp_path / "sweep"
     proc, took = detach(
         *PROBE, "experiment_type.duration_s=3", "seed=range(4)", "tracking=none", f"+params.api_token={SECRET}",
-        f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+        "hydra.sweeper.dashboard=true", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert took < 8, took
-    for line in (f"explaunch status {sweep}", f"explaunch attach {sweep}", f"explaunch cancel {sweep}"):
+    commands = ("status", "attach", "cancel", "dashboard")
+    for line in (f"explaunch {command} {sweep}" for command in commands):
         assert line in proc.stdout, proc.stdout
     controller = controller_of(sweep)
     assert controller["launcher"] in ("explaunch_local", "joblib") and controller["slurm_job_id"] is None
@@ -106,6 +110,10 @@ def test_a_detached_sweep_returns_at_once_and_its_controller_finishes_it(tmp_pat
     assert "completed    4" in table.stdout and "controller: finished" in table.stdout, table.stdout
     for name in ("controller.json", "controller.log", "plan.json", "ledger.jsonl"):
         assert SECRET not in (sweep / name).read_text(), name
+    log = (sweep / "controller.log").read_text()
+    assert "dashboard: not started here (this output is not a terminal" in log and "http://" not in log, log
+    token = re.compile(rb"\?token=[\w-]{32}")  # a dashboard's URL (server.new_token: 32 characters)
+    assert [p for p in sweep.rglob("*") if p.is_file() and token.search(p.read_bytes())] == []
 
 
 def test_cancel_stops_a_detached_sweep_and_a_rerun_finishes_it_each_job_once(tmp_path: Path) -> None:

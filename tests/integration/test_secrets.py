@@ -1,6 +1,7 @@
-"""No secret leaves the process: a real sweep given secrets four ways (a secret-named config key, a swept override of
-``password``, an ``${oc.env:...}`` interpolation, an untracked ``.env`` in the code's repository), logged to a real
-sqlite MLflow store with artifacts, then every file it left and every dashboard answer searched for them."""
+"""No secret leaves the process: a real sweep given secrets five ways (a secret-named config key, a swept override of
+``password``, an ``${oc.env:...}`` interpolation, an untracked ``.env`` in the code's repository, a tracked config
+file edited to hold a password), logged to a real sqlite MLflow store with artifacts, then every file it left and
+every dashboard answer searched for them."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import sys
 import tarfile
 import uuid
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import pytest
 
+from explaunch.review.dashboard.app import STATIC_FILES
 from explaunch.review.dashboard.server import start_in_thread
 from explaunch.sweepdir import records
 from tests.conftest import MAIN
@@ -30,7 +32,8 @@ KEY_SECRET = f"SEKRIT-1-{RUN}"
 OVERRIDE_SECRETS = (f"SEKRIT-2a-{RUN}", f"SEKRIT-2b-{RUN}")
 ENV_SECRET = f"SEKRIT-3-{RUN}"
 FILE_SECRET = f"SEKRIT-4-{RUN}"
-SECRETS = (KEY_SECRET, *OVERRIDE_SECRETS, ENV_SECRET, FILE_SECRET)
+TRACKED_SECRET = f"SEKRIT-5-{RUN}"
+SECRETS = (KEY_SECRET, *OVERRIDE_SECRETS, ENV_SECRET, FILE_SECRET, TRACKED_SECRET)
 
 
 def git(repo: Path, *args: str) -> None:
@@ -41,7 +44,8 @@ def git(repo: Path, *args: str) -> None:
 
 def code_repository(where: Path) -> Path:
     """main.py and conf/ in a repository of their own (the code folder a job's snapshot finds), with an untracked
-    ``.env`` and ``id_rsa``, an untracked note and a tracked change."""
+    ``.env`` and ``id_rsa``, an untracked note and tracked changes: a tracked config file (one this sweep does not
+    load) given a password, and a comment in main.py naming the value the sweep reads from the environment."""
     where.mkdir()
     shutil.copy(MAIN, where / "main.py")
     shutil.copytree(MAIN.parent / "conf", where / "conf")
@@ -51,7 +55,9 @@ def code_repository(where: Path) -> Path:
     (where / ".env").write_text(f"DB_PASSWORD={FILE_SECRET}\n")
     (where / "id_rsa").write_text(f"-----BEGIN KEY-----\n{FILE_SECRET}\n")
     (where / "notes.txt").write_text("an untracked note\n")
-    (where / "main.py").write_text((where / "main.py").read_text() + "# a tracked change\n")
+    (where / "main.py").write_text((where / "main.py").read_text() + f"# a tracked change; the db: {ENV_SECRET}\n")
+    tracked = where / "conf" / "tracking" / "none.yaml"
+    tracked.write_text(tracked.read_text() + f"password: {TRACKED_SECRET}\n")
     return where
 
 
@@ -112,6 +118,7 @@ def test_no_secret_is_in_any_file_of_the_sweep_or_the_store_or_its_log(sweep: tu
     assert record["config"]["params"]["db_url"] == "postgres://db.example.org/x"  # credentials in a URL stripped
     patch = (sweep_dir / "0" / "git.patch").read_text()
     assert "a tracked change" in patch and "an untracked note" in patch  # untracked files asked for, not credentials
+    assert "+password: <redacted>\n" in patch and "+# a tracked change; the db: <redacted>\n" in patch
     config = (sweep_dir / "0" / ".hydra" / "config.yaml").read_text()
     assert "db: ${oc.env:EXPLAUNCH_TEST_DB_PASSWORD}" in config  # kept as written: a rerun reads the variable again
     assert "api_token: <redacted>" in config
@@ -119,23 +126,30 @@ def test_no_secret_is_in_any_file_of_the_sweep_or_the_store_or_its_log(sweep: tu
 
 
 def test_no_dashboard_answer_holds_a_secret(sweep: tuple[Path, Path, str]) -> None:
-    _work, sweep_dir, _output = sweep
-    dashboard = start_in_thread(sweep_dir)
-    try:
-        port = urlsplit(dashboard.url).port
-        assert port is not None
-        assert get(port, "/api/sweep", None)[0] == 403
-        paths = ["/", "/api/sweeps", "/api/sweep", "/static/app.js"]
-        paths += [f"/files/{quote(str(p.relative_to(sweep_dir)))}" for p in sweep_dir.rglob("*") if p.is_file()]
-        state = json.loads(get(port, "/api/sweep", dashboard.token)[1])
-        paths += [f"/api/sweep?metric={quote(m)}" for m in state.get("metrics", [])[:3]]
-        for path in paths:
-            status, body = get(port, path, dashboard.token)
-            assert status in (200, 404), (path, status)
-            assert not [s for s in SECRETS if s.encode() in body], path
-            assert dashboard.token.encode() not in body, path
-    finally:
-        dashboard.stop()
+    """Every route the app serves (review/dashboard/app.py): the page and its static files, the sweep's state with
+    each metric and parameter chosen, the trade-off view with each choice, every file; for the sweep folder and for
+    its parent (a folder of sweeps, here with the store and its artifacts beside them)."""
+    work, sweep_dir, _output = sweep
+    for root, chosen in ((sweep_dir, ""), (work, "sweep=sweep&")):
+        dashboard = start_in_thread(root)
+        try:
+            assert get(dashboard.port, f"/api/sweep?{chosen}", None)[0] == 403
+            state = json.loads(get(dashboard.port, f"/api/sweep?{chosen}", dashboard.token)[1])
+            metrics = state["metrics"][:3]
+            assert len(metrics) >= 2, state  # two to set against each other in the trade-off view
+            paths = ["/", *(f"/static/{name}" for name in STATIC_FILES), "/api/sweeps", f"/api/tradeoff?{chosen}"]
+            paths += [f"/api/sweep?{chosen}metric={quote(m)}&param={quote(p)}"
+                      for m in metrics for p in (*state["params"], "+params.password")]  # fmt: skip
+            paths += [f"/api/tradeoff?{chosen}x={quote(x)}&y={quote(y)}&better_x=max&better_y=min"
+                      for x in metrics for y in metrics if x != y]  # fmt: skip
+            paths += [f"/files/{quote(str(p.relative_to(root)))}" for p in root.rglob("*") if p.is_file()]
+            for path in paths:
+                status, body = get(dashboard.port, path, dashboard.token)
+                assert status in (200, 404), (path, status)
+                assert not [s for s in SECRETS if s.encode() in body], path
+                assert dashboard.token.encode() not in body, path
+        finally:
+            dashboard.stop()
 
 
 def test_reproduce_asks_for_literal_secrets_reads_the_environment_again_and_archives_none(

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import hashlib
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
 
 from explaunch.job.snapshot import compute_env_hash, git_state, selected_environment, take_snapshot
-from explaunch.redaction import REDACTED, redact, redact_override, redact_tree
+from explaunch.redaction import REDACTED, install_log_redaction, redact, redact_override, redact_tree
 
 
 def git(repo: Path, *args: str) -> None:
@@ -105,6 +107,41 @@ def test_untracked_credentials_and_big_files_never_go_into_the_patch(repo: Path,
     state = git_state(repo, tmp_path / "job", {"EXPLAUNCH_PATCH_UNTRACKED": "1"})
     patch = (tmp_path / "job" / "git.patch").read_text()
     assert state.dirty and "+fine" in patch and "SEKRIT" not in patch
+
+
+def test_secrets_in_tracked_config_files_are_redacted_in_the_patch_on_added_removed_and_context_lines(
+    repo: Path, tmp_path: Path
+) -> None:
+    """A tracked config edited to hold a secret is a change like any other: git.patch (uploaded to MLflow, served by
+    the dashboard) holds it with the values of secret-named keys redacted, and every secret text the process knows
+    (here a job's ``params.api_token``) replaced wherever it appears."""
+    old, new, kept, known = (f"SEKRIT-{name}-{uuid.uuid4().hex}" for name in ("old", "new", "kept", "known"))
+    install_log_redaction({"params": {"api_token": known}})  # as the job's start does with its config
+    (repo / "conf").mkdir()
+    (repo / "conf" / "db.yaml").write_text(f"api_key: {kept}\nhost: db.example.org\npassword: {old}\n")
+    (repo / "service.json").write_text('{\n  "name": "svc",\n  "note": "n"\n}\n')
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "config")
+    (repo / "conf" / "db.yaml").write_text(
+        f"api_key: {kept}\nhost: db.example.org\npassword: {new}\nbatching:\n  max_new_tokens: 16\n"
+        "db_password: ${oc.env:DB_PW}\n"
+    )
+    (repo / "service.json").write_text(f'{{\n  "name": "svc",\n  "token": "{new}",\n  "note": "n"\n}}\n')
+    (repo / "train.py").write_text(f"print('v2')  # calls the API with {known}\nmodel = load('m', token=token)\n")
+    (repo / "settings.env.example").write_text("x")
+    git(repo, "add", "settings.env.example")
+    (repo / "settings.env.example").write_text(f"export DB_PASSWORD={new}\nsecret_key = '{new}'\n")
+
+    state = git_state(repo, tmp_path / "job")
+    patch = (tmp_path / "job" / "git.patch").read_text()
+    assert [s for s in (old, new, kept, known) if s in patch] == []
+    assert "\n-password: <redacted>\n+password: <redacted>\n" in patch
+    assert "\n api_key: <redacted>\n" in patch  # a context line
+    assert '\n+  "token": "<redacted>",\n' in patch
+    assert "\n+export DB_PASSWORD=<redacted>\n+secret_key = '<redacted>'\n" in patch
+    assert "\n+print('v2')  # calls the API with <redacted>\n+model = load('m', token=token)\n" in patch  # code kept
+    assert "\n+  max_new_tokens: 16\n" in patch and "\n+db_password: ${oc.env:DB_PW}\n" in patch
+    assert state.patch_sha256 == hashlib.sha256(patch.encode()).hexdigest()
 
 
 def test_outside_a_repository_git_is_empty(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 Secrets never leave the process (explaunch.redaction says what a secret is): a secret environment variable is
 recorded as ``<redacted>``, credentials inside URLs are stripped. ``git.patch`` holds the uncommitted changes of
 tracked files; untracked files only with ``EXPLAUNCH_PATCH_UNTRACKED=1``, and then never one that looks like
-credentials (``.env*``, ``*.pem``, ``*.key``, ``id_*``...) nor one over 1 MB.
+credentials (``.env*``, ``*.pem``, ``*.key``, ``id_*``...) nor one over 1 MB. Its text is redacted as a config is
+(a tracked ``conf/db.yaml`` edited to ``password: ...`` is a change of a secret too): a patch with a redacted line
+may no longer apply.
 
 ``env_hash`` changes when the code (commit or uncommitted changes), the installed packages, the Python build or the
 hardware model change, and not otherwise (not with the host name, the time or the job's config).
@@ -25,7 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from explaunch.redaction import REDACTED, is_secret_variable, looks_like_credentials, redact
+from explaunch.redaction import REDACTED, is_secret_variable, looks_like_credentials, redact, redact_patch
 
 # Environment variables worth recording (prefixes); anything else stays out of the record.
 ENV_PREFIXES = (
@@ -118,6 +120,7 @@ def git_state(code_dir: Path, job_dir: Path | None, environ: Mapping[str, str] |
         )
         patch += proc.stdout
     dirty = bool(patch)
+    patch = redact_patch(patch)  # the hash too is of the redacted text: a secret is not guessed back from it
     patch_file = None
     if dirty and job_dir is not None:
         job_dir.mkdir(parents=True, exist_ok=True)

@@ -149,8 +149,20 @@ def detach(planner: Any, arguments: Sequence[str], params: dict[str, str], confi
             pid_start=process_start(pid),
         )
     controller.write(sweep_dir)
-    print(announcement(sweep_dir, controller), flush=True)
+    print(announcement(sweep_dir, controller, dashboard_line(sweep_dir, config)), flush=True)
     return controller
+
+
+def dashboard_line(sweep_dir: Path, config: Any) -> str | None:
+    """For a sweep asked to serve its dashboard, the command that serves it: its controller does not (its output
+    goes to a file, where the dashboard's token would be written)."""
+    from omegaconf import OmegaConf
+
+    from explaunch.review.dashboard.server import dashboard_command
+
+    if not OmegaConf.select(config, "hydra.sweeper.dashboard", default=False):
+        return None
+    return dashboard_command(sweep_dir, OmegaConf.select(config, "hydra.sweeper.dashboard_port", default=None))
 
 
 def claim_folder(sweep_dir: Path) -> None:
@@ -233,7 +245,9 @@ def submit_controller(sweep_dir: Path, command: list[str], config: Any) -> str:
     return job_id
 
 
-def announcement(sweep_dir: Path, controller: Controller) -> str:
+def announcement(sweep_dir: Path, controller: Controller, dashboard: str | None = None) -> str:
+    """What a detach prints: where the sweep runs and the commands that follow it (``dashboard``: the one that serves
+    its dashboard, see :func:`dashboard_line`)."""
     where = (
         f"SLURM job {controller.slurm_job_id}"
         if controller.slurm_job_id
@@ -247,6 +261,7 @@ def announcement(sweep_dir: Path, controller: Controller) -> str:
             f"  explaunch status {folder}",
             f"  explaunch attach {folder}",
             f"  explaunch cancel {folder}",
+            *([f"  {dashboard}"] if dashboard else []),
         ]
     )
 

@@ -194,8 +194,17 @@ class SweepRunner:
         return EXIT_INTERRUPTED if interrupted else 1
 
     def start_dashboard(self) -> Any:
-        from explaunch.review.dashboard.server import start_in_thread
+        """The sweep's own dashboard, its URL (with its token) printed to the terminal. Where stderr is not a terminal
+        (a detached sweep's controller.log, a redirect, a SLURM output file) the token would be written to a file,
+        which others may read: no dashboard is started (none could be opened without its token), and the line says
+        how to serve the sweep instead (``explaunch dashboard`` prints a token of its own where it runs)."""
+        from explaunch.review.dashboard.server import dashboard_command, start_in_thread
 
+        if not sys.stderr.isatty():
+            command = dashboard_command(self.sweep_dir, self.settings.dashboard_port)
+            why = "this output is not a terminal, and its token would be written to a file"
+            print(f"dashboard: not started here ({why}); see the sweep with: {command}", file=sys.stderr, flush=True)
+            return None
         dashboard = start_in_thread(self.sweep_dir, self.settings.dashboard_port, "hydra.sweeper.dashboard_port")
         print(f"dashboard: {dashboard.url} (while the sweep runs)", file=sys.stderr, flush=True)
         return dashboard

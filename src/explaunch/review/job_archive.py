@@ -18,6 +18,7 @@ from pathlib import Path
 
 from explaunch.errors import ExplaunchError
 from explaunch.job.snapshot import PATCH_FILE
+from explaunch.redaction import REDACTED
 from explaunch.review.rerun import code_location, merge_overrides
 from explaunch.sweepdir import records
 
@@ -90,7 +91,11 @@ def _code_tree(record: records.JobRecord, job_dir: Path, code_dir: Path | None, 
                     check=False,
                 )
                 if applied.returncode != 0:
-                    raise ExplaunchError(f"{patch}: does not apply to commit {commit[:12]}: {applied.stderr.strip()}")
+                    redacted = REDACTED in patch.read_text(encoding="utf-8", errors="replace")
+                    why = " (secrets in it were redacted: put them back by hand)" if redacted else ""
+                    raise ExplaunchError(
+                        f"{patch}: does not apply to commit {commit[:12]}{why}: {applied.stderr.strip()}"
+                    )
                 note += " with git.patch applied"
             top = Path(root).resolve()
             relative = folder.relative_to(top).as_posix() if folder.is_relative_to(top) else "."

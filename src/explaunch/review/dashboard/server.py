@@ -64,6 +64,14 @@ def url_of(sock: socket.socket, token: str | None = None) -> str:
     return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
 
 
+def dashboard_command(root: Path, port: int | None = None) -> str:
+    """What a user runs to serve ``root``'s dashboard where its token is printed to them (a sweep whose output goes
+    to a file does not serve its own)."""
+    import shlex
+
+    return shlex.join(["explaunch", "dashboard", str(root), *(["--port", str(port)] if port else [])])
+
+
 def allowed_hosts(host: str) -> list[str] | None:
     """Host headers the app accepts: loopback names by default; any where the user bound a wildcard address."""
     if is_loopback(host):
