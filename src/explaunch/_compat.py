@@ -388,7 +388,7 @@ def exit_fast(code: object) -> None:
     flushed, then ``os._exit``. Python's own exit where another non-daemon thread still runs (Python would wait for
     it), where worker processes are alive (joblib's: Python's exit tells their executor to end them first; without
     it the exit handler that joins them waits forever), or where this Python lacks what it needs. joblib's idle
-    workers (Hydra's joblib launcher) are ended first, as Python's exit would end them, and what Python's exit
+    workers (Hydra's joblib launcher) are ended first, as Python's exit would end them, and then what Python's exit
     would wait for (other non-daemon threads, non-daemon child processes) is waited for up to ``EXIT_WAIT_S``."""
     import atexit
     import logging
@@ -396,8 +396,9 @@ def exit_fast(code: object) -> None:
     import threading
     import time
 
-    end_joblib_workers()
-    deadline = time.monotonic() + EXIT_WAIT_S
+    # only where joblib's workers were just told to end is there something to wait for: another thread or process
+    # that Python's exit would wait for is not waited for here (Python's exit may be what ends it)
+    deadline = time.monotonic() + (EXIT_WAIT_S if end_joblib_workers() else 0.0)
     while True:
         others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
         multiprocessing = sys.modules.get("multiprocessing")

@@ -368,3 +368,19 @@ def test_mlflows_system_metrics_reach_the_jobs_run_on_both_paths(
     assert mlflow.active_run() is None  # the fallback's fluent run is ended with it
     names = set(client.get_run(run_id).data.metrics)
     assert any(name.startswith("system/") for name in names), names
+
+
+def test_a_fast_exit_does_not_wait_for_a_thread_pool_only_pythons_exit_ends() -> None:
+    """An idle ThreadPoolExecutor's worker ends only when Python's exit tells it to: no waiting for it first."""
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "from concurrent.futures import ThreadPoolExecutor\nfrom explaunch import _compat\n"
+        "pool = ThreadPoolExecutor(1)\npool.submit(print, 'pooled').result()\n_compat.exit_fast(5)\n"
+    )
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert (proc.returncode, proc.stdout) == (5, "pooled\n"), proc.stderr
+    assert time.monotonic() - started < _compat.EXIT_WAIT_S, "it waited for a thread only Python's exit ends"
