@@ -142,3 +142,16 @@ def test_the_relay_lowers_its_session_s_share_of_the_cpu_until_the_first_job_has
         records.write_sweep_record(sweep_dir)
     finally:
         relay.close()
+
+
+def test_the_relays_input_skips_a_line_that_is_no_message_and_always_ends() -> None:
+    import io
+
+    from explaunch.tracking.relay import read_messages
+
+    first_jobs: list[bool] = []
+    stream = io.StringIO('{"flush": 1}\nnot json\n{"job": "/s/0"}\n{"job": "/s/1"}\n')
+    messages = read_messages(stream, lambda: first_jobs.append(True))
+    got = [messages.get(timeout=10) for _ in range(4)]
+    assert got == [{"flush": 1}, {"job": "/s/0"}, {"job": "/s/1"}, None]
+    assert first_jobs == [True]  # called at the first job's message, once

@@ -242,13 +242,19 @@ def read_messages(inp: TextIO, on_first_job: Callable[[], None]) -> queue.Queue[
 
     def read() -> None:
         first = True
-        for line in inp:
-            message = json.loads(line)
-            if first and "job" in message:
-                first = False
-                on_first_job()
-            messages.put(message)
-        messages.put(None)
+        try:
+            for line in inp:
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    log.error("not a message, ignored: %r", line[:200])
+                    continue
+                if first and "job" in message:
+                    first = False
+                    on_first_job()
+                messages.put(message)
+        finally:  # the relay's loop ends whatever ended this one
+            messages.put(None)
 
     threading.Thread(target=read, name="explaunch-relay-input", daemon=True).start()
     return messages
