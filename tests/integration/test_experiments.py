@@ -137,8 +137,10 @@ def test_sharded_jobs_run_as_scheduler_tasks_and_fsdp_shards_the_weights(tmp_pat
     assert proc.returncode == 0, proc.stderr[-3000:]
     by_strategy = {r.config["sharding"]["strategy"]: r for _, r in records.iter_job_records(sweep)}
     assert {r.status for r in by_strategy.values()} == {"completed"}
-    tasks = {d.name: list(d.glob("*_result.pkl")) for d in (sweep / ".submitit").iterdir() if d.name.isdigit()}
-    assert sorted(len(results) for results in tasks.values()) == [1, 2, 2]  # none: 1 task; ddp, fsdp: 2 each
+    # each task leaves its log (its result pickle is removed once the sweep has it: it holds the config)
+    tasks = {d.name: list(d.glob("*_log.out")) for d in (sweep / ".submitit").iterdir() if d.name.isdigit()}
+    assert sorted(len(logs) for logs in tasks.values()) == [1, 2, 2]  # none: 1 task; ddp, fsdp: 2 each
+    assert not list((sweep / ".submitit").rglob("*.pkl"))
     ddp, fsdp = by_strategy["ddp"], by_strategy["fsdp"]
     for record in (ddp, fsdp):
         assert record.info["launch"].startswith("tasks of local job")
