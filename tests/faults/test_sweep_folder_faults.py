@@ -15,6 +15,7 @@ import pytest
 from explaunch.sweepdir import records
 from explaunch.sweepdir.ledger import Ledger
 from tests.conftest import MAIN
+from tests.faults.helpers import fill, tmpfs
 from tests.integration.helpers import run_main
 
 pytestmark = pytest.mark.slow
@@ -74,28 +75,8 @@ def test_a_sweep_folder_that_cannot_be_created_is_one_line_exit_2_and_nothing_cr
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs: a filesystem that really fills up."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("a full filesystem needs root to mount a small tmpfs")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"root cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "size=2m") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", "--lazy", str(disk)], check=True)
-
-
-def fill(disk: Path) -> Path:
-    filler = disk / "filler"
-    with filler.open("wb", buffering=0) as handle:
-        try:
-            while True:
-                handle.write(b"\0" * 4096)
-        except OSError:
-            pass
-    return filler
 
 
 def test_a_full_disk_stops_the_sweep_keeps_what_was_written_and_a_rerun_finishes(small_disk: Path) -> None:
