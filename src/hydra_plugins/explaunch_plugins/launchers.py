@@ -5,7 +5,8 @@ out or died raises, and the whole sweep aborts while its other jobs may still ru
 the same way (one job array, bounded by ``array_parallelism``), then wait for every job, polling at ``poll_s``
 (no busy-waiting), and return a failed ``JobReturn`` carrying submitit's error for a job that left no result, so the
 sweeper records it (``timeout`` for SLURM's TIMEOUT) and goes on. When the sweep is asked to stop (Ctrl-C, SIGTERM),
-jobs still waiting in the queue are cancelled (``scancel``); a second Ctrl-C cancels the running ones too.
+jobs still waiting in the queue are cancelled (``scancel --state=PENDING``: never one that has started); a second
+Ctrl-C cancels the running ones too.
 
 A job of ``sharding.num_processes`` = N > 1 runs as N tasks (``tasks_per_node``): task 0 runs the Hydra job as usual
 (callbacks, record, MLflow run) and the other tasks only their process of the torch.distributed group
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -167,15 +169,14 @@ class _WaitForAll:
     def _wait(self, jobs: list[Any]) -> set[str]:
         """Until every job is done or was cancelled here; returns the ids of those cancelled before they started."""
         cancelled: set[str] = set()
+        asked = False
         try:
             while not all(job.done() or job.job_id in cancelled for job in jobs):
-                if jobguard.stop_requested() and not cancelled:
-                    waiting = [job for job in jobs if not job.done() and job.state in ("PENDING", "REQUEUED")]
-                    for job in waiting:
-                        job.cancel(check=False)
-                        cancelled.add(job.job_id)
-                    if waiting:
-                        log.warning("cancelled %d jobs still waiting in the queue", len(waiting))
+                if jobguard.stop_requested() and not asked:
+                    asked = True
+                    cancelled = self._cancel_queued([job for job in jobs if not job.done()])
+                    if cancelled:
+                        log.warning("cancelled %d jobs still waiting in the queue", len(cancelled))
                 time.sleep(self.poll_s)
         except KeyboardInterrupt:
             for job in jobs:
@@ -184,6 +185,10 @@ class _WaitForAll:
             log.warning("cancelled the batch's unfinished jobs")
             raise
         return cancelled
+
+    def _cancel_queued(self, jobs: list[Any]) -> set[str]:
+        """Cancels those of ``jobs`` still waiting to start; returns their ids. Local jobs never wait."""
+        return set()
 
     @staticmethod
     def _result(job: Any, overrides: Sequence[str], cancelled: bool) -> JobReturn:
@@ -224,6 +229,30 @@ class ExplaunchSlurmLauncher(_WaitForAll, SlurmLauncher):
         super().__init__(**params)
         self._take_own_params()
         check_signal_delay("hydra.launcher", int(self.params["timeout_min"]), int(self.params["signal_delay_s"]))
+
+    def _cancel_queued(self, jobs: list[Any]) -> set[str]:
+        """``scancel --state=PENDING``: the controller itself cancels only a job that has not started, so a job that
+        began a moment ago keeps running (submitit's ``job.state`` comes from ``sacct``, polled at most every
+        10 min: it may still say PENDING long after a job started). Cancelled are those the controller no longer
+        runs and that never began (no log, no result)."""
+        ids = [job.job_id for job in jobs]
+        if not ids:
+            return set()
+        scancel = subprocess.run(["scancel", "--state=PENDING", *ids], capture_output=True, text=True, check=False)
+        if scancel.returncode != 0:
+            log.warning("scancel failed (%s): the queued jobs will run", scancel.stderr.strip())
+            return set()
+        queue = subprocess.run(
+            ["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(ids)], capture_output=True, text=True, check=False
+        )
+        states = dict(line.split(maxsplit=1) for line in queue.stdout.splitlines() if " " in line)
+        return {
+            job.job_id
+            for job in jobs
+            if states.get(job.job_id, "CANCELLED") == "CANCELLED"
+            and not Path(job.task(0).paths.stdout).exists()
+            and not Path(job.task(0).paths.result_pickle).exists()
+        }
 
 
 def check_signal_delay(key: str, timeout_min: int, signal_delay_s: int) -> None:
