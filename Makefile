@@ -31,8 +31,7 @@ demo: setup  ## install, then run the demo sweep (2 models x 3 batch sizes) and 
 	$(BIN)/explaunch report $(DEMO_DIR)
 
 test: setup lint typecheck  ## install, then lint, type-check and run every test (slow ones included)
-	$(BIN)/pytest -W error -m "not hydra_suites"
-	$(BIN)/pytest -W error -m hydra_suites
+	scripts/test-all.sh
 
 test-fast: setup  ## unit tests only
 	$(BIN)/pytest -W error -m "not slow"
