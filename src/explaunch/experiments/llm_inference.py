@@ -41,7 +41,7 @@ from explaunch.measure.compute import generate_flops
 from explaunch.measure.energy import job_gpus
 from explaunch.measure.memory import PeakMemory
 
-MB = 1024 * 1024
+MIB = 1024 * 1024
 OUTPUTS_FILE = "outputs.jsonl"
 ITERATIONS_FILE = "iterations.csv"  # the window's calls, one row each: kept out of job.json, which readers parse whole
 # torch's own choice at import (it honours OMP_NUM_THREADS, which joblib's workers set to cores / workers); a job
@@ -123,9 +123,9 @@ def measure(
     metrics["model_parameters"] = parameters
     if world > 1:
         metrics["model_parameters_local"] = parameters_local
-    metrics["memory_peak_rss_mib"] = (memory.peak_rss_bytes or 0) / MB
+    metrics["memory_peak_rss_mib"] = (memory.peak_rss_bytes or 0) / MIB
     if memory.cuda_max_allocated_bytes is not None:
-        metrics["memory_cuda_max_allocated_mib"] = memory.cuda_max_allocated_bytes / MB
+        metrics["memory_cuda_max_allocated_mib"] = memory.cuda_max_allocated_bytes / MIB
 
     layer_params, head_params = linear_parameters(model)
     analytical = [
