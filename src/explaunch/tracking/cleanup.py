@@ -36,7 +36,7 @@ from explaunch.sweepdir import reader, records
 
 ACTIVE_WINDOW_S = 600.0
 TRASH = ".trash"
-RESERVED_FOLDERS = frozenset({TRASH, "tags", "datasets", "traces", "models", ".trash"})
+RESERVED_FOLDERS = frozenset({TRASH, "tags", "datasets", "traces", "models"})
 
 ORPHAN, DELETED_EXPERIMENT, DELETED_RUN, OLD_RUN, EMPTY_SWEEP = (
     "orphaned experiment",
@@ -198,12 +198,8 @@ def _all_runs(client: Any, experiment_ids: list[str], view: Any) -> list[Any]:
 
 
 def _local_path(uri: str | None) -> str | None:
-    if not uri or not uri.startswith("file:"):
-        return None
-    from urllib.parse import unquote, urlparse
-
-    path = Path(unquote(urlparse(uri).path))
-    return str(path) if path.exists() else None
+    path = file_store_root(uri) if uri and uri.startswith("file:") else None
+    return str(path) if path is not None and path.exists() else None
 
 
 def scan_store(uri: str, days_old: float | None, now: float, plan: Plan) -> None:
@@ -237,41 +233,20 @@ def scan_store(uri: str, days_old: float | None, now: float, plan: Plan) -> None
             )
     names = {e.experiment_id: e.name for e in experiments}
 
-    def run_folder(run: Any) -> str | None:
-        """A file store's run folder (meta and artifacts); a database store's run artifacts."""
-        if root is not None:
-            for parent in (root, root / TRASH):
-                folder = parent / run.info.experiment_id / run.info.run_id
-                if folder.is_dir():
-                    return str(folder)
-        return _local_path(run.info.artifact_uri)
+    def run_candidate(kind: str, run: Any, reason: str) -> Candidate:
+        """With a file store's run folder (meta and artifacts), or a database store's run artifacts."""
+        folders = [p / run.info.experiment_id / run.info.run_id for p in (root, root / TRASH)] if root else []
+        path = next((str(f) for f in folders if f.is_dir()), None) or _local_path(run.info.artifact_uri)
+        name = f"{names.get(run.info.experiment_id, '?')}/{run.info.run_name}"
+        return Candidate(kind, uri, run.info.run_id, name, reason, path)
 
-    for run in deleted:
-        plan.candidates.append(
-            Candidate(
-                DELETED_RUN,
-                uri,
-                run.info.run_id,
-                f"{names.get(run.info.experiment_id, '?')}/{run.info.run_name}",
-                "deleted",
-                run_folder(run),
-            )
-        )
+    plan.candidates.extend(run_candidate(DELETED_RUN, run, "deleted") for run in deleted)
     if days_old is not None:
         cutoff_ms = (now - days_old * 86400) * 1000
         for run in active:
             if run.info.start_time is not None and run.info.start_time < cutoff_ms:
                 age = (now * 1000 - run.info.start_time) / 86_400_000
-                plan.candidates.append(
-                    Candidate(
-                        OLD_RUN,
-                        uri,
-                        run.info.run_id,
-                        f"{names.get(run.info.experiment_id, '?')}/{run.info.run_name}",
-                        f"started {age:.1f} days ago",
-                        run_folder(run),
-                    )
-                )
+                plan.candidates.append(run_candidate(OLD_RUN, run, f"started {age:.1f} days ago"))
 
 
 # ---- sweeps -------------------------------------------------------------------------------------------------------
