@@ -130,6 +130,21 @@ def test_a_two_process_job_runs_as_two_slurm_tasks_of_one_job(tmp_path: Path) ->
     assert found[0].info["processes"][1]["output_sha256"] == found[1].info["processes"][1]["output_sha256"]
 
 
+def requeued_jobs() -> list[tuple[str, str]]:
+    """(job id, restart count) of each job SLURM holds after a requeue (pending, reason BeginTime, restarted)."""
+    found = []
+    queue = subprocess.run(["squeue", "-h", "-t", "PENDING", "-o", "%i %r"], capture_output=True, text=True)
+    for line in queue.stdout.splitlines():
+        job_id, _, reason = line.partition(" ")
+        if reason.strip() != "BeginTime":
+            continue
+        shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+        restarts = re.search(r"Restarts=(\d+)", shown)
+        if "JobState=PENDING" in shown and restarts is not None and restarts.group(1) != "0":
+            found.append((job_id, restarts.group(1)))  # not one just submitted (it can show BeginTime a moment)
+    return found
+
+
 def release_requeued_jobs(stop: threading.Event, settle_s: float = 15.0) -> None:
     """SLURM holds a requeued job about two minutes (pending, reason BeginTime); an operator's ``scontrol update
     StartTime=now`` lets it start sooner, which is all this does, to keep the test short. Once per requeue, and only
@@ -138,16 +153,8 @@ def release_requeued_jobs(stop: threading.Event, settle_s: float = 15.0) -> None
     released: set[tuple[str, str]] = set()
     seen: dict[tuple[str, str], float] = {}
     while not stop.wait(1.0):
-        queue = subprocess.run(["squeue", "-h", "-t", "PENDING", "-o", "%i %r"], capture_output=True, text=True)
-        for line in queue.stdout.splitlines():
-            job_id, _, reason = line.partition(" ")
-            if reason.strip() != "BeginTime":
-                continue
-            shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
-            restarts = re.search(r"Restarts=(\d+)", shown)
-            if "JobState=PENDING" not in shown or restarts is None or restarts.group(1) == "0":
-                continue  # not a requeued job (one just submitted can show BeginTime for a moment)
-            key = (job_id, restarts.group(1))
+        for key in requeued_jobs():
+            job_id = key[0]
             if key not in released and time.monotonic() - seen.setdefault(key, time.monotonic()) >= settle_s:
                 released.add(key)
                 subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
@@ -181,3 +188,29 @@ def test_a_checkpointing_job_past_its_time_limit_is_requeued_and_completes_in_on
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 1 and children[0].info.status == "FINISHED"
     assert children[0].data.tags["status"] == "COMPLETED" and "requeued" in children[0].data.tags
+
+
+def test_ctrl_c_while_a_requeued_job_waits_to_run_again_cancels_it_and_records_it_interrupted(tmp_path: Path) -> None:
+    """A job requeued at its time limit waits in the queue again (SLURM holds it about two minutes): one Ctrl-C
+    cancels it like any queued job, records it ``interrupted`` and the sweep ends at once."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", "experiment_type=probe", "experiment_type.checkpoint=true", "experiment_type.duration_s=300",
+            "tracking=none", "hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=1",
+            "hydra.launcher.signal_delay_s=20", "hydra.launcher.max_num_timeout=8",
+            f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, str(MAIN), *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        for _ in range(240):  # the warning comes 20-60 s before the one-minute limit
+            if requeued_jobs():
+                break
+            time.sleep(0.5)
+        assert requeued_jobs(), "the job was not requeued"
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "cancelled 1 jobs still waiting in the queue" in stdout + stderr
+    assert statuses(sweep) == {0: "interrupted"}
+    assert requeued_jobs() == []

@@ -16,6 +16,7 @@ A job of ``sharding.num_processes`` = N > 1 runs as N tasks (``tasks_per_node``)
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import logging
 import subprocess
@@ -233,26 +234,30 @@ class ExplaunchSlurmLauncher(_WaitForAll, SlurmLauncher):
     def _cancel_queued(self, jobs: list[Any]) -> set[str]:
         """``scancel --state=PENDING``: the controller itself cancels only a job that has not started, so a job that
         began a moment ago keeps running (submitit's ``job.state`` comes from ``sacct``, polled at most every
-        10 min: it may still say PENDING long after a job started). Cancelled are those the controller no longer
-        runs and that never began (no log, no result)."""
+        10 min: it may still say PENDING long after a job started). Cancelled are the jobs the controller no longer
+        has (or has as CANCELLED) and that left no result; a requeued job waiting to run again is one of them.
+        Where ``squeue`` cannot answer, only the jobs that never began (no log) count."""
         ids = [job.job_id for job in jobs]
         if not ids:
             return set()
         scancel = subprocess.run(["scancel", "--state=PENDING", *ids], capture_output=True, text=True, check=False)
-        if scancel.returncode != 0:
-            log.warning("scancel failed (%s): the queued jobs will run", scancel.stderr.strip())
-            return set()
-        queue = subprocess.run(
-            ["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(ids)], capture_output=True, text=True, check=False
+        if scancel.returncode != 0:  # e.g. one id SLURM has already purged: the others are still cancelled
+            log.warning("scancel: %s", scancel.stderr.strip() or f"exit code {scancel.returncode}")
+        queue = subprocess.run(  # all of this user's jobs: an id given with -j that SLURM has purged is an error
+            ["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i %T"], capture_output=True, text=True, check=False
         )
+        if queue.returncode != 0 and scancel.returncode != 0:
+            log.warning("SLURM did not answer (%s): the queued jobs may still run", queue.stderr.strip())
+            return set()
         states = dict(line.split(maxsplit=1) for line in queue.stdout.splitlines() if " " in line)
-        return {
-            job.job_id
-            for job in jobs
-            if states.get(job.job_id, "CANCELLED") == "CANCELLED"
-            and not Path(job.task(0).paths.stdout).exists()
-            and not Path(job.task(0).paths.result_pickle).exists()
-        }
+        cancelled = set()
+        for job in jobs:
+            task = job.task(0)
+            if Path(task.paths.result_pickle).exists() or states.get(job.job_id, "CANCELLED") != "CANCELLED":
+                continue
+            if queue.returncode == 0 or not Path(task.paths.stdout).exists():
+                cancelled.add(job.job_id)
+        return cancelled
 
 
 def check_signal_delay(key: str, timeout_min: int, signal_delay_s: int) -> None:
