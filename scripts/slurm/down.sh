@@ -27,6 +27,13 @@ if [ -s "$PIDS" ]; then
       say "cancelled $(echo "$jobs" | wc -l) job(s) the tests submitted"
       for _ in $(seq 30); do [ -z "$(tests_jobs PENDING,RUNNING,COMPLETING)" ] && break; sleep 0.5; done
     fi
+    # any job still COMPLETING has ended and only reports it: its slurmstepd waits for slurmd, and would be left
+    # behind (for good) were slurmd stopped first
+    for i in $(seq 60); do
+      [ -z "$(squeue -h -t COMPLETING -o %A 2>/dev/null)" ] && break
+      [ "$i" -eq 1 ] && say "waiting (up to 30 s) for the jobs still completing"
+      sleep 0.5
+    done
   fi
   for name in slurmd slurmctld slurmdbd mariadbd munged; do  # the reverse of the start order
     stop "$name" 30 | sed 's/^\[slurm\]/[slurm-down]/'
